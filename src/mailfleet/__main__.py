@@ -1,0 +1,3 @@
+from mailfleet.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,237 @@
+"""Sign-up, login, token checks and the admin operations on accounts.
+
+A token is ``<account id>.<secret>``: the account id routes the lookup to the
+mailbox's shard; only sha256(secret) is stored, so a leaked database yields no
+usable token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import secrets
+import time
+from dataclasses import dataclass
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from mailfleet.config import AuthSettings
+from mailfleet.errors import Conflict, Invalid, NotFound, Unauthorized
+from mailfleet.ids import new_id, parse_id
+from mailfleet.proto.addresses import AddressError, mailbox_key, normalize_domain, normalize_email
+from mailfleet.storage.errors import DuplicateKey
+from mailfleet.storage.interfaces import (
+    FOLDER_ROLES,
+    Account,
+    Domain,
+    Folder,
+    MetadataStore,
+    Session,
+)
+
+# Verified against when the address is unknown, so that a wrong address costs
+# as long as a wrong password and does not reveal which addresses exist.
+_DUMMY_PASSWORD = "not a password of anyone"
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    token: str
+    expires_at: int
+
+
+class AccountService:
+    def __init__(self, store: MetadataStore, settings: AuthSettings) -> None:
+        self.store = store
+        self.settings = settings
+        self.hasher = PasswordHasher(
+            time_cost=settings.argon2_time_cost,
+            memory_cost=settings.argon2_memory_kib,
+            parallelism=settings.argon2_parallelism,
+        )
+        self._dummy_hash = self.hasher.hash(_DUMMY_PASSWORD)
+
+    # -- domains ------------------------------------------------------------------
+
+    async def add_domain(self, name: str, *, open_signup: bool = False) -> Domain:
+        try:
+            domain = Domain(normalize_domain(name), open_signup, now_ms())
+        except AddressError as exc:
+            raise Invalid(str(exc), code="invalid_domain") from None
+        try:
+            await self.store.add_domain(domain)
+        except DuplicateKey:
+            raise Conflict(f"domain {domain.name} exists already", code="domain_exists") from None
+        return domain
+
+    async def ensure_domain(self, name: str, *, open_signup: bool) -> None:
+        domain = normalize_domain(name)
+        existing = await self.store.get_domain(domain)
+        if existing is None:
+            await self.add_domain(domain, open_signup=open_signup)
+        elif existing.open_signup != open_signup:
+            await self.store.set_domain_signup(domain, open_signup)
+
+    async def is_hosted(self, domain: str) -> bool:
+        return await self.store.get_domain(domain.lower()) is not None
+
+    # -- accounts -----------------------------------------------------------------
+
+    async def sign_up(self, email: str, password: str, name: str) -> Account:
+        """Self-service sign-up: only on domains opened for it."""
+        address = self._valid_address(email)
+        domain = await self.store.get_domain(address.rpartition("@")[2])
+        if domain is None:
+            raise Invalid(
+                f"{address.rpartition('@')[2]} is not a domain this server hosts",
+                code="unknown_domain",
+            )
+        if not domain.open_signup:
+            raise Invalid(f"sign-up is closed on {domain.name}", code="signup_closed")
+        return await self._create(address, password, name)
+
+    async def add_user(self, email: str, password: str, name: str = "") -> Account:
+        """Admin creation: any hosted domain, open or not."""
+        address = self._valid_address(email)
+        if await self.store.get_domain(address.rpartition("@")[2]) is None:
+            raise Invalid(
+                f"{address.rpartition('@')[2]} is not a hosted domain; add it first",
+                code="unknown_domain",
+            )
+        return await self._create(address, password, name)
+
+    def _valid_address(self, email: str) -> str:
+        try:
+            address = mailbox_key(normalize_email(email))
+        except AddressError as exc:
+            raise Invalid(str(exc), code="invalid_address") from None
+        if not address.isascii():
+            raise Invalid("addresses of accounts must be ASCII", code="invalid_address")
+        return address
+
+    def _check_password(self, password: str) -> None:
+        if len(password) < self.settings.min_password_length:
+            raise Invalid(
+                f"password must have at least {self.settings.min_password_length} characters",
+                code="weak_password",
+            )
+        if len(password) > 1024:
+            raise Invalid("password is too long", code="invalid_password")
+
+    async def _create(self, address: str, password: str, name: str) -> Account:
+        self._check_password(password)
+        name = " ".join(name.split())
+        if len(name) > 200:
+            raise Invalid("name is too long (200 characters at most)", code="invalid_name")
+        account = Account(
+            id=new_id(),
+            email=address,
+            name=name,
+            password_hash=await asyncio.to_thread(self.hasher.hash, password),
+            disabled=False,
+            created_at=now_ms(),
+        )
+        folders = [
+            Folder(account.id, new_id(), role.capitalize(), role, 0, 0) for role in FOLDER_ROLES
+        ]
+        try:
+            await self.store.create_account(account, folders)
+        except DuplicateKey:
+            raise Conflict(f"{address} is taken", code="address_taken") from None
+        return account
+
+    async def find(self, email: str) -> Account:
+        account = await self.store.get_account_by_email(email.strip().lower())
+        if account is None:
+            raise NotFound(f"no account {email}", code="unknown_account")
+        return account
+
+    async def set_password(self, email: str, password: str) -> None:
+        account = await self.find(email)
+        self._check_password(password)
+        password_hash = await asyncio.to_thread(self.hasher.hash, password)
+        await self.store.update_account(account.id, password_hash=password_hash)
+        await self._end_sessions(account.id)
+
+    async def set_disabled(self, email: str, disabled: bool) -> None:
+        account = await self.find(email)
+        await self.store.update_account(account.id, disabled=disabled)
+        if disabled:
+            await self._end_sessions(account.id)
+
+    async def _end_sessions(self, account_id: int) -> None:
+        await self.store.delete_sessions(account_id)
+
+    # -- sessions -----------------------------------------------------------------
+
+    async def verify_password(self, email: str, password: str) -> Account:
+        """The account, or Unauthorized with one message for every failure."""
+        failure = Unauthorized("wrong address or password", code="invalid_credentials")
+        try:
+            address = mailbox_key(normalize_email(email))
+        except AddressError:
+            address = ""
+        account = await self.store.get_account_by_email(address) if address else None
+        stored = account.password_hash if account else self._dummy_hash
+        try:
+            await asyncio.to_thread(self.hasher.verify, stored, password)
+        except (VerificationError, InvalidHashError):
+            raise failure from None
+        if account is None or account.disabled:
+            raise failure
+        if self.hasher.check_needs_rehash(stored):
+            new_hash = await asyncio.to_thread(self.hasher.hash, password)
+            await self.store.update_account(account.id, password_hash=new_hash)
+        return account
+
+    async def log_in(self, email: str, password: str) -> IssuedToken:
+        account = await self.verify_password(email, password)
+        secret = secrets.token_bytes(32)
+        expires_at = now_ms() + self.settings.session_ttl_seconds * 1000
+        await self.store.create_session(
+            Session(account.id, hashlib.sha256(secret).digest(), expires_at)
+        )
+        token = f"{account.id}.{base64.urlsafe_b64encode(secret).decode().rstrip('=')}"
+        return IssuedToken(token, expires_at)
+
+    @staticmethod
+    def _split_token(token: str) -> tuple[int, bytes] | None:
+        account_part, dot, secret_part = token.partition(".")
+        account_id = parse_id(account_part)
+        if not dot or account_id is None or len(secret_part) != 43:
+            return None
+        try:
+            secret = base64.urlsafe_b64decode(secret_part + "=")
+        except ValueError:
+            return None
+        return account_id, hashlib.sha256(secret).digest()
+
+    async def authenticate(self, token: str) -> Account:
+        """The account a bearer token belongs to, or Unauthorized."""
+        failure = Unauthorized("missing, expired or invalid token", code="invalid_token")
+        parts = self._split_token(token)
+        if parts is None:
+            raise failure
+        account_id, token_hash = parts
+        # Not cached: a point lookup costs ~0.1 ms, and a cache would keep a
+        # session alive after logout, password change or disable elsewhere.
+        session = await self.store.get_session(account_id, token_hash)
+        if session is None or session.expires_at <= now_ms():
+            raise failure
+        account = await self.store.get_account(account_id)
+        if account is None or account.disabled:
+            raise failure
+        return account
+
+    async def log_out(self, token: str) -> None:
+        parts = self._split_token(token)
+        if parts is None:
+            return
+        account_id, token_hash = parts
+        await self.store.delete_session(account_id, token_hash)

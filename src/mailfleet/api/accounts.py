@@ -1,0 +1,33 @@
+"""Accounts and sessions."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+
+from mailfleet.api.deps import AccountDep, RuntimeDep, bearer_token
+from mailfleet.api.schemas import AccountOut, LogIn, SignUp, TokenOut, ms_to_datetime
+
+router = APIRouter(prefix="/v1", tags=["accounts"])
+
+
+@router.post("/accounts", status_code=201, response_model=AccountOut)
+async def sign_up(body: SignUp, runtime: RuntimeDep) -> AccountOut:
+    account = await runtime.accounts.sign_up(body.email, body.password, body.name)
+    return AccountOut(id=str(account.id), email=account.email, name=account.name)
+
+
+@router.post("/sessions", status_code=201, response_model=TokenOut)
+async def log_in(body: LogIn, runtime: RuntimeDep) -> TokenOut:
+    issued = await runtime.accounts.log_in(body.email, body.password)
+    return TokenOut(token=issued.token, expires_at=ms_to_datetime(issued.expires_at))
+
+
+@router.delete("/sessions/current", status_code=204)
+async def log_out(request: Request, runtime: RuntimeDep, _: AccountDep) -> Response:
+    await runtime.accounts.log_out(bearer_token(request))
+    return Response(status_code=204)
+
+
+@router.get("/me", response_model=AccountOut)
+async def me(account: AccountDep) -> AccountOut:
+    return AccountOut(id=str(account.id), email=account.email, name=account.name)

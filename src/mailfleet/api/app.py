@@ -1,0 +1,93 @@
+"""The FastAPI application: routers, and the one place errors become JSON."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from mailfleet import __version__
+from mailfleet.api import accounts, folders, health, messages
+from mailfleet.errors import MailfleetError, RateLimited
+from mailfleet.runtime import Runtime
+from mailfleet.storage.errors import BackendUnavailable
+
+log = logging.getLogger("mailfleet.api")
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_large",
+    415: "unsupported_media_type",
+}
+
+
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"code": code, "message": message}}, status_code=status, headers=headers
+    )
+
+
+def _describe(errors: list[Any]) -> tuple[str, str]:
+    first = errors[0]
+    if first.get("type") == "json_invalid":
+        reason = first.get("ctx", {}).get("error", "cannot be parsed")
+        return "malformed_json", f"request body is not valid JSON: {reason}"
+    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+    if first.get("type") == "missing":
+        return "missing_field", f"{where} is required"
+    if first.get("type") == "extra_forbidden":
+        return "unknown_field", f"{where} is not a field of this request"
+    return "invalid_field", f"{where or 'body'}: {first.get('msg')}"
+
+
+def create_app(runtime: Runtime) -> FastAPI:
+    app = FastAPI(
+        title="mailfleet",
+        version=__version__,
+        description="mailfleet HTTP API v1 (see shared/API.md).",
+    )
+    app.state.runtime = runtime
+
+    @app.exception_handler(MailfleetError)
+    async def _service_error(_: Request, exc: MailfleetError) -> JSONResponse:
+        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
+        if exc.status == 401:
+            headers = {"WWW-Authenticate": "Bearer"}
+        return error_response(exc.status, exc.code, exc.message, headers)
+
+    @app.exception_handler(BackendUnavailable)
+    async def _backend_down(_: Request, exc: BackendUnavailable) -> JSONResponse:
+        log.warning("backend unavailable: %s", exc)
+        return error_response(
+            503,
+            "unavailable",
+            "a storage backend is unavailable; try again later",
+            {"Retry-After": "5"},
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        code, message = _describe(list(exc.errors()))
+        return error_response(400, code, message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, "error")
+        message = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
+        return error_response(exc.status_code, code, message, getattr(exc, "headers", None))
+
+    app.include_router(health.router)
+    app.include_router(accounts.router)
+    app.include_router(folders.router)
+    app.include_router(messages.router)
+    return app

@@ -1,0 +1,33 @@
+"""Request dependencies: the runtime, and the account a bearer token names."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from mailfleet.errors import Unauthorized
+from mailfleet.runtime import Runtime
+from mailfleet.storage.interfaces import Account
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+def bearer_token(request: Request) -> str:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("send Authorization: Bearer <token>", code="missing_token")
+    return token.strip()
+
+
+async def current_account(
+    request: Request, runtime: Annotated[Runtime, Depends(get_runtime)]
+) -> Account:
+    return await runtime.accounts.authenticate(bearer_token(request))
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+AccountDep = Annotated[Account, Depends(current_account)]

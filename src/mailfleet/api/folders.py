@@ -1,0 +1,50 @@
+"""Folders and their message listings."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+
+from mailfleet.api.deps import AccountDep, RuntimeDep
+from mailfleet.api.schemas import FolderCreate, FolderOut, PageOut, folder_out, summary_out
+
+router = APIRouter(prefix="/v1/folders", tags=["folders"])
+
+
+@router.get("", response_model=list[FolderOut])
+async def list_folders(runtime: RuntimeDep, account: AccountDep) -> list[FolderOut]:
+    return [folder_out(f) for f in await runtime.mailbox.folders(account.id)]
+
+
+@router.post("", status_code=201, response_model=FolderOut)
+async def create_folder(body: FolderCreate, runtime: RuntimeDep, account: AccountDep) -> FolderOut:
+    return folder_out(await runtime.mailbox.create_folder(account.id, body.name))
+
+
+@router.patch("/{folder_id}", response_model=FolderOut)
+async def rename_folder(
+    folder_id: str, body: FolderCreate, runtime: RuntimeDep, account: AccountDep
+) -> FolderOut:
+    return folder_out(await runtime.mailbox.rename_folder(account.id, folder_id, body.name))
+
+
+@router.delete("/{folder_id}", status_code=204)
+async def delete_folder(folder_id: str, runtime: RuntimeDep, account: AccountDep) -> Response:
+    await runtime.mailbox.delete_folder(account.id, folder_id)
+    return Response(status_code=204)
+
+
+@router.get("/{folder_id}/messages", response_model=PageOut)
+async def list_messages(
+    folder_id: str,
+    runtime: RuntimeDep,
+    account: AccountDep,
+    is_read: bool | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: str | None = None,
+) -> PageOut:
+    page = await runtime.mailbox.list_messages(
+        account.id, folder_id, is_read=is_read, limit=limit, cursor=cursor
+    )
+    return PageOut(items=[summary_out(s) for s in page.items], next_cursor=page.next_cursor)

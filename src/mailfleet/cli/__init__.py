@@ -1,0 +1,1 @@
+"""The ``mailfleet`` command: one module per command group."""

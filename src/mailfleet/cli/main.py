@@ -1,0 +1,71 @@
+"""``mailfleet`` entry point: global options, then one sub-command group per
+module (serve, domain, user)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any
+
+from mailfleet.cli import domain, serve, user
+from mailfleet.config import ConfigError, Settings, load_settings
+from mailfleet.errors import MailfleetError
+from mailfleet.storage.errors import StorageError
+
+Handler = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=argparse.SUPPRESS,
+        help="where the embedded stores live (default ./mailfleet-data, or MAILFLEET_DATA_DIR)",
+    )
+    parser.add_argument(
+        "--config", type=Path, default=argparse.SUPPRESS, help="TOML configuration file"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mailfleet", description="mailfleet email service")
+    _common(parser)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in (serve, domain, user):
+        module.register(commands, _common)
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    if "data_dir" in args:
+        overrides["data_dir"] = str(args.data_dir)
+    if getattr(args, "overrides", None):
+        overrides.update(args.overrides(args))
+    config = getattr(args, "config", None)
+    if config is None and os.environ.get("MAILFLEET_CONFIG"):
+        config = Path(os.environ["MAILFLEET_CONFIG"])
+    return load_settings(config, overrides)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = settings_from_args(args)
+        handler: Handler = args.handler
+        return asyncio.run(handler(args, settings))
+    except ConfigError as exc:
+        print(f"mailfleet: {exc}", file=sys.stderr)
+        return 2
+    except MailfleetError as exc:
+        print(f"mailfleet: {exc.message}", file=sys.stderr)
+        return 1
+    except StorageError as exc:
+        print(f"mailfleet: storage error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

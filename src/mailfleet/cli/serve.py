@@ -1,0 +1,85 @@
+"""``mailfleet serve``: every role in one process on the configured stores."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import secrets
+import signal
+from collections.abc import Callable
+from typing import Any
+
+from mailfleet.config import Settings
+from mailfleet.errors import Conflict
+from mailfleet.server import Server
+
+DEMO_DOMAIN = "demo.mailfleet.test"
+DEMO_USERS = (("alice", "Alice Demo"), ("bob", "Bob Demo"))
+
+
+def register(commands: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
+    parser = commands.add_parser("serve", help="run all roles in one process")
+    parser.add_argument("--http", metavar="HOST:PORT", help="HTTP API (default 127.0.0.1:8080)")
+    parser.add_argument("--smtp", metavar="HOST:PORT", help="MX server (default 127.0.0.1:2525)")
+    parser.add_argument(
+        "--submission", metavar="HOST:PORT", help="submission (default 127.0.0.1:2587)"
+    )
+    parser.add_argument(
+        "--demo", action="store_true", help=f"create {DEMO_DOMAIN} with two users and say how"
+    )
+    common(parser)
+    parser.set_defaults(handler=_serve, overrides=serve_overrides)
+
+
+def serve_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    if getattr(args, "http", None):
+        values.setdefault("http", {})["listen"] = args.http
+    if getattr(args, "smtp", None):
+        values.setdefault("smtp", {})["listen"] = args.smtp
+    if getattr(args, "submission", None):
+        values.setdefault("smtp", {})["submission_listen"] = args.submission
+    return values
+
+
+async def _create_demo(server: Server) -> list[tuple[str, str]]:
+    accounts = server.runtime.accounts
+    await accounts.ensure_domain(DEMO_DOMAIN, open_signup=True)
+    made = []
+    for local, name in DEMO_USERS:
+        email = f"{local}@{DEMO_DOMAIN}"
+        password = secrets.token_urlsafe(9)
+        try:
+            await accounts.add_user(email, password, name)
+        except Conflict:
+            await accounts.set_password(email, password)
+        made.append((email, password))
+    return made
+
+
+async def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    server = await Server.open(settings)
+    try:
+        demo = await _create_demo(server) if args.demo else []
+        await server.start()
+        host, port = server.http_address
+        print(f"mailfleet: HTTP API on http://{host}:{port} (data in {settings.data_dir})")
+        for email, password in demo:
+            print(f"  demo login: {email}  password: {password}")
+        if demo:
+            print(
+                f"  try: curl -s -X POST http://{host}:{port}/v1/sessions "
+                f"-H 'content-type: application/json' "
+                f'-d \'{{"email": "{demo[0][0]}", "password": "{demo[0][1]}"}}\''
+            )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        print("mailfleet: stopping")
+    finally:
+        with contextlib.suppress(Exception):
+            await server.stop()
+    return 0

@@ -1,0 +1,185 @@
+"""Typed settings: a TOML file plus ``MAILFLEET_*`` environment overrides.
+
+Precedence, highest first: explicit overrides from the command line, the
+environment (``MAILFLEET_DATA_DIR``, nested keys with ``__`` as in
+``MAILFLEET_LIMITS__MAX_RECIPIENTS``), the TOML file, the defaults below.
+Every problem is reported at once, each naming the key at fault.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Schemes each storage role accepts; the distributed ones arrive with later issues.
+SUPPORTED_SCHEMES: dict[str, set[str]] = {
+    "metadata_url": {"sqlite"},
+    "blob_url": {"file"},
+    "queue_url": {"sqlite"},
+    "cache_url": {"memory"},
+    "events_url": {"memory"},
+}
+PLANNED_SCHEMES = {"postgresql", "s3", "redis", "nats"}
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; ``problems`` lists every bad key."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid configuration:\n" + "\n".join(f"  {p}" for p in problems))
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _parse_hostport(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    return value
+
+
+def split_hostport(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+class StorageSettings(_Section):
+    """Where each storage role lives, chosen by URL scheme. Empty means the
+    embedded default under ``data_dir``."""
+
+    metadata_url: str = Field("", description="sqlite:///PATH (later postgresql://)")
+    blob_url: str = Field("", description="file:///DIR (later s3://)")
+    queue_url: str = Field("", description="sqlite:///PATH (later nats://)")
+    cache_url: str = Field("memory://", description="memory:// (later redis://)")
+    events_url: str = Field("memory://", description="memory:// (later nats:// or redis://)")
+
+
+class HttpSettings(_Section):
+    listen: str = Field("127.0.0.1:8080", description="HOST:PORT of the HTTP API")
+
+    _check = field_validator("listen")(_parse_hostport)
+
+
+class SmtpSettings(_Section):
+    listen: str = Field("127.0.0.1:2525", description="HOST:PORT of the MX (smtp-in)")
+    submission_listen: str = Field("127.0.0.1:2587", description="HOST:PORT of submission")
+    hostname: str = Field("localhost", description="our name in EHLO, Received and Message-ID")
+
+    _check = field_validator("listen", "submission_listen")(_parse_hostport)
+
+
+class LimitSettings(_Section):
+    max_message_bytes: int = Field(25 * 1024 * 1024, gt=0, description="whole message")
+    max_attachment_bytes: int = Field(25 * 1024 * 1024, gt=0, description="one upload")
+    max_recipients: int = Field(100, gt=0, description="To + Cc + Bcc of one message")
+    send_per_minute: int = Field(60, gt=0, description="messages an account may send a minute")
+    send_per_day: int = Field(2000, gt=0, description="messages an account may send a day")
+
+
+class AuthSettings(_Section):
+    session_ttl_seconds: int = Field(30 * 24 * 3600, gt=0)
+    # RFC 9106 section 4, second recommended option (64 MiB); tests lower it.
+    argon2_time_cost: int = Field(3, ge=1)
+    argon2_memory_kib: int = Field(65536, ge=8)
+    argon2_parallelism: int = Field(4, ge=1)
+    min_password_length: int = Field(8, ge=1)
+
+
+class DomainSeed(_Section):
+    name: str
+    open_signup: bool = False
+
+
+class Settings(_Section):
+    """The whole configuration. Built by ``load_settings``; tests build their own."""
+
+    data_dir: Path = Field(Path("./mailfleet-data"), description="embedded stores live here")
+    storage: StorageSettings = StorageSettings()
+    http: HttpSettings = HttpSettings()
+    smtp: SmtpSettings = SmtpSettings()
+    limits: LimitSettings = LimitSettings()
+    auth: AuthSettings = AuthSettings()
+    domains: list[DomainSeed] = Field(
+        default_factory=list, description="hosted domains ensured at start"
+    )
+
+    def storage_url(self, role: str) -> str:
+        """The configured URL for a storage role, or its embedded default."""
+        url: str = getattr(self.storage, role)
+        if url:
+            return url
+        base = self.data_dir.resolve()
+        defaults = {
+            "metadata_url": f"sqlite:///{base / 'metadata.sqlite'}",
+            "blob_url": f"file://{base / 'blobs'}",
+            "queue_url": f"sqlite:///{base / 'queue.sqlite'}",
+        }
+        return defaults[role]
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_settings(
+    config_file: Path | None = None, overrides: dict[str, Any] | None = None
+) -> Settings:
+    """Defaults < TOML file < ``MAILFLEET_*`` environment < ``overrides`` (the
+    command line). Raises ConfigError listing every bad key."""
+    file_values: dict[str, Any] = {}
+    if config_file is not None:
+        try:
+            file_values = tomllib.loads(Path(config_file).read_text("utf-8"))
+        except FileNotFoundError:
+            raise ConfigError([f"{config_file}: no such file"]) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError([f"{config_file}: not valid TOML: {exc}"]) from None
+    env_values = _Environment().model_dump(exclude_none=True)
+    values = _merge(_merge(file_values, env_values), overrides or {})
+    try:
+        settings = Settings.model_validate(values)
+    except ValidationError as exc:
+        raise ConfigError(
+            [f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()]
+        ) from None
+    problems = []
+    for role, schemes in SUPPORTED_SCHEMES.items():
+        scheme = settings.storage_url(role).split(":", 1)[0]
+        if scheme not in schemes:
+            hint = " (not implemented yet)" if scheme in PLANNED_SCHEMES else ""
+            problems.append(
+                f"storage.{role}: scheme {scheme!r}{hint}; expected one of {sorted(schemes)}"
+            )
+    if problems:
+        raise ConfigError(problems)
+    return settings
+
+
+class _Environment(BaseSettings):
+    """The ``MAILFLEET_*`` environment alone, loosely typed so that it merges over
+    the file and is validated once, with it, by ``Settings``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MAILFLEET_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    data_dir: str | None = None
+    storage: dict[str, Any] | None = None
+    http: dict[str, Any] | None = None
+    smtp: dict[str, Any] | None = None
+    limits: dict[str, Any] | None = None
+    auth: dict[str, Any] | None = None
+    domains: list[dict[str, Any]] | None = None

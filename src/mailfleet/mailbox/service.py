@@ -1,0 +1,211 @@
+"""Folder and message operations behind the API (and later IMAP).
+
+Another account's folder or message is simply not found: every store call is
+keyed by the caller's account, so there is nothing else to check.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from mailfleet.errors import BadInput, Conflict, Invalid, NotFound
+from mailfleet.ids import new_id, parse_id
+from mailfleet.storage.errors import DuplicateKey
+from mailfleet.storage.interfaces import (
+    Attachment,
+    BlobStore,
+    Event,
+    EventBus,
+    Folder,
+    ListCursor,
+    Message,
+    MessagePatch,
+    MessageSummary,
+    MetadataStore,
+)
+
+MAX_FOLDER_NAME = 200
+
+
+def encode_cursor(summary: MessageSummary) -> str:
+    raw = f"{summary.received_at}.{summary.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> ListCursor:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        received_at, _, message_id = raw.partition(".")
+        return ListCursor(int(received_at), int(message_id))
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise BadInput("cursor is not one this server gave out", code="invalid_cursor") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    items: list[MessageSummary]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class MessageView:
+    message: Message
+    body: str
+    html: str | None
+
+
+class MailboxService:
+    def __init__(self, store: MetadataStore, blobs: BlobStore, events: EventBus) -> None:
+        self.store = store
+        self.blobs = blobs
+        self.events = events
+
+    # -- folders ------------------------------------------------------------------
+
+    async def folders(self, account_id: int) -> list[Folder]:
+        return await self.store.list_folders(account_id)
+
+    async def folder(self, account_id: int, folder_id: str | int) -> Folder:
+        fid = parse_id(folder_id) if isinstance(folder_id, str) else folder_id
+        folder = await self.store.get_folder(account_id, fid) if fid else None
+        if folder is None:
+            raise NotFound("no such folder", code="folder_not_found")
+        return folder
+
+    def _valid_name(self, name: str) -> str:
+        name = name.strip()
+        if not name or len(name) > MAX_FOLDER_NAME or any(ord(c) < 32 for c in name):
+            raise Invalid(
+                f"folder name must be 1 to {MAX_FOLDER_NAME} printable characters",
+                code="invalid_folder_name",
+            )
+        return name
+
+    async def _check_free(self, account_id: int, name: str, except_id: int | None = None) -> None:
+        for folder in await self.store.list_folders(account_id):
+            if folder.id != except_id and folder.name.casefold() == name.casefold():
+                raise Conflict(f"a folder named {folder.name!r} exists", code="folder_exists")
+
+    async def create_folder(self, account_id: int, name: str) -> Folder:
+        name = self._valid_name(name)
+        await self._check_free(account_id, name)
+        folder = Folder(account_id, new_id(), name, None, 0, 0)
+        try:
+            await self.store.create_folder(folder)
+        except DuplicateKey:
+            raise Conflict(f"a folder named {name!r} exists", code="folder_exists") from None
+        await self._folder_event(account_id, folder.id)
+        return folder
+
+    async def rename_folder(self, account_id: int, folder_id: str, name: str) -> Folder:
+        folder = await self.folder(account_id, folder_id)
+        if folder.role is not None:
+            raise Invalid("system folders cannot be renamed", code="system_folder")
+        name = self._valid_name(name)
+        await self._check_free(account_id, name, except_id=folder.id)
+        try:
+            await self.store.rename_folder(account_id, folder.id, name)
+        except DuplicateKey:
+            raise Conflict(f"a folder named {name!r} exists", code="folder_exists") from None
+        await self._folder_event(account_id, folder.id)
+        return await self.folder(account_id, folder.id)
+
+    async def delete_folder(self, account_id: int, folder_id: str) -> None:
+        folder = await self.folder(account_id, folder_id)
+        if folder.role is not None:
+            raise Invalid("system folders cannot be deleted", code="system_folder")
+        trash = await self.store.folder_by_role(account_id, "trash")
+        await self.store.delete_folder(account_id, folder.id, trash.id)
+        await self._folder_event(account_id, folder.id)
+        await self._folder_event(account_id, trash.id)
+
+    async def _folder_event(self, account_id: int, folder_id: int) -> None:
+        await self.events.publish(
+            Event(account_id, "folder.updated", {"folder_id": str(folder_id)})
+        )
+
+    # -- messages -----------------------------------------------------------------
+
+    async def list_messages(
+        self,
+        account_id: int,
+        folder_id: str,
+        *,
+        is_read: bool | None,
+        limit: int,
+        cursor: str | None,
+    ) -> Page:
+        folder = await self.folder(account_id, folder_id)
+        after = decode_cursor(cursor) if cursor else None
+        # One row more than asked tells whether another page exists.
+        rows = await self.store.list_messages(
+            account_id, folder.id, is_read=is_read, limit=limit + 1, after=after
+        )
+        more = len(rows) > limit
+        items = rows[:limit]
+        return Page(items, encode_cursor(items[-1]) if more else None)
+
+    async def message(self, account_id: int, message_id: str | int) -> Message:
+        mid = parse_id(message_id) if isinstance(message_id, str) else message_id
+        message = await self.store.get_message(account_id, mid) if mid else None
+        if message is None:
+            raise NotFound("no such message", code="message_not_found")
+        return message
+
+    async def view(self, account_id: int, message_id: str) -> MessageView:
+        message = await self.message(account_id, message_id)
+        body = (await self.blobs.get(message.body_hash)).decode() if message.body_hash else ""
+        html = (await self.blobs.get(message.html_hash)).decode() if message.html_hash else None
+        return MessageView(message, body, html)
+
+    async def raw(self, account_id: int, message_id: str) -> tuple[Message, AsyncIterator[bytes]]:
+        message = await self.message(account_id, message_id)
+        return message, self.blobs.stream(message.raw_hash)
+
+    async def attachment(
+        self, account_id: int, message_id: str, attachment_id: str
+    ) -> tuple[Attachment, AsyncIterator[bytes]]:
+        message = await self.message(account_id, message_id)
+        aid = parse_id(attachment_id)
+        for attachment in message.attachments:
+            if attachment.id == aid:
+                return attachment, self.blobs.stream(attachment.blob_hash)
+        raise NotFound("no such attachment", code="attachment_not_found")
+
+    async def update(
+        self,
+        account_id: int,
+        message_id: str,
+        *,
+        is_read: bool | None = None,
+        is_flagged: bool | None = None,
+        folder_id: str | None = None,
+    ) -> MessageSummary:
+        before = await self.message(account_id, message_id)
+        target = (await self.folder(account_id, folder_id)).id if folder_id is not None else None
+        updated = await self.store.update_message(
+            account_id,
+            before.summary.id,
+            MessagePatch(is_read=is_read, is_flagged=is_flagged, folder_id=target),
+        )
+        if updated is None:
+            raise NotFound("no such message", code="message_not_found")
+        await self.events.publish(Event(account_id, "message.updated", {"id": str(updated.id)}))
+        return updated
+
+    async def delete(self, account_id: int, message_id: str) -> None:
+        """To Trash; for good when it is in Trash already."""
+        message = await self.message(account_id, message_id)
+        trash = await self.store.folder_by_role(account_id, "trash")
+        if message.summary.folder_id == trash.id:
+            await self.store.delete_message(account_id, message.summary.id)
+            # Blobs stay: they may be shared with other copies; a collector
+            # that counts references removes orphans (not built yet).
+            await self.events.publish(
+                Event(account_id, "message.deleted", {"id": str(message.summary.id)})
+            )
+        else:
+            await self.update(account_id, str(message.summary.id), folder_id=str(trash.id))

@@ -1,0 +1,48 @@
+"""The composition root: opens the stores the settings name and builds the
+services on them. ``mailfleet serve`` and the tests start the same thing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mailfleet.accounts.service import AccountService
+from mailfleet.config import Settings
+from mailfleet.delivery.send import SendService
+from mailfleet.mailbox.service import MailboxService
+from mailfleet.ratelimit import RateLimiter
+from mailfleet.storage.factory import Stores, create_stores
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    stores: Stores
+    accounts: AccountService
+    mailbox: MailboxService
+    sending: SendService
+
+    @classmethod
+    async def open(cls, settings: Settings) -> Runtime:
+        stores = create_stores(settings)
+        await stores.open()
+        runtime = cls(
+            settings=settings,
+            stores=stores,
+            accounts=AccountService(stores.metadata, settings.auth),
+            mailbox=MailboxService(stores.metadata, stores.blobs, stores.events),
+            sending=SendService(
+                stores.metadata,
+                stores.blobs,
+                stores.queue,
+                stores.events,
+                RateLimiter(stores.cache),
+                settings.limits,
+                settings.smtp.hostname,
+            ),
+        )
+        for seed in settings.domains:
+            await runtime.accounts.ensure_domain(seed.name, open_signup=seed.open_signup)
+        return runtime
+
+    async def close(self) -> None:
+        await self.stores.close()

@@ -1,0 +1,80 @@
+"""In-process cache and event bus: the embedded stand-ins for Redis and NATS
+subjects. Shared by every role of the one ``mailfleet serve`` process."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+
+from mailfleet.storage.interfaces import Event
+
+
+class MemoryCache:
+    """LRU with per-key expiry."""
+
+    def __init__(self, max_entries: int = 100_000) -> None:
+        self.max_entries = max_entries
+        self._data: OrderedDict[str, tuple[float, bytes | int]] = OrderedDict()
+
+    def _live(self, key: str) -> tuple[float, bytes | int] | None:
+        entry = self._data.get(key)
+        if entry is None:
+            return None
+        if entry[0] <= time.monotonic():
+            del self._data[key]
+            return None
+        self._data.move_to_end(key)
+        return entry
+
+    def _store(self, key: str, expires: float, value: bytes | int) -> None:
+        self._data[key] = (expires, value)
+        self._data.move_to_end(key)
+        while len(self._data) > self.max_entries:
+            self._data.popitem(last=False)
+
+    async def get(self, key: str) -> bytes | None:
+        entry = self._live(key)
+        return entry[1] if entry and isinstance(entry[1], bytes) else None
+
+    async def set(self, key: str, value: bytes, ttl_seconds: float) -> None:
+        self._store(key, time.monotonic() + ttl_seconds, value)
+
+    async def delete(self, key: str) -> None:
+        self._data.pop(key, None)
+
+    async def incr(self, key: str, ttl_seconds: float) -> tuple[int, float]:
+        now = time.monotonic()
+        entry = self._live(key)
+        if entry is None or not isinstance(entry[1], int):
+            expires, count = now + ttl_seconds, 1
+        else:
+            expires, count = entry[0], entry[1] + 1
+        self._store(key, expires, count)
+        return count, expires - now
+
+
+class MemoryEventBus:
+    def __init__(self, queue_size: int = 1000) -> None:
+        self.queue_size = queue_size
+        self._subscribers: dict[int, set[asyncio.Queue[Event]]] = {}
+
+    async def publish(self, event: Event) -> None:
+        for queue in self._subscribers.get(event.account_id, ()):
+            if queue.full():  # a stalled listener loses the oldest, never blocks us
+                queue.get_nowait()
+            queue.put_nowait(event)
+
+    async def subscribe(self, account_id: int) -> AsyncIterator[Event]:
+        queue: asyncio.Queue[Event] = asyncio.Queue(self.queue_size)
+        self._subscribers.setdefault(account_id, set()).add(queue)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            subscribers = self._subscribers.get(account_id)
+            if subscribers is not None:
+                subscribers.discard(queue)
+                if not subscribers:
+                    del self._subscribers[account_id]

@@ -1,0 +1,371 @@
+"""The storage interfaces every role talks to, and the records they carry.
+
+Each interface has an embedded implementation (``storage/embedded``) and gets a
+distributed one (``storage/distributed``: PostgreSQL, S3, NATS JetStream,
+Redis) with no change here. Rules that make that possible:
+
+- every mailbox record and every method is keyed by ``account_id`` first, so a
+  mailbox lives on one shard and a user's request touches one shard;
+- the directory (domains, accounts by address) is the only global part;
+- nothing here exposes a transaction, a connection or SQL: each method is one
+  atomic step, and the few multi-record steps the flows need
+  (``store_messages``, ``delete_folder``) are methods of their own;
+- writes that a queue consumer repeats are idempotent (``ingest_key``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+# -- records ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    email: str
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Domain:
+    name: str
+    open_signup: bool
+    created_at: int  # ms since the Unix epoch, UTC
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    id: int
+    email: str
+    name: str
+    password_hash: str
+    disabled: bool
+    created_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    account_id: int
+    token_hash: bytes
+    expires_at: int
+
+
+FOLDER_ROLES = ("inbox", "sent", "drafts", "junk", "trash", "archive")
+
+
+@dataclass(frozen=True, slots=True)
+class Folder:
+    account_id: int
+    id: int
+    name: str
+    role: str | None
+    total: int
+    unread: int
+
+
+@dataclass(frozen=True, slots=True)
+class Blob:
+    """A stored object: its content hash (sha256, hex) and size in bytes."""
+
+    hash: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    """An attachment uploaded for a message not yet sent."""
+
+    account_id: int
+    id: int
+    filename: str
+    content_type: str
+    size: int
+    blob_hash: str
+    created_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    id: int
+    filename: str
+    content_type: str
+    size: int
+    blob_hash: str
+    content_id: str | None = None
+    inline: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """Where one recipient of a sent message stands."""
+
+    email: str
+    status: str  # delivered | queued | deferred | bounced
+    detail: str = ""
+    next_attempt_at: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MessageSummary:
+    """What a folder listing shows: one row, no blob reads."""
+
+    account_id: int
+    id: int
+    folder_id: int
+    thread_id: int
+    received_at: int
+    sender: Address | None
+    to: tuple[Address, ...]
+    subject: str
+    snippet: str
+    is_read: bool
+    is_flagged: bool
+    has_attachments: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One recipient's copy in full: the summary plus what the reader shows.
+
+    Bodies live in the blob store (``body_hash``, ``html_hash``, ``raw_hash``),
+    shared by every copy of the same mail.
+    """
+
+    summary: MessageSummary
+    cc: tuple[Address, ...]
+    bcc: tuple[Address, ...]
+    message_id_header: str
+    in_reply_to: str | None
+    references: tuple[str, ...]
+    raw_hash: str
+    raw_size: int
+    body_hash: str | None
+    html_hash: str | None
+    spam_verdict: str | None
+    spam_score: float | None
+    attachments: tuple[Attachment, ...]
+    delivery: tuple[Delivery, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A copy to store in one account's folder.
+
+    ``ingest_key`` makes the write idempotent: storing a second copy with the
+    same (account_id, ingest_key) returns the first one's id instead.
+    """
+
+    account_id: int
+    id: int
+    folder_id: int
+    thread_id: int
+    received_at: int
+    ingest_key: str
+    sender: Address | None
+    to: tuple[Address, ...]
+    cc: tuple[Address, ...]
+    bcc: tuple[Address, ...]
+    subject: str
+    snippet: str
+    message_id_header: str
+    in_reply_to: str | None
+    references: tuple[str, ...]
+    raw_hash: str
+    raw_size: int
+    body_hash: str | None
+    html_hash: str | None
+    is_read: bool = False
+    is_flagged: bool = False
+    spam_verdict: str | None = None
+    spam_score: float | None = None
+    attachments: tuple[Attachment, ...] = ()
+    delivery: tuple[Delivery, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ListCursor:
+    """Keyset position: the last row seen, in (received_at, id) descending order."""
+
+    received_at: int
+    id: int
+
+
+@dataclass(frozen=True, slots=True)
+class MessagePatch:
+    is_read: bool | None = None
+    is_flagged: bool | None = None
+    folder_id: int | None = None
+
+
+# -- interfaces -----------------------------------------------------------------
+
+
+class MetadataStore(Protocol):
+    """Directory (domains, accounts, sessions) and mailboxes (folders, messages,
+    uploads). Raises ``storage.errors.DuplicateKey`` for taken unique keys and
+    ``storage.errors.BackendUnavailable`` when the backend cannot be reached."""
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def ping(self) -> None: ...
+
+    # directory
+    async def add_domain(self, domain: Domain) -> None: ...
+    async def get_domain(self, name: str) -> Domain | None: ...
+    async def list_domains(self) -> list[Domain]: ...
+    async def set_domain_signup(self, name: str, open_signup: bool) -> None: ...
+    async def create_account(self, account: Account, folders: Sequence[Folder]) -> None: ...
+    async def get_account(self, account_id: int) -> Account | None: ...
+    async def get_account_by_email(self, email: str) -> Account | None: ...
+    async def list_accounts(self, domain: str | None = None) -> list[Account]: ...
+    async def update_account(
+        self, account_id: int, *, password_hash: str | None = None, disabled: bool | None = None
+    ) -> None: ...
+    async def create_session(self, session: Session) -> None: ...
+    async def get_session(self, account_id: int, token_hash: bytes) -> Session | None: ...
+    async def delete_session(self, account_id: int, token_hash: bytes) -> None: ...
+    async def delete_sessions(self, account_id: int) -> None: ...
+
+    # folders
+    async def list_folders(self, account_id: int) -> list[Folder]: ...
+    async def get_folder(self, account_id: int, folder_id: int) -> Folder | None: ...
+    async def folder_by_role(self, account_id: int, role: str) -> Folder: ...
+    async def create_folder(self, folder: Folder) -> None: ...
+    async def rename_folder(self, account_id: int, folder_id: int, name: str) -> None: ...
+    async def delete_folder(self, account_id: int, folder_id: int, move_to: int) -> None:
+        """Moves the folder's mail to ``move_to``, then removes the folder."""
+        ...
+
+    # messages
+    async def store_messages(self, messages: Sequence[NewMessage]) -> list[int]:
+        """Stores every copy atomically per account (ids returned in order;
+        an already stored ingest_key answers the existing id)."""
+        ...
+
+    async def list_messages(
+        self,
+        account_id: int,
+        folder_id: int,
+        *,
+        is_read: bool | None,
+        limit: int,
+        after: ListCursor | None,
+    ) -> list[MessageSummary]: ...
+    async def get_message(self, account_id: int, message_id: int) -> Message | None: ...
+    async def find_by_message_id_header(
+        self, account_id: int, header: str
+    ) -> MessageSummary | None: ...
+    async def update_message(
+        self, account_id: int, message_id: int, patch: MessagePatch
+    ) -> MessageSummary | None: ...
+    async def delete_message(self, account_id: int, message_id: int) -> bool: ...
+    async def set_delivery(self, account_id: int, message_id: int, delivery: Delivery) -> None: ...
+
+    # uploads
+    async def create_upload(self, upload: Upload) -> None: ...
+    async def get_upload(self, account_id: int, upload_id: int) -> Upload | None: ...
+
+
+class BlobStore(Protocol):
+    """Immutable objects named by the sha256 of their content. Writing the same
+    content twice stores it once. A write returns only once it is durable."""
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def ping(self) -> None: ...
+    async def put(self, data: bytes) -> Blob: ...
+    async def put_stream(self, chunks: AsyncIterator[bytes], max_size: int) -> Blob:
+        """Raises ``storage.errors.BlobTooLarge`` past ``max_size`` bytes,
+        leaving nothing behind."""
+        ...
+
+    async def get(self, blob_hash: str) -> bytes: ...
+    def stream(self, blob_hash: str, chunk_size: int = 65536) -> AsyncIterator[bytes]: ...
+    async def exists(self, blob_hash: str) -> bool: ...
+    async def delete(self, blob_hash: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class QueueItem:
+    queue: str
+    id: str
+    payload: dict[str, Any]
+    attempts: int
+    enqueued_at: int
+    not_before: int
+    last_error: str = ""
+    origin: str = ""  # for items on ``error``: the queue they failed on
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    depth: int
+    oldest_age_seconds: float
+
+
+class Queue(Protocol):
+    """Durable work queues (``incoming``, ``outgoing``, ``error``).
+
+    At-least-once: a leased item comes back after its lease runs out unless it
+    is acked, so consumers must be idempotent. ``put`` with an existing
+    ``dedupe_key`` on the same queue is a no-op (NATS ``Nats-Msg-Id``).
+    """
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def ping(self) -> None: ...
+    async def put(
+        self,
+        queue: str,
+        payload: dict[str, Any],
+        *,
+        dedupe_key: str | None = None,
+        delay_seconds: float = 0,
+    ) -> str: ...
+    async def lease(self, queue: str, *, limit: int, lease_seconds: float) -> list[QueueItem]: ...
+    async def ack(self, item: QueueItem) -> None: ...
+    async def retry(self, item: QueueItem, *, delay_seconds: float, error: str) -> None: ...
+    async def dead_letter(self, item: QueueItem, *, error: str) -> None:
+        """Moves the item to the ``error`` queue, keeping payload and reason."""
+        ...
+
+    async def list(self, queue: str, *, limit: int = 100) -> list[QueueItem]: ...
+    async def get(self, queue: str, item_id: str) -> QueueItem | None: ...
+    async def replay(self, item_id: str) -> bool:
+        """Puts an ``error`` item back on the queue it failed on."""
+        ...
+
+    async def remove(self, queue: str, item_id: str) -> bool: ...
+    async def purge(self, queue: str) -> int: ...
+    async def stats(self, queue: str) -> QueueStats: ...
+    async def wait(self, queue: str, timeout: float) -> None:
+        """Returns when an item may be ready on ``queue``, or after ``timeout``."""
+        ...
+
+
+class Cache(Protocol):
+    """Short-lived shared state: sessions, recent mail, rate-limit counters."""
+
+    async def get(self, key: str) -> bytes | None: ...
+    async def set(self, key: str, value: bytes, ttl_seconds: float) -> None: ...
+    async def delete(self, key: str) -> None: ...
+    async def incr(self, key: str, ttl_seconds: float) -> tuple[int, float]:
+        """Adds one to a counter that lives ``ttl_seconds`` from its first
+        increment; returns the new count and the seconds it has left."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    account_id: int
+    type: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+class EventBus(Protocol):
+    """Fan-out of committed changes to whoever listens for an account."""
+
+    async def publish(self, event: Event) -> None: ...
+    def subscribe(self, account_id: int) -> AsyncIterator[Event]: ...

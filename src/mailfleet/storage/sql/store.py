@@ -1,0 +1,619 @@
+"""``MetadataStore`` over SQLAlchemy Core, for any dialect that has an async
+driver (aiosqlite, asyncpg). The engine setup lives with each backend; this
+module only speaks portable SQL.
+
+Reads go through ``reader``, writes through ``writer``: SQLite wants a single
+writer connection that takes its lock up front (``BEGIN IMMEDIATE``), while
+PostgreSQL hands both roles the same pool.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from mailfleet.storage.interfaces import (
+    Account,
+    Address,
+    Attachment,
+    Delivery,
+    Domain,
+    Folder,
+    ListCursor,
+    Message,
+    MessagePatch,
+    MessageSummary,
+    NewMessage,
+    Session,
+    Upload,
+)
+from mailfleet.storage.migrations import upgrade_to_head
+from mailfleet.storage.sql.schema import (
+    accounts,
+    deliveries,
+    domains,
+    folders,
+    message_attachments,
+    messages,
+    sessions,
+    uploads,
+)
+from mailfleet.storage.sql.transaction import Transaction
+
+_SUMMARY_COLUMNS = (
+    messages.c.account_id,
+    messages.c.id,
+    messages.c.folder_id,
+    messages.c.thread_id,
+    messages.c.received_at,
+    messages.c.sender,
+    messages.c.to_addrs,
+    messages.c.subject,
+    messages.c.snippet,
+    messages.c.is_read,
+    messages.c.is_flagged,
+    messages.c.has_attachments,
+)
+
+
+def _addresses_to_json(addresses: Sequence[Address]) -> str:
+    return json.dumps([[a.email, a.name] for a in addresses], ensure_ascii=False)
+
+
+def _addresses_from_json(text: str) -> tuple[Address, ...]:
+    return tuple(Address(email, name) for email, name in json.loads(text))
+
+
+def _summary(row: Any) -> MessageSummary:
+    sender = json.loads(row.sender) if row.sender else None
+    return MessageSummary(
+        account_id=row.account_id,
+        id=row.id,
+        folder_id=row.folder_id,
+        thread_id=row.thread_id,
+        received_at=row.received_at,
+        sender=Address(sender[0], sender[1]) if sender else None,
+        to=_addresses_from_json(row.to_addrs),
+        subject=row.subject,
+        snippet=row.snippet,
+        is_read=bool(row.is_read),
+        is_flagged=bool(row.is_flagged),
+        has_attachments=bool(row.has_attachments),
+    )
+
+
+def _folder(row: Any) -> Folder:
+    return Folder(row.account_id, row.id, row.name, row.role, row.total, row.unread)
+
+
+def _account(row: Any) -> Account:
+    return Account(
+        row.id, row.email, row.name, row.password_hash, bool(row.disabled), row.created_at
+    )
+
+
+class SqlMetadataStore:
+    def __init__(self, writer: AsyncEngine, reader: AsyncEngine | None = None) -> None:
+        self.writer = writer
+        self.reader = reader or writer
+
+    # -- lifecycle --------------------------------------------------------------
+
+    async def open(self) -> None:
+        async with self._write() as conn:
+            await conn.run_sync(upgrade_to_head)
+
+    async def close(self) -> None:
+        await self.writer.dispose()
+        if self.reader is not self.writer:
+            await self.reader.dispose()
+
+    async def ping(self) -> None:
+        async with self._read() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+
+    def _write(self) -> Transaction:
+        return Transaction(self.writer, write=True)
+
+    def _read(self) -> Transaction:
+        return Transaction(self.reader, write=False)
+
+    # -- directory --------------------------------------------------------------
+
+    async def add_domain(self, domain: Domain) -> None:
+        async with self._write() as conn:
+            await conn.execute(
+                domains.insert().values(
+                    name=domain.name, open_signup=domain.open_signup, created_at=domain.created_at
+                )
+            )
+
+    async def get_domain(self, name: str) -> Domain | None:
+        async with self._read() as conn:
+            row = (await conn.execute(domains.select().where(domains.c.name == name))).first()
+        return Domain(row.name, bool(row.open_signup), row.created_at) if row else None
+
+    async def list_domains(self) -> list[Domain]:
+        async with self._read() as conn:
+            rows = await conn.execute(domains.select().order_by(domains.c.name))
+        return [Domain(r.name, bool(r.open_signup), r.created_at) for r in rows]
+
+    async def set_domain_signup(self, name: str, open_signup: bool) -> None:
+        async with self._write() as conn:
+            await conn.execute(
+                domains.update().where(domains.c.name == name).values(open_signup=open_signup)
+            )
+
+    async def create_account(self, account: Account, folders_: Sequence[Folder]) -> None:
+        async with self._write() as conn:
+            await conn.execute(
+                accounts.insert().values(
+                    id=account.id,
+                    email=account.email,
+                    name=account.name,
+                    password_hash=account.password_hash,
+                    disabled=account.disabled,
+                    created_at=account.created_at,
+                )
+            )
+            await conn.execute(
+                folders.insert(),
+                [
+                    dict(
+                        account_id=f.account_id,
+                        id=f.id,
+                        name=f.name,
+                        role=f.role,
+                        total=0,
+                        unread=0,
+                    )
+                    for f in folders_
+                ],
+            )
+
+    async def get_account(self, account_id: int) -> Account | None:
+        async with self._read() as conn:
+            row = (await conn.execute(accounts.select().where(accounts.c.id == account_id))).first()
+        return _account(row) if row else None
+
+    async def get_account_by_email(self, email: str) -> Account | None:
+        async with self._read() as conn:
+            row = (await conn.execute(accounts.select().where(accounts.c.email == email))).first()
+        return _account(row) if row else None
+
+    async def list_accounts(self, domain: str | None = None) -> list[Account]:
+        query = accounts.select().order_by(accounts.c.email)
+        if domain is not None:
+            query = query.where(accounts.c.email.endswith("@" + domain, autoescape=True))
+        async with self._read() as conn:
+            rows = await conn.execute(query)
+        return [_account(r) for r in rows]
+
+    async def update_account(
+        self, account_id: int, *, password_hash: str | None = None, disabled: bool | None = None
+    ) -> None:
+        values: dict[str, Any] = {}
+        if password_hash is not None:
+            values["password_hash"] = password_hash
+        if disabled is not None:
+            values["disabled"] = disabled
+        if values:
+            async with self._write() as conn:
+                await conn.execute(
+                    accounts.update().where(accounts.c.id == account_id).values(**values)
+                )
+
+    async def create_session(self, session: Session) -> None:
+        async with self._write() as conn:
+            await conn.execute(
+                sessions.insert().values(
+                    account_id=session.account_id,
+                    token_hash=session.token_hash,
+                    expires_at=session.expires_at,
+                )
+            )
+
+    async def get_session(self, account_id: int, token_hash: bytes) -> Session | None:
+        async with self._read() as conn:
+            row = (
+                await conn.execute(
+                    sessions.select().where(
+                        sessions.c.account_id == account_id, sessions.c.token_hash == token_hash
+                    )
+                )
+            ).first()
+        return Session(row.account_id, row.token_hash, row.expires_at) if row else None
+
+    async def delete_session(self, account_id: int, token_hash: bytes) -> None:
+        async with self._write() as conn:
+            await conn.execute(
+                sessions.delete().where(
+                    sessions.c.account_id == account_id, sessions.c.token_hash == token_hash
+                )
+            )
+
+    async def delete_sessions(self, account_id: int) -> None:
+        async with self._write() as conn:
+            await conn.execute(sessions.delete().where(sessions.c.account_id == account_id))
+
+    # -- folders ----------------------------------------------------------------
+
+    async def list_folders(self, account_id: int) -> list[Folder]:
+        async with self._read() as conn:
+            rows = await conn.execute(
+                folders.select().where(folders.c.account_id == account_id).order_by(folders.c.id)
+            )
+        return [_folder(r) for r in rows]
+
+    async def get_folder(self, account_id: int, folder_id: int) -> Folder | None:
+        async with self._read() as conn:
+            row = (
+                await conn.execute(
+                    folders.select().where(
+                        folders.c.account_id == account_id, folders.c.id == folder_id
+                    )
+                )
+            ).first()
+        return _folder(row) if row else None
+
+    async def folder_by_role(self, account_id: int, role: str) -> Folder:
+        async with self._read() as conn:
+            row = (
+                await conn.execute(
+                    folders.select().where(
+                        folders.c.account_id == account_id, folders.c.role == role
+                    )
+                )
+            ).one()
+        return _folder(row)
+
+    async def create_folder(self, folder: Folder) -> None:
+        async with self._write() as conn:
+            await conn.execute(
+                folders.insert().values(
+                    account_id=folder.account_id,
+                    id=folder.id,
+                    name=folder.name,
+                    role=folder.role,
+                    total=0,
+                    unread=0,
+                )
+            )
+
+    async def rename_folder(self, account_id: int, folder_id: int, name: str) -> None:
+        async with self._write() as conn:
+            await conn.execute(
+                folders.update()
+                .where(folders.c.account_id == account_id, folders.c.id == folder_id)
+                .values(name=name)
+            )
+
+    async def delete_folder(self, account_id: int, folder_id: int, move_to: int) -> None:
+        async with self._write() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(folders.c.total, folders.c.unread).where(
+                        folders.c.account_id == account_id, folders.c.id == folder_id
+                    )
+                )
+            ).first()
+            if row is None:
+                return
+            await conn.execute(
+                messages.update()
+                .where(messages.c.account_id == account_id, messages.c.folder_id == folder_id)
+                .values(folder_id=move_to)
+            )
+            await _bump(conn, account_id, move_to, row.total, row.unread)
+            await conn.execute(
+                folders.delete().where(
+                    folders.c.account_id == account_id, folders.c.id == folder_id
+                )
+            )
+
+    # -- messages ---------------------------------------------------------------
+
+    async def store_messages(self, new: Sequence[NewMessage]) -> list[int]:
+        ids: list[int] = []
+        async with self._write() as conn:
+            for m in new:
+                existing = (
+                    await conn.execute(
+                        sa.select(messages.c.id).where(
+                            messages.c.account_id == m.account_id,
+                            messages.c.ingest_key == m.ingest_key,
+                        )
+                    )
+                ).scalar()
+                if existing is not None:
+                    ids.append(existing)
+                    continue
+                await conn.execute(messages.insert().values(**_message_row(m)))
+                if m.attachments:
+                    await conn.execute(
+                        message_attachments.insert(),
+                        [
+                            dict(
+                                account_id=m.account_id,
+                                message_id=m.id,
+                                id=a.id,
+                                position=i,
+                                filename=a.filename,
+                                content_type=a.content_type,
+                                size=a.size,
+                                blob_hash=a.blob_hash,
+                                content_id=a.content_id,
+                                inline=a.inline,
+                            )
+                            for i, a in enumerate(m.attachments)
+                        ],
+                    )
+                if m.delivery:
+                    await conn.execute(
+                        deliveries.insert(),
+                        [
+                            dict(
+                                account_id=m.account_id,
+                                message_id=m.id,
+                                email=d.email,
+                                status=d.status,
+                                detail=d.detail,
+                                next_attempt_at=d.next_attempt_at,
+                            )
+                            for d in m.delivery
+                        ],
+                    )
+                await _bump(conn, m.account_id, m.folder_id, 1, 0 if m.is_read else 1)
+                ids.append(m.id)
+        return ids
+
+    async def list_messages(
+        self,
+        account_id: int,
+        folder_id: int,
+        *,
+        is_read: bool | None,
+        limit: int,
+        after: ListCursor | None,
+    ) -> list[MessageSummary]:
+        query = sa.select(*_SUMMARY_COLUMNS).where(
+            messages.c.account_id == account_id, messages.c.folder_id == folder_id
+        )
+        if is_read is not None:
+            query = query.where(messages.c.is_read == is_read)
+        if after is not None:
+            query = query.where(
+                sa.tuple_(messages.c.received_at, messages.c.id)
+                < sa.tuple_(sa.literal(after.received_at), sa.literal(after.id))
+            )
+        query = query.order_by(messages.c.received_at.desc(), messages.c.id.desc()).limit(limit)
+        async with self._read() as conn:
+            rows = await conn.execute(query)
+            return [_summary(r) for r in rows]
+
+    async def get_message(self, account_id: int, message_id: int) -> Message | None:
+        async with self._read() as conn:
+            row = (
+                await conn.execute(
+                    messages.select().where(
+                        messages.c.account_id == account_id, messages.c.id == message_id
+                    )
+                )
+            ).first()
+            if row is None:
+                return None
+            attachment_rows: Any = (
+                await conn.execute(
+                    message_attachments.select()
+                    .where(
+                        message_attachments.c.account_id == account_id,
+                        message_attachments.c.message_id == message_id,
+                    )
+                    .order_by(message_attachments.c.position)
+                )
+                if row.has_attachments
+                else []
+            )
+            delivery_rows = await conn.execute(
+                deliveries.select()
+                .where(deliveries.c.account_id == account_id, deliveries.c.message_id == message_id)
+                .order_by(deliveries.c.email)
+            )
+            return Message(
+                summary=_summary(row),
+                cc=_addresses_from_json(row.cc_addrs),
+                bcc=_addresses_from_json(row.bcc_addrs),
+                message_id_header=row.message_id_header,
+                in_reply_to=row.in_reply_to,
+                references=tuple(json.loads(row.references)),
+                raw_hash=row.raw_hash,
+                raw_size=row.raw_size,
+                body_hash=row.body_hash,
+                html_hash=row.html_hash,
+                spam_verdict=row.spam_verdict,
+                spam_score=row.spam_score,
+                attachments=tuple(
+                    Attachment(
+                        a.id,
+                        a.filename,
+                        a.content_type,
+                        a.size,
+                        a.blob_hash,
+                        a.content_id,
+                        bool(a.inline),
+                    )
+                    for a in attachment_rows
+                ),
+                delivery=tuple(
+                    Delivery(d.email, d.status, d.detail, d.next_attempt_at) for d in delivery_rows
+                ),
+            )
+
+    async def find_by_message_id_header(
+        self, account_id: int, header: str
+    ) -> MessageSummary | None:
+        async with self._read() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(*_SUMMARY_COLUMNS)
+                    .where(
+                        messages.c.account_id == account_id,
+                        messages.c.message_id_header == header,
+                    )
+                    .limit(1)
+                )
+            ).first()
+        return _summary(row) if row else None
+
+    async def update_message(
+        self, account_id: int, message_id: int, patch: MessagePatch
+    ) -> MessageSummary | None:
+        where = (messages.c.account_id == account_id, messages.c.id == message_id)
+        async with self._write() as conn:
+            row = (await conn.execute(sa.select(*_SUMMARY_COLUMNS).where(*where))).first()
+            if row is None:
+                return None
+            values: dict[str, Any] = {}
+            was_unread = not row.is_read
+            now_unread = was_unread if patch.is_read is None else not patch.is_read
+            target = row.folder_id if patch.folder_id is None else patch.folder_id
+            if patch.is_read is not None and patch.is_read != bool(row.is_read):
+                values["is_read"] = patch.is_read
+            if patch.is_flagged is not None and patch.is_flagged != bool(row.is_flagged):
+                values["is_flagged"] = patch.is_flagged
+            if target != row.folder_id:
+                values["folder_id"] = target
+            if not values:
+                return _summary(row)
+            await conn.execute(messages.update().where(*where).values(**values))
+            if target != row.folder_id:
+                await _bump(conn, account_id, row.folder_id, -1, -int(was_unread))
+                await _bump(conn, account_id, target, 1, int(now_unread))
+            elif was_unread != now_unread:
+                await _bump(conn, account_id, target, 0, int(now_unread) - int(was_unread))
+            row = (await conn.execute(sa.select(*_SUMMARY_COLUMNS).where(*where))).one()
+            return _summary(row)
+
+    async def delete_message(self, account_id: int, message_id: int) -> bool:
+        where = (messages.c.account_id == account_id, messages.c.id == message_id)
+        async with self._write() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(messages.c.folder_id, messages.c.is_read).where(*where)
+                )
+            ).first()
+            if row is None:
+                return False
+            await conn.execute(messages.delete().where(*where))
+            await conn.execute(
+                message_attachments.delete().where(
+                    message_attachments.c.account_id == account_id,
+                    message_attachments.c.message_id == message_id,
+                )
+            )
+            await conn.execute(
+                deliveries.delete().where(
+                    deliveries.c.account_id == account_id, deliveries.c.message_id == message_id
+                )
+            )
+            await _bump(conn, account_id, row.folder_id, -1, -int(not row.is_read))
+            return True
+
+    async def set_delivery(self, account_id: int, message_id: int, delivery: Delivery) -> None:
+        async with self._write() as conn:
+            await conn.execute(
+                deliveries.update()
+                .where(
+                    deliveries.c.account_id == account_id,
+                    deliveries.c.message_id == message_id,
+                    deliveries.c.email == delivery.email,
+                )
+                .values(
+                    status=delivery.status,
+                    detail=delivery.detail,
+                    next_attempt_at=delivery.next_attempt_at,
+                )
+            )
+
+    # -- uploads ----------------------------------------------------------------
+
+    async def create_upload(self, upload: Upload) -> None:
+        async with self._write() as conn:
+            await conn.execute(
+                uploads.insert().values(
+                    account_id=upload.account_id,
+                    id=upload.id,
+                    filename=upload.filename,
+                    content_type=upload.content_type,
+                    size=upload.size,
+                    blob_hash=upload.blob_hash,
+                    created_at=upload.created_at,
+                )
+            )
+
+    async def get_upload(self, account_id: int, upload_id: int) -> Upload | None:
+        async with self._read() as conn:
+            row = (
+                await conn.execute(
+                    uploads.select().where(
+                        uploads.c.account_id == account_id, uploads.c.id == upload_id
+                    )
+                )
+            ).first()
+        if row is None:
+            return None
+        return Upload(
+            row.account_id,
+            row.id,
+            row.filename,
+            row.content_type,
+            row.size,
+            row.blob_hash,
+            row.created_at,
+        )
+
+
+def _message_row(m: NewMessage) -> dict[str, Any]:
+    return dict(
+        account_id=m.account_id,
+        id=m.id,
+        folder_id=m.folder_id,
+        thread_id=m.thread_id,
+        received_at=m.received_at,
+        ingest_key=m.ingest_key,
+        sender=json.dumps([m.sender.email, m.sender.name], ensure_ascii=False)
+        if m.sender
+        else None,
+        to_addrs=_addresses_to_json(m.to),
+        cc_addrs=_addresses_to_json(m.cc),
+        bcc_addrs=_addresses_to_json(m.bcc),
+        subject=m.subject,
+        snippet=m.snippet,
+        message_id_header=m.message_id_header,
+        in_reply_to=m.in_reply_to,
+        references=json.dumps(list(m.references)),
+        raw_hash=m.raw_hash,
+        raw_size=m.raw_size,
+        body_hash=m.body_hash,
+        html_hash=m.html_hash,
+        is_read=m.is_read,
+        is_flagged=m.is_flagged,
+        has_attachments=bool(m.attachments),
+        spam_verdict=m.spam_verdict,
+        spam_score=m.spam_score,
+    )
+
+
+async def _bump(
+    conn: AsyncConnection, account_id: int, folder_id: int, total: int, unread: int
+) -> None:
+    if total or unread:
+        await conn.execute(
+            folders.update()
+            .where(folders.c.account_id == account_id, folders.c.id == folder_id)
+            .values(total=folders.c.total + total, unread=folders.c.unread + unread)
+        )

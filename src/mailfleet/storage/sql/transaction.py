@@ -1,0 +1,40 @@
+"""One SQL transaction as an async context manager, mapping driver errors to
+the storage errors every implementation raises."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from mailfleet.storage.errors import BackendUnavailable, DuplicateKey
+
+
+class Transaction:
+    """One transaction; maps driver errors to the storage errors."""
+
+    def __init__(self, engine: AsyncEngine, *, write: bool) -> None:
+        self.engine = engine
+        self.write = write
+        self._cm: Any = None
+
+    async def __aenter__(self) -> AsyncConnection:
+        self._cm = self.engine.begin() if self.write else self.engine.connect()
+        try:
+            conn: AsyncConnection = await self._cm.__aenter__()
+        except sa_exc.OperationalError as exc:
+            raise BackendUnavailable(str(exc.orig)) from exc
+        return conn
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        try:
+            await self._cm.__aexit__(exc_type, exc, tb)
+        except sa_exc.IntegrityError as err:
+            raise DuplicateKey(str(err.orig)) from err
+        except sa_exc.OperationalError as err:
+            raise BackendUnavailable(str(err.orig)) from err
+        if isinstance(exc, sa_exc.IntegrityError):
+            raise DuplicateKey(str(exc.orig)) from exc
+        if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
+            raise BackendUnavailable(str(exc.orig)) from exc
