@@ -1,0 +1,149 @@
+"""Fixtures: a real mailfleet server on loopback ports with its own data
+directory, and HTTP clients that talk to it over TCP like any outside client."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from mailfleet.config import Settings, load_settings
+from mailfleet.server import Server
+
+DOMAIN = "example.com"
+PASSWORD = "correct horse battery"
+
+# Argon2id with RFC 9106's memory cost makes each sign-up and login take tens
+# of milliseconds; the tests check behaviour, not hashing cost.
+FAST_AUTH = {"argon2_time_cost": 1, "argon2_memory_kib": 256, "argon2_parallelism": 1}
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and key in out else value
+    return out
+
+
+def make_settings(data_dir: Path, overrides: dict[str, Any] | None = None) -> Settings:
+    values: dict[str, Any] = {
+        "data_dir": str(data_dir),
+        "http": {"listen": "127.0.0.1:0"},
+        "auth": FAST_AUTH,
+        "limits": {"send_per_minute": 10_000, "send_per_day": 100_000},
+        "domains": [{"name": DOMAIN, "open_signup": True}],
+    }
+    return load_settings(None, _merge(values, overrides or {}))
+
+
+class User:
+    """A signed-up, logged-in account and a client carrying its token."""
+
+    def __init__(self, client: httpx.AsyncClient, account: dict[str, Any], token: str) -> None:
+        self.client = client
+        self.account = account
+        self.token = token
+        self.email: str = account["email"]
+        self.id: str = account["id"]
+
+    async def folder(self, role: str) -> dict[str, Any]:
+        folders = (await self.client.get("/v1/folders")).json()
+        return next(f for f in folders if f["role"] == role)
+
+    async def messages(self, role: str, **params: Any) -> list[dict[str, Any]]:
+        folder = await self.folder(role)
+        response = await self.client.get(f"/v1/folders/{folder['id']}/messages", params=params)
+        assert response.status_code == 200, response.text
+        items: list[dict[str, Any]] = response.json()["items"]
+        return items
+
+    async def send(self, **body: Any) -> dict[str, Any]:
+        body.setdefault("subject", "Hello")
+        response = await self.client.post("/v1/messages", json=body)
+        assert response.status_code == 202, response.text
+        result: dict[str, Any] = response.json()
+        return result
+
+    async def upload(self, filename: str, data: bytes, content_type: str) -> dict[str, Any]:
+        response = await self.client.post(
+            "/v1/attachments", files={"file": (filename, data, content_type)}
+        )
+        assert response.status_code == 201, response.text
+        result: dict[str, Any] = response.json()
+        return result
+
+
+class Service:
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        host, port = server.http_address
+        self.base_url = f"http://{host}:{port}"
+        self.clients: list[httpx.AsyncClient] = []
+
+    @property
+    def runtime(self) -> Any:
+        return self.server.runtime
+
+    def client(self, token: str | None = None) -> httpx.AsyncClient:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        client = httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=30)
+        self.clients.append(client)
+        return client
+
+    async def user(self, local: str, name: str = "") -> User:
+        anonymous = self.client()
+        email = f"{local}@{DOMAIN}"
+        response = await anonymous.post(
+            "/v1/accounts", json={"email": email, "password": PASSWORD, "name": name or local}
+        )
+        assert response.status_code == 201, response.text
+        login = await anonymous.post("/v1/sessions", json={"email": email, "password": PASSWORD})
+        assert login.status_code == 201, login.text
+        token = login.json()["token"]
+        return User(self.client(token), response.json(), token)
+
+    async def close(self) -> None:
+        for client in self.clients:
+            await client.aclose()
+        await self.server.stop()
+
+
+StartService = Callable[..., Awaitable[Service]]
+
+
+@pytest.fixture
+async def start_service(tmp_path: Path) -> AsyncIterator[StartService]:
+    """Starts a server; ``overrides`` are settings merged over the test defaults."""
+    started: list[Service] = []
+
+    async def start(
+        overrides: dict[str, Any] | None = None, data_dir: Path | None = None
+    ) -> Service:
+        settings = make_settings(data_dir or tmp_path / "data", overrides)
+        server = await Server.open(settings)
+        await server.start()
+        service = Service(server)
+        started.append(service)
+        return service
+
+    yield start
+    for service in started:
+        await service.close()
+
+
+@pytest.fixture
+async def service(start_service: StartService) -> Service:
+    return await start_service()
+
+
+@pytest.fixture
+async def alice(service: Service) -> User:
+    return await service.user("alice", "Alice Example")
+
+
+@pytest.fixture
+async def bob(service: Service) -> User:
+    return await service.user("bob", "Bob Example")
