@@ -55,7 +55,7 @@ class AccountService:
             memory_cost=settings.argon2_memory_kib,
             parallelism=settings.argon2_parallelism,
         )
-        self._dummy_hash = self.hasher.hash(_DUMMY_PASSWORD)
+        self._dummy_hash: str | None = None
 
     # -- domains ------------------------------------------------------------------
 
@@ -178,7 +178,10 @@ class AccountService:
         except AddressError:
             address = ""
         account = await self.store.get_account_by_email(address) if address else None
+        if account is None and self._dummy_hash is None:
+            self._dummy_hash = await asyncio.to_thread(self.hasher.hash, _DUMMY_PASSWORD)
         stored = account.password_hash if account else self._dummy_hash
+        assert stored is not None
         try:
             await asyncio.to_thread(self.hasher.verify, stored, password)
         except (VerificationError, InvalidHashError):

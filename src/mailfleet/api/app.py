@@ -43,6 +43,8 @@ def _describe(errors: list[Any]) -> tuple[str, str]:
         reason = first.get("ctx", {}).get("error", "cannot be parsed")
         return "malformed_json", f"request body is not valid JSON: {reason}"
     where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+    if first.get("type") == "missing" and not where:
+        return "malformed_json", "a JSON object is required as the request body"
     if first.get("type") == "missing":
         return "missing_field", f"{where} is required"
     if first.get("type") == "extra_forbidden":

@@ -8,11 +8,13 @@ import contextlib
 import secrets
 import signal
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mailfleet.config import Settings
 from mailfleet.errors import Conflict
-from mailfleet.server import Server
+
+if TYPE_CHECKING:
+    from mailfleet.server import Server
 
 DEMO_DOMAIN = "demo.mailfleet.test"
 DEMO_USERS = (("alice", "Alice Demo"), ("bob", "Bob Demo"))
@@ -59,6 +61,8 @@ async def _create_demo(server: Server) -> list[tuple[str, str]]:
 
 
 async def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    from mailfleet.server import Server  # the HTTP stack loads only for serve
+
     server = await Server.open(settings)
     try:
         demo = await _create_demo(server) if args.demo else []

@@ -1,0 +1,92 @@
+"""Address parsing: what we accept, what we refuse, and that it never crashes."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mailfleet.proto.addresses import (
+    AddressError,
+    format_address,
+    normalize_email,
+    parse_address,
+)
+from mailfleet.storage.interfaces import Address
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("a@b.com", "a@b.com"),
+        (" Bob.X+tag@Example.COM ", "Bob.X+tag@example.com"),
+        ("münchen@bücher.de", "münchen@xn--bcher-kva.de"),
+        ("o'neil@example.org", "o'neil@example.org"),
+    ],
+)
+def test_accepted(text: str, expected: str) -> None:
+    assert normalize_email(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "plain",
+        "@example.com",
+        "a@",
+        "a@b",
+        "a@@b.com",
+        "a..b@c.com",
+        ".a@c.com",
+        "a.@c.com",
+        '"quoted"@c.com',
+        "@a,@b:user@evil.com",
+        "user@[127.0.0.1]",
+        "user@1.2.3.4",
+        "a b@c.com",
+        "a@-c.com",
+        "a@c_d.com",
+        "x" * 65 + "@c.com",
+        "a@" + "b" * 64 + ".com",
+        "a\r\n@c.com",
+    ],
+)
+def test_refused(text: str) -> None:
+    with pytest.raises(AddressError):
+        normalize_email(text)
+
+
+@given(st.text(max_size=300))
+def test_never_crashes_and_accepted_is_stable(text: str) -> None:
+    try:
+        once = normalize_email(text)
+    except AddressError:
+        return
+    assert normalize_email(once) == once
+    assert "\r" not in once and "\n" not in once and " " not in once
+
+
+@given(st.text(max_size=60), st.sampled_from(["bob@example.com", "x.y@mail.example.org"]))
+def test_formatted_header_round_trips(name: str, email: str) -> None:
+    from email.headerregistry import AddressHeader
+    from email.policy import default
+
+    try:
+        address = parse_address({"email": email, "name": name})
+    except AddressError:
+        assert any(c in name for c in "\r\n\0")
+        return
+    header = default.header_factory("To", format_address(address))
+    assert isinstance(header, AddressHeader)
+    (parsed,) = header.addresses
+    assert parsed.addr_spec == email
+    assert parsed.display_name == address.name
+
+
+def test_parse_address_shapes() -> None:
+    assert parse_address("a@b.com") == Address("a@b.com")
+    assert parse_address({"email": "a@b.com", "name": " Al "}) == Address("a@b.com", "Al")
+    for bad in (5, None, {"name": "x"}, {"email": 3}, {"email": "a@b.com", "name": 7}):
+        with pytest.raises(AddressError):
+            parse_address(bad)

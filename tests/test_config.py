@@ -1,0 +1,59 @@
+"""Configuration: defaults < TOML file < MAILFLEET_* environment < command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mailfleet.config import ConfigError, load_settings
+
+
+def test_layers_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(
+        "data_dir = '/from/file'\n[limits]\nmax_recipients = 7\nsend_per_minute = 9\n"
+        "[[domains]]\nname = 'a.example'\nopen_signup = true\n"
+    )
+    settings = load_settings(config)
+    assert settings.data_dir == Path("/from/file")
+    assert settings.limits.max_recipients == 7
+    assert settings.domains[0].name == "a.example"
+    assert settings.storage_url("metadata_url") == "sqlite:////from/file/metadata.sqlite"
+    assert settings.storage_url("blob_url") == "file:///from/file/blobs"
+
+    monkeypatch.setenv("MAILFLEET_LIMITS__MAX_RECIPIENTS", "11")
+    monkeypatch.setenv("MAILFLEET_DATA_DIR", "/from/env")
+    settings = load_settings(config)
+    assert settings.limits.max_recipients == 11
+    assert settings.limits.send_per_minute == 9  # the file's, untouched by the env
+    assert settings.data_dir == Path("/from/env")
+
+    settings = load_settings(config, {"data_dir": "/from/cli", "http": {"listen": "0.0.0.0:80"}})
+    assert settings.data_dir == Path("/from/cli")
+    assert settings.http.listen == "0.0.0.0:80"
+
+
+def test_every_problem_reported_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAILFLEET_SMTP__LISTEN", "no-port")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None, {"limits": {"max_recipients": 0}, "auth": {"argon2_time_cost": "x"}})
+    problems = "\n".join(caught.value.problems)
+    assert "smtp.listen" in problems
+    assert "limits.max_recipients" in problems
+    assert "auth.argon2_time_cost" in problems
+
+
+@pytest.mark.parametrize(
+    ("role", "url", "message"),
+    [
+        ("metadata_url", "postgresql://db/mail", "not implemented yet"),
+        ("blob_url", "s3://bucket", "not implemented yet"),
+        ("queue_url", "ftp://x", "expected one of"),
+    ],
+)
+def test_storage_urls_by_scheme(role: str, url: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None, {"storage": {role: url}})
+    assert f"storage.{role}" in str(caught.value)
+    assert message in str(caught.value)
