@@ -3,6 +3,7 @@ directory, and HTTP clients that talk to it over TCP like any outside client."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import httpx
 import pytest
 
 from mailfleet.config import Settings, load_settings
-from mailfleet.server import Server
+from mailfleet.server import ROLES, Server
 
 DOMAIN = "example.com"
 PASSWORD = "correct horse battery"
@@ -32,6 +33,7 @@ def make_settings(data_dir: Path, overrides: dict[str, Any] | None = None) -> Se
     values: dict[str, Any] = {
         "data_dir": str(data_dir),
         "http": {"listen": "127.0.0.1:0"},
+        "smtp": {"listen": "127.0.0.1:0", "submission_listen": "127.0.0.1:0"},
         "auth": FAST_AUTH,
         "limits": {"send_per_minute": 10_000, "send_per_day": 100_000},
         "domains": [{"name": DOMAIN, "open_signup": True}],
@@ -60,6 +62,16 @@ class User:
         items: list[dict[str, Any]] = response.json()["items"]
         return items
 
+    async def wait_for(self, role: str, count: int, timeout: float = 10) -> list[dict[str, Any]]:
+        """The folder's messages once it holds ``count`` (mail from SMTP is
+        delivered by worker-in, a moment after the 250)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            items = await self.messages(role)
+            if len(items) >= count or asyncio.get_running_loop().time() > deadline:
+                return items
+            await asyncio.sleep(0.02)
+
     async def send(self, **body: Any) -> dict[str, Any]:
         body.setdefault("subject", "Hello")
         response = await self.client.post("/v1/messages", json=body)
@@ -81,7 +93,9 @@ class Service:
         self.server = server
         host, port = server.http_address
         self.base_url = f"http://{host}:{port}"
+        self.smtp_port = server.smtp_address[1] if server.smtp_socket else 0
         self.clients: list[httpx.AsyncClient] = []
+        self.closed = False
 
     @property
     def runtime(self) -> Any:
@@ -106,6 +120,7 @@ class Service:
         return User(self.client(token), response.json(), token)
 
     async def close(self) -> None:
+        self.closed = True
         for client in self.clients:
             await client.aclose()
         await self.server.stop()
@@ -120,10 +135,12 @@ async def start_service(tmp_path: Path) -> AsyncIterator[StartService]:
     started: list[Service] = []
 
     async def start(
-        overrides: dict[str, Any] | None = None, data_dir: Path | None = None
+        overrides: dict[str, Any] | None = None,
+        data_dir: Path | None = None,
+        roles: tuple[str, ...] = ROLES,
     ) -> Service:
         settings = make_settings(data_dir or tmp_path / "data", overrides)
-        server = await Server.open(settings)
+        server = await Server.open(settings, roles)
         await server.start()
         service = Service(server)
         started.append(service)
@@ -131,7 +148,8 @@ async def start_service(tmp_path: Path) -> AsyncIterator[StartService]:
 
     yield start
     for service in started:
-        await service.close()
+        if not service.closed:
+            await service.close()
 
 
 @pytest.fixture

@@ -71,6 +71,14 @@ class SmtpSettings(_Section):
     listen: str = Field("127.0.0.1:2525", description="HOST:PORT of the MX (smtp-in)")
     submission_listen: str = Field("127.0.0.1:2587", description="HOST:PORT of submission")
     hostname: str = Field("localhost", description="our name in EHLO, Received and Message-ID")
+    tls_cert: Path | None = Field(
+        None, description="PEM certificate chain for STARTTLS; a self-signed one when unset"
+    )
+    tls_key: Path | None = Field(None, description="PEM private key of tls_cert")
+    max_connections_per_ip: int = Field(20, gt=0, description="concurrent, per client IP")
+    connections_per_minute_per_ip: int = Field(600, gt=0, description="421 beyond")
+    messages_per_minute_per_ip: int = Field(600, gt=0, description="451 beyond")
+    timeout_seconds: float = Field(300, gt=0, description="idle time before we hang up")
 
     _check = field_validator("listen", "submission_listen")(_parse_hostport)
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from mailfleet.accounts.service import AccountService
 from mailfleet.config import Settings
+from mailfleet.delivery.incoming import IncomingService
 from mailfleet.delivery.send import SendService
 from mailfleet.mailbox.service import MailboxService
 from mailfleet.ratelimit import RateLimiter
@@ -20,11 +21,14 @@ class Runtime:
     accounts: AccountService
     mailbox: MailboxService
     sending: SendService
+    incoming: IncomingService
+    limiter: RateLimiter
 
     @classmethod
     async def open(cls, settings: Settings) -> Runtime:
         stores = create_stores(settings)
         await stores.open()
+        limiter = RateLimiter(stores.cache)
         runtime = cls(
             settings=settings,
             stores=stores,
@@ -35,10 +39,14 @@ class Runtime:
                 stores.blobs,
                 stores.queue,
                 stores.events,
-                RateLimiter(stores.cache),
+                limiter,
                 settings.limits,
                 settings.smtp.hostname,
             ),
+            incoming=IncomingService(
+                stores.metadata, stores.blobs, stores.queue, stores.events, settings.smtp.hostname
+            ),
+            limiter=limiter,
         )
         for seed in settings.domains:
             await runtime.accounts.ensure_domain(seed.name, open_signup=seed.open_signup)

@@ -7,14 +7,22 @@ import asyncio
 import contextlib
 import logging
 import socket
+import weakref
+from collections.abc import Iterable
 
 import uvicorn
 
 from mailfleet.api.app import create_app
 from mailfleet.config import Settings, split_hostport
+from mailfleet.delivery.incoming import IncomingWorker
 from mailfleet.runtime import Runtime
+from mailfleet.smtp.inbound import MxHandler
+from mailfleet.smtp.server import ConnectionLimits, MailfleetSMTP
+from mailfleet.smtp.tls import self_signed, server_context
 
 log = logging.getLogger("mailfleet.server")
+
+ROLES = ("api", "smtp-in", "worker-in")
 
 
 def bind(hostport: str) -> socket.socket:
@@ -22,8 +30,8 @@ def bind(hostport: str) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    # Accepted sockets inherit it: responses written in two parts (head, body)
-    # must not wait 40 ms for a delayed ACK (Nagle).
+    # Accepted sockets inherit it: replies written in parts (HTTP head and
+    # body, SMTP multi-line) must not wait 40 ms for a delayed ACK (Nagle).
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind((host, port))
     sock.listen(1024)
@@ -32,17 +40,26 @@ def bind(hostport: str) -> socket.socket:
 
 
 class Server:
-    """All roles over one runtime. ``start`` returns once every port listens."""
+    """The chosen roles over one runtime. ``start`` returns once every port
+    listens; ``stop`` closes listeners first, then the stores."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, roles: Iterable[str] = ROLES) -> None:
         self.runtime = runtime
+        self.roles = set(roles)
+        unknown = self.roles - set(ROLES)
+        if unknown:
+            raise ValueError(f"unknown roles {sorted(unknown)}; choose from {ROLES}")
         self.http_socket: socket.socket | None = None
+        self.smtp_socket: socket.socket | None = None
         self._http: uvicorn.Server | None = None
         self._http_task: asyncio.Task[None] | None = None
+        self._smtp: asyncio.Server | None = None
+        self._smtp_sessions: weakref.WeakSet[MailfleetSMTP] = weakref.WeakSet()
+        self.worker_in: IncomingWorker | None = None
 
     @classmethod
-    async def open(cls, settings: Settings) -> Server:
-        return cls(await Runtime.open(settings))
+    async def open(cls, settings: Settings, roles: Iterable[str] = ROLES) -> Server:
+        return cls(await Runtime.open(settings), roles)
 
     @property
     def http_address(self) -> tuple[str, int]:
@@ -50,7 +67,22 @@ class Server:
         host, port = self.http_socket.getsockname()[:2]
         return host, port
 
+    @property
+    def smtp_address(self) -> tuple[str, int]:
+        assert self.smtp_socket is not None
+        host, port = self.smtp_socket.getsockname()[:2]
+        return host, port
+
     async def start(self) -> None:
+        if "worker-in" in self.roles:
+            self.worker_in = IncomingWorker(self.runtime.incoming, self.runtime.stores.queue)
+            self.worker_in.start()
+        if "smtp-in" in self.roles:
+            await self._start_smtp()
+        if "api" in self.roles:
+            await self._start_http()
+
+    async def _start_http(self) -> None:
         self.http_socket = bind(self.runtime.settings.http.listen)
         config = uvicorn.Config(
             create_app(self.runtime),
@@ -70,12 +102,56 @@ class Server:
                 raise RuntimeError("HTTP server exited during startup")
             await asyncio.sleep(0.01)
 
+    async def _start_smtp(self) -> None:
+        settings = self.runtime.settings
+        smtp = settings.smtp
+        if smtp.tls_cert and smtp.tls_key:
+            cert, key = smtp.tls_cert, smtp.tls_key
+        else:
+            cert, key = await asyncio.to_thread(
+                self_signed, settings.data_dir / "tls", smtp.hostname
+            )
+        tls = server_context(cert, key)
+        handler = MxHandler(self.runtime.incoming, self.runtime.limiter, settings)
+        limits = ConnectionLimits(
+            self.runtime.limiter, smtp.max_connections_per_ip, smtp.connections_per_minute_per_ip
+        )
+
+        def factory() -> MailfleetSMTP:
+            protocol = MailfleetSMTP(
+                handler,
+                limits=limits,
+                data_size_limit=settings.limits.max_message_bytes,
+                enable_SMTPUTF8=True,
+                decode_data=False,
+                hostname=smtp.hostname,
+                ident="mailfleet ESMTP",
+                tls_context=tls,
+                require_starttls=False,
+                timeout=smtp.timeout_seconds,
+            )
+            self._smtp_sessions.add(protocol)
+            return protocol
+
+        self.smtp_socket = bind(smtp.listen)
+        self._smtp = await asyncio.get_running_loop().create_server(factory, sock=self.smtp_socket)
+
     async def stop(self) -> None:
+        if self._smtp is not None:
+            self._smtp.close()
+            for session in list(self._smtp_sessions):
+                if session.transport is not None:
+                    session.transport.close()
+            await self._smtp.wait_closed()
+            self._smtp = None
         if self._http is not None and self._http_task is not None:
             self._http.should_exit = True
             with contextlib.suppress(asyncio.CancelledError):
                 await self._http_task
             self._http = None
-        if self.http_socket is not None:
-            self.http_socket.close()
+        if self.worker_in is not None:
+            await self.worker_in.stop()
+        for sock in (self.http_socket, self.smtp_socket):
+            if sock is not None:
+                sock.close()
         await self.runtime.close()

@@ -28,6 +28,11 @@ def register(commands: Any, common: Callable[[argparse.ArgumentParser], None]) -
         "--submission", metavar="HOST:PORT", help="submission (default 127.0.0.1:2587)"
     )
     parser.add_argument(
+        "--roles",
+        default="api,smtp-in,worker-in",
+        help="comma-separated roles to run (default: all of api,smtp-in,worker-in)",
+    )
+    parser.add_argument(
         "--demo", action="store_true", help=f"create {DEMO_DOMAIN} with two users and say how"
     )
     common(parser)
@@ -63,12 +68,17 @@ async def _create_demo(server: Server) -> list[tuple[str, str]]:
 async def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from mailfleet.server import Server  # the HTTP stack loads only for serve
 
-    server = await Server.open(settings)
+    roles = [r.strip() for r in args.roles.split(",") if r.strip()]
+    server = await Server.open(settings, roles)
     try:
         demo = await _create_demo(server) if args.demo else []
         await server.start()
-        host, port = server.http_address
-        print(f"mailfleet: HTTP API on http://{host}:{port} (data in {settings.data_dir})")
+        print(f"mailfleet: {', '.join(roles)} (data in {settings.data_dir})")
+        if server.smtp_socket is not None:
+            print("  SMTP (MX) on {}:{}".format(*server.smtp_address))
+        host, port = server.http_address if server.http_socket else ("", 0)
+        if port:
+            print(f"  HTTP API on http://{host}:{port}")
         for email, password in demo:
             print(f"  demo login: {email}  password: {password}")
         if demo:

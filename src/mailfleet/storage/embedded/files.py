@@ -8,6 +8,7 @@ durable or not at all. File I/O runs in worker threads off the event loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import secrets
@@ -30,6 +31,12 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _discard(path: Path) -> None:
+    """Removes a partial write; the failure that made it partial is what counts."""
+    with contextlib.suppress(OSError):
+        path.unlink(missing_ok=True)
 
 
 def _valid_hash(blob_hash: str) -> bool:
@@ -77,7 +84,7 @@ class FileBlobStore:
                 os.fsync(f.fileno())
             self._install(tmp_path, blob_hash)
         except OSError as exc:
-            tmp_path.unlink(missing_ok=True)
+            _discard(tmp_path)
             raise BackendUnavailable(f"cannot write blob: {exc}") from exc
         return Blob(blob_hash, len(data))
 
@@ -104,7 +111,7 @@ class FileBlobStore:
             blob_hash = digest.hexdigest()
             await asyncio.to_thread(self._install, tmp_path, blob_hash)
         except BaseException as exc:
-            await asyncio.to_thread(tmp_path.unlink, True)
+            await asyncio.to_thread(_discard, tmp_path)
             if isinstance(exc, OSError):
                 raise BackendUnavailable(f"cannot write blob: {exc}") from exc
             raise

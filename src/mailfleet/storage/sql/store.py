@@ -318,57 +318,70 @@ class SqlMetadataStore:
     # -- messages ---------------------------------------------------------------
 
     async def store_messages(self, new: Sequence[NewMessage]) -> list[int]:
+        # Set-wise: one lookup of known ingest keys per account, one insert
+        # per table, one counter update per folder, whatever the batch size.
         ids: list[int] = []
         async with self._write() as conn:
-            for m in new:
-                existing = (
-                    await conn.execute(
-                        sa.select(messages.c.id).where(
-                            messages.c.account_id == m.account_id,
-                            messages.c.ingest_key == m.ingest_key,
+            known: dict[tuple[int, str], int] = {}
+            for account_id in {m.account_id for m in new}:
+                keys = [m.ingest_key for m in new if m.account_id == account_id]
+                for start in range(0, len(keys), 500):
+                    rows = await conn.execute(
+                        sa.select(messages.c.ingest_key, messages.c.id).where(
+                            messages.c.account_id == account_id,
+                            messages.c.ingest_key.in_(keys[start : start + 500]),
                         )
                     )
-                ).scalar()
-                if existing is not None:
-                    ids.append(existing)
-                    continue
-                await conn.execute(messages.insert().values(**_message_row(m)))
-                if m.attachments:
-                    await conn.execute(
-                        message_attachments.insert(),
-                        [
-                            dict(
-                                account_id=m.account_id,
-                                message_id=m.id,
-                                id=a.id,
-                                position=i,
-                                filename=a.filename,
-                                content_type=a.content_type,
-                                size=a.size,
-                                blob_hash=a.blob_hash,
-                                content_id=a.content_id,
-                                inline=a.inline,
-                            )
-                            for i, a in enumerate(m.attachments)
-                        ],
-                    )
-                if m.delivery:
-                    await conn.execute(
-                        deliveries.insert(),
-                        [
-                            dict(
-                                account_id=m.account_id,
-                                message_id=m.id,
-                                email=d.email,
-                                status=d.status,
-                                detail=d.detail,
-                                next_attempt_at=d.next_attempt_at,
-                            )
-                            for d in m.delivery
-                        ],
-                    )
-                await _bump(conn, m.account_id, m.folder_id, 1, 0 if m.is_read else 1)
-                ids.append(m.id)
+                    known.update({(account_id, r.ingest_key): r.id for r in rows})
+            fresh: list[NewMessage] = []
+            for m in new:
+                key = (m.account_id, m.ingest_key)
+                if key not in known:
+                    known[key] = m.id
+                    fresh.append(m)
+                ids.append(known[key])
+            if not fresh:
+                return ids
+            await conn.execute(messages.insert(), [_message_row(m) for m in fresh])
+            attachment_rows = [
+                dict(
+                    account_id=m.account_id,
+                    message_id=m.id,
+                    id=a.id,
+                    position=i,
+                    filename=a.filename,
+                    content_type=a.content_type,
+                    size=a.size,
+                    blob_hash=a.blob_hash,
+                    content_id=a.content_id,
+                    inline=a.inline,
+                )
+                for m in fresh
+                for i, a in enumerate(m.attachments)
+            ]
+            if attachment_rows:
+                await conn.execute(message_attachments.insert(), attachment_rows)
+            delivery_rows = [
+                dict(
+                    account_id=m.account_id,
+                    message_id=m.id,
+                    email=d.email,
+                    status=d.status,
+                    detail=d.detail,
+                    next_attempt_at=d.next_attempt_at,
+                )
+                for m in fresh
+                for d in m.delivery
+            ]
+            if delivery_rows:
+                await conn.execute(deliveries.insert(), delivery_rows)
+            counts: dict[tuple[int, int], list[int]] = {}
+            for m in fresh:
+                total_unread = counts.setdefault((m.account_id, m.folder_id), [0, 0])
+                total_unread[0] += 1
+                total_unread[1] += 0 if m.is_read else 1
+            for (account_id, folder_id), (total, unread) in counts.items():
+                await _bump(conn, account_id, folder_id, total, unread)
         return ids
 
     async def list_messages(

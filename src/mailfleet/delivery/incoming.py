@@ -1,0 +1,269 @@
+"""The receive flow (DESIGN.md, "Receive"): accept a mail from the MX durably,
+then (``worker-in``) turn it into one stored copy per hosted recipient.
+
+Accepting writes the raw message to the blob store and a reference on the
+``incoming`` queue; only when both are durable may the MX answer 250.
+Processing is idempotent: the copy of queue item Q for recipient R carries the
+ingest key ``in:Q:R``, so a redelivered item stores nothing twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import format_datetime
+
+from mailfleet.delivery.local import deliver_locally
+from mailfleet.ids import new_id
+from mailfleet.proto.addresses import AddressError, mailbox_key, normalize_email
+from mailfleet.proto.compose import snippet
+from mailfleet.proto.parse import ParsedMessage, parse_message
+from mailfleet.storage.errors import BackendUnavailable, BlobMissing
+from mailfleet.storage.interfaces import (
+    Attachment,
+    BlobStore,
+    EventBus,
+    MetadataStore,
+    NewMessage,
+    Queue,
+    QueueItem,
+)
+
+INCOMING = "incoming"
+MAX_ATTEMPTS = 10
+log = logging.getLogger("mailfleet.worker_in")
+
+
+class RecipientVerdict:
+    LOCAL = "local"  # a hosted mailbox: accept
+    UNKNOWN = "unknown"  # hosted domain, no such mailbox: 550 5.1.1
+    INVALID = "invalid"  # not an address: 501/553
+    FOREIGN = "foreign"  # not ours: relay, which only authenticated clients may
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    mail_from: str
+    recipients: list[str]
+    client_ip: str
+    helo: str
+    tls: bool
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class IncomingService:
+    def __init__(
+        self,
+        store: MetadataStore,
+        blobs: BlobStore,
+        queue: Queue,
+        events: EventBus,
+        hostname: str,
+    ) -> None:
+        self.store = store
+        self.blobs = blobs
+        self.queue = queue
+        self.events = events
+        self.hostname = hostname
+
+    async def check_recipient(self, address: str) -> tuple[str, str]:
+        """(verdict, normalized mailbox address)."""
+        try:
+            email = normalize_email(address)
+        except AddressError:
+            return RecipientVerdict.INVALID, address
+        domain = email.rpartition("@")[2]
+        if await self.store.get_domain(domain) is None:
+            return RecipientVerdict.FOREIGN, email
+        account = await self.store.get_account_by_email(mailbox_key(email))
+        if account is None or account.disabled:
+            return RecipientVerdict.UNKNOWN, email
+        return RecipientVerdict.LOCAL, account.email
+
+    def trace_headers(self, envelope: Envelope, queue_id: str, now: datetime) -> bytes:
+        """Return-Path and Received (RFC 5321 sections 4.4), prepended to the mail."""
+        protocol = "ESMTPS" if envelope.tls else "ESMTP"
+        helo = "".join(c for c in envelope.helo if c.isprintable() and c not in "()")[:255]
+        lines = [
+            f"Return-Path: <{envelope.mail_from}>",
+            f"Received: from {helo or 'unknown'} ([{envelope.client_ip}])",
+            f"\tby {self.hostname} (mailfleet) with {protocol} id {queue_id}",
+        ]
+        if len(envelope.recipients) == 1:
+            lines.append(f"\tfor <{envelope.recipients[0]}>; {format_datetime(now)}")
+        else:
+            lines[-1] += f"; {format_datetime(now)}"
+        return ("\r\n".join(lines) + "\r\n").encode("utf-8")
+
+    async def accept(self, envelope: Envelope, raw: bytes) -> str:
+        """Stores the mail durably and queues it; returns the queue id.
+        Raises BackendUnavailable when either write fails (the MX says 451)."""
+        now = datetime.now(UTC)
+        queue_id = f"{new_id():x}"
+        blob = await self.blobs.put(self.trace_headers(envelope, queue_id, now) + raw)
+        await self.queue.put(
+            INCOMING,
+            {
+                "queue_id": queue_id,
+                "raw_hash": blob.hash,
+                "raw_size": blob.size,
+                "mail_from": envelope.mail_from,
+                "recipients": envelope.recipients,
+                "received_at": int(now.timestamp() * 1000),
+                "client_ip": envelope.client_ip,
+            },
+            dedupe_key=queue_id,
+        )
+        return queue_id
+
+    # -- worker-in ------------------------------------------------------------------
+
+    async def process(self, item: QueueItem) -> int:
+        """Delivers one queued mail; returns the number of new copies stored."""
+        payload = item.payload
+        raw = await self.blobs.get(payload["raw_hash"])
+        parsed = parse_message(raw)
+        if parsed.defects:
+            log.info("mail %s has defects: %s", payload["queue_id"], "; ".join(parsed.defects))
+        attachments = [
+            Attachment(
+                new_id(),
+                a.filename,
+                a.content_type,
+                len(a.data),
+                (await self.blobs.put(a.data)).hash,
+                a.content_id,
+                a.inline,
+            )
+            for a in parsed.attachments
+        ]
+        body_hash = (await self.blobs.put(parsed.text.encode())).hash
+        html_hash = (await self.blobs.put(parsed.html.encode())).hash if parsed.html else None
+        copies = []
+        for email in dict.fromkeys(payload["recipients"]):
+            account = await self.store.get_account_by_email(email)
+            if account is None or account.disabled:
+                # Removed after we said 250; nothing to deliver to.
+                log.warning("mail %s: %s has no mailbox any more", payload["queue_id"], email)
+                continue
+            copies.append(
+                await self._copy(account.id, payload, parsed, attachments, body_hash, html_hash)
+            )
+        ids = await deliver_locally(self.store, self.events, copies)
+        return sum(1 for copy, stored in zip(copies, ids, strict=True) if copy.id == stored)
+
+    async def _copy(
+        self,
+        account_id: int,
+        payload: dict[str, object],
+        parsed: ParsedMessage,
+        attachments: list[Attachment],
+        body_hash: str,
+        html_hash: str | None,
+    ) -> NewMessage:
+        inbox = await self.store.folder_by_role(account_id, "inbox")
+        message_id = new_id()
+        thread_id = message_id
+        for ref in (parsed.in_reply_to, *reversed(parsed.references)):
+            if ref:
+                parent = await self.store.find_by_message_id_header(account_id, ref)
+                if parent is not None:
+                    thread_id = parent.thread_id
+                    break
+        queue_id = str(payload["queue_id"])
+        return NewMessage(
+            account_id=account_id,
+            id=message_id,
+            folder_id=inbox.id,
+            thread_id=thread_id,
+            received_at=int(str(payload["received_at"])),
+            ingest_key=f"in:{queue_id}",
+            sender=parsed.sender,
+            to=parsed.to,
+            cc=parsed.cc,
+            bcc=(),
+            subject=parsed.subject,
+            snippet=snippet(parsed.text),
+            message_id_header=parsed.message_id or f"<{queue_id}@{self.hostname}>",
+            in_reply_to=parsed.in_reply_to,
+            references=parsed.references,
+            raw_hash=str(payload["raw_hash"]),
+            raw_size=int(str(payload["raw_size"])),
+            body_hash=body_hash,
+            html_hash=html_hash,
+            attachments=tuple(attachments),
+        )
+
+
+class IncomingWorker:
+    """The ``worker-in`` role: consumes ``incoming`` until stopped."""
+
+    def __init__(
+        self,
+        service: IncomingService,
+        queue: Queue,
+        *,
+        batch: int = 16,
+        lease_seconds: float = 120,
+        idle_wait: float = 1.0,
+    ) -> None:
+        self.service = service
+        self.queue = queue
+        self.batch = batch
+        self.lease_seconds = lease_seconds
+        self.idle_wait = idle_wait
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="worker-in")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            try:
+                items = await self.queue.lease(
+                    INCOMING, limit=self.batch, lease_seconds=self.lease_seconds
+                )
+            except BackendUnavailable as exc:
+                log.warning("incoming queue unavailable: %s", exc)
+                await asyncio.sleep(self.idle_wait)
+                continue
+            if not items:
+                await self.queue.wait(INCOMING, self.idle_wait)
+                continue
+            for item in items:
+                await self.handle(item)
+
+    async def handle(self, item: QueueItem) -> None:
+        try:
+            await self.service.process(item)
+        except BlobMissing as exc:
+            await self.queue.dead_letter(item, error=f"raw message missing: {exc}")
+            return
+        except BackendUnavailable as exc:
+            if item.attempts >= MAX_ATTEMPTS:
+                await self.queue.dead_letter(item, error=f"gave up: {exc}")
+            else:
+                await self.queue.retry(
+                    item, delay_seconds=min(300, 2**item.attempts), error=str(exc)
+                )
+            return
+        except Exception as exc:  # a bug or an unforeseen input: keep the mail, say why
+            log.exception("cannot process incoming %s", item.id)
+            await self.queue.dead_letter(item, error=f"{type(exc).__name__}: {exc}")
+            return
+        await self.queue.ack(item)
