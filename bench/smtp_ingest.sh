@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# SMTP ingest benchmark (issue 3): our smtp-in + worker-in against the Postfix
+# anchor, in the same run, with ../shared/bench/run_all.sh.
+#
+#   bench/smtp_ingest.sh                     # Postfix anchor + ours, 5 runs each
+#   RUNS=3 SCALE=0.4 SKIP="fsync sink aiosmtpd" bench/smtp_ingest.sh
+#
+# "accepted" = smtp-source got 250 after DATA (durable: blob + queue fsynced);
+# "delivered" = the messages are visible through the HTTP API (Inbox total).
+# Ratios to Postfix are printed by bench/compare_ingest.py at the end.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SHARED=${SHARED:-$(cd ../shared/bench && pwd)}
+SMTP_PORT=${SMTP_PORT:-2625}
+HTTP_PORT=${HTTP_PORT:-8625}
+DATA=$(mktemp -d /var/tmp/mailfleet-ingest.XXXXXX)
+OUT=${OUT:-/tmp/anchor-results/$(date +%Y%m%d-%H%M%S)}
+export OUT
+MF=.venv/bin/mailfleet
+cat > "$DATA/bench.toml" <<TOML
+[smtp]
+hostname = "mx.bench.test"
+max_connections_per_ip = 1000
+connections_per_minute_per_ip = 100000000
+messages_per_minute_per_ip = 100000000
+TOML
+export MAILFLEET_CONFIG="$DATA/bench.toml"
+$MF --data-dir "$DATA/d" domain add example.test >/dev/null
+for u in user1 bench; do
+  echo "benchmark password" | $MF --data-dir "$DATA/d" user add "$u@example.test" --password-stdin >/dev/null
+done
+$MF serve --data-dir "$DATA/d" --http "127.0.0.1:$HTTP_PORT" --smtp "127.0.0.1:$SMTP_PORT" \
+  --submission 127.0.0.1:0 > "$DATA/serve.log" 2>&1 &
+pid=$!
+trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$DATA"' EXIT
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$HTTP_PORT/readyz" >/dev/null && break; sleep 0.1; done
+TOKEN=$(curl -sf -X POST "http://127.0.0.1:$HTTP_PORT/v1/sessions" -H 'content-type: application/json' \
+  -d '{"email": "user1@example.test", "password": "benchmark password"}' |
+  python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+COUNT="curl -sf -H 'Authorization: Bearer $TOKEN' http://127.0.0.1:$HTTP_PORT/v1/folders | python3 -c 'import json,sys; print(next(f[\"total\"] for f in json.load(sys.stdin) if f[\"role\"]==\"inbox\"))'"
+OURS="127.0.0.1:$SMTP_PORT" OURS_COUNT_CMD="$COUNT" OURS_RCPT=user1@example.test \
+  OURS_SENDER=bench@example.test ANCHOR_PORT=${ANCHOR_PORT:-2525} "$SHARED/run_all.sh"
+[ -f "$OUT/postfix.json" ] && [ -f "$OUT/ours.json" ] && \
+  .venv/bin/python bench/compare_ingest.py "$OUT/postfix.json" "$OUT/ours.json"
