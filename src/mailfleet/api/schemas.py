@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
 from mailfleet.mailbox.service import MessageView
 from mailfleet.storage.interfaces import Address, Attachment, Folder, MessageSummary, Upload
+
+
+def _rfc3339(moment: datetime) -> str:
+    # Always milliseconds and "Z": one shape, which also sorts as text.
+    utc = moment.astimezone(UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+Timestamp = Annotated[datetime, PlainSerializer(_rfc3339, return_type=str)]
 
 
 class Strict(BaseModel):
@@ -63,7 +72,7 @@ class AccountOut(BaseModel):
 
 class TokenOut(BaseModel):
     token: str
-    expires_at: datetime
+    expires_at: Timestamp
 
 
 class FolderOut(BaseModel):
@@ -86,7 +95,7 @@ class SummaryOut(BaseModel):
     is_read: bool
     is_flagged: bool
     has_attachments: bool
-    received_at: datetime
+    received_at: Timestamp
 
     model_config = ConfigDict(populate_by_name=True)
 

@@ -245,8 +245,8 @@ class IncomingWorker:
             if not items:
                 await self.queue.wait(INCOMING, self.idle_wait)
                 continue
-            for item in items:
-                await self.handle(item)
+            # Concurrently: their blob fsyncs and queue acks share commits.
+            await asyncio.gather(*(self.handle(item) for item in items))
 
     async def handle(self, item: QueueItem) -> None:
         try:

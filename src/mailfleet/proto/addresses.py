@@ -66,7 +66,8 @@ def parse_address(value: object) -> Address:
             raise AddressError("address name must be a string")
         if any(c in name for c in "\r\n\0"):
             raise AddressError("address name must be one line")
-        return Address(normalize_email(value["email"]), name.strip())
+        # One line of single spaces: headers fold and unfold whitespace anyway.
+        return Address(normalize_email(value["email"]), " ".join(name.split()))
     raise AddressError(f"invalid address {value!r}: expected a string or {{email, name}}")
 
 

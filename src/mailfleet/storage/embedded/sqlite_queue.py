@@ -17,9 +17,11 @@ import time
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailfleet.storage.embedded.sqlite import create_sqlite_engines, sqlite_path
 from mailfleet.storage.interfaces import QueueItem, QueueStats
+from mailfleet.storage.sql.group_commit import GroupCommit
 from mailfleet.storage.sql.transaction import Transaction
 
 ERROR_QUEUE = "error"
@@ -63,6 +65,8 @@ class SqliteQueue:
     def __init__(self, url: str) -> None:
         self.writer, self.reader = create_sqlite_engines(sqlite_path(url), readers=2)
         self._signals: dict[str, asyncio.Event] = {}
+        # Puts from concurrent SMTP sessions and acks from workers share commits.
+        self._group = GroupCommit(self.writer)
 
     async def open(self) -> None:
         async with Transaction(self.writer, write=True) as conn:
@@ -89,7 +93,8 @@ class SqliteQueue:
     ) -> str:
         now = _now_ms()
         item_id = f"{now:013x}{secrets.token_hex(6)}"
-        async with Transaction(self.writer, write=True) as conn:
+
+        async def insert(conn: AsyncConnection) -> str:
             if dedupe_key is not None:
                 existing = (
                     await conn.execute(
@@ -113,8 +118,11 @@ class SqliteQueue:
                     origin="",
                 )
             )
+            return item_id
+
+        stored = await self._group.run(insert)
         self._signal(queue).set()
-        return item_id
+        return stored
 
     async def lease(self, queue: str, *, limit: int, lease_seconds: float) -> list[QueueItem]:
         now = _now_ms()
@@ -150,7 +158,12 @@ class SqliteQueue:
         ]
 
     async def ack(self, item: QueueItem) -> None:
-        await self.remove(item.queue, item.id)
+        async def delete(conn: AsyncConnection) -> None:
+            await conn.execute(
+                items.delete().where(items.c.queue == item.queue, items.c.id == item.id)
+            )
+
+        await self._group.run(delete)
 
     async def retry(self, item: QueueItem, *, delay_seconds: float, error: str) -> None:
         async with Transaction(self.writer, write=True) as conn:

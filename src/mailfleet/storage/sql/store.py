@@ -32,6 +32,7 @@ from mailfleet.storage.interfaces import (
     Upload,
 )
 from mailfleet.storage.migrations import upgrade_to_head
+from mailfleet.storage.sql.group_commit import GroupCommit
 from mailfleet.storage.sql.schema import (
     accounts,
     deliveries,
@@ -100,6 +101,8 @@ class SqlMetadataStore:
     def __init__(self, writer: AsyncEngine, reader: AsyncEngine | None = None) -> None:
         self.writer = writer
         self.reader = reader or writer
+        # Concurrent deliveries (worker-in, the send flow) share commits.
+        self._group = GroupCommit(writer)
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -318,71 +321,7 @@ class SqlMetadataStore:
     # -- messages ---------------------------------------------------------------
 
     async def store_messages(self, new: Sequence[NewMessage]) -> list[int]:
-        # Set-wise: one lookup of known ingest keys per account, one insert
-        # per table, one counter update per folder, whatever the batch size.
-        ids: list[int] = []
-        async with self._write() as conn:
-            known: dict[tuple[int, str], int] = {}
-            for account_id in {m.account_id for m in new}:
-                keys = [m.ingest_key for m in new if m.account_id == account_id]
-                for start in range(0, len(keys), 500):
-                    rows = await conn.execute(
-                        sa.select(messages.c.ingest_key, messages.c.id).where(
-                            messages.c.account_id == account_id,
-                            messages.c.ingest_key.in_(keys[start : start + 500]),
-                        )
-                    )
-                    known.update({(account_id, r.ingest_key): r.id for r in rows})
-            fresh: list[NewMessage] = []
-            for m in new:
-                key = (m.account_id, m.ingest_key)
-                if key not in known:
-                    known[key] = m.id
-                    fresh.append(m)
-                ids.append(known[key])
-            if not fresh:
-                return ids
-            await conn.execute(messages.insert(), [_message_row(m) for m in fresh])
-            attachment_rows = [
-                dict(
-                    account_id=m.account_id,
-                    message_id=m.id,
-                    id=a.id,
-                    position=i,
-                    filename=a.filename,
-                    content_type=a.content_type,
-                    size=a.size,
-                    blob_hash=a.blob_hash,
-                    content_id=a.content_id,
-                    inline=a.inline,
-                )
-                for m in fresh
-                for i, a in enumerate(m.attachments)
-            ]
-            if attachment_rows:
-                await conn.execute(message_attachments.insert(), attachment_rows)
-            delivery_rows = [
-                dict(
-                    account_id=m.account_id,
-                    message_id=m.id,
-                    email=d.email,
-                    status=d.status,
-                    detail=d.detail,
-                    next_attempt_at=d.next_attempt_at,
-                )
-                for m in fresh
-                for d in m.delivery
-            ]
-            if delivery_rows:
-                await conn.execute(deliveries.insert(), delivery_rows)
-            counts: dict[tuple[int, int], list[int]] = {}
-            for m in fresh:
-                total_unread = counts.setdefault((m.account_id, m.folder_id), [0, 0])
-                total_unread[0] += 1
-                total_unread[1] += 0 if m.is_read else 1
-            for (account_id, folder_id), (total, unread) in counts.items():
-                await _bump(conn, account_id, folder_id, total, unread)
-        return ids
+        return await self._group.run(lambda conn: _store_messages(conn, new))
 
     async def list_messages(
         self,
@@ -588,6 +527,73 @@ class SqlMetadataStore:
             row.blob_hash,
             row.created_at,
         )
+
+
+async def _store_messages(conn: AsyncConnection, new: Sequence[NewMessage]) -> list[int]:
+    """Set-wise: one lookup of known ingest keys per account, one insert per
+    table, one counter update per folder, whatever the batch size."""
+    ids: list[int] = []
+    known: dict[tuple[int, str], int] = {}
+    for account_id in {m.account_id for m in new}:
+        keys = [m.ingest_key for m in new if m.account_id == account_id]
+        for start in range(0, len(keys), 500):
+            rows = await conn.execute(
+                sa.select(messages.c.ingest_key, messages.c.id).where(
+                    messages.c.account_id == account_id,
+                    messages.c.ingest_key.in_(keys[start : start + 500]),
+                )
+            )
+            known.update({(account_id, r.ingest_key): r.id for r in rows})
+    fresh: list[NewMessage] = []
+    for m in new:
+        key = (m.account_id, m.ingest_key)
+        if key not in known:
+            known[key] = m.id
+            fresh.append(m)
+        ids.append(known[key])
+    if not fresh:
+        return ids
+    await conn.execute(messages.insert(), [_message_row(m) for m in fresh])
+    attachment_rows = [
+        dict(
+            account_id=m.account_id,
+            message_id=m.id,
+            id=a.id,
+            position=i,
+            filename=a.filename,
+            content_type=a.content_type,
+            size=a.size,
+            blob_hash=a.blob_hash,
+            content_id=a.content_id,
+            inline=a.inline,
+        )
+        for m in fresh
+        for i, a in enumerate(m.attachments)
+    ]
+    if attachment_rows:
+        await conn.execute(message_attachments.insert(), attachment_rows)
+    delivery_rows = [
+        dict(
+            account_id=m.account_id,
+            message_id=m.id,
+            email=d.email,
+            status=d.status,
+            detail=d.detail,
+            next_attempt_at=d.next_attempt_at,
+        )
+        for m in fresh
+        for d in m.delivery
+    ]
+    if delivery_rows:
+        await conn.execute(deliveries.insert(), delivery_rows)
+    counts: dict[tuple[int, int], list[int]] = {}
+    for m in fresh:
+        total_unread = counts.setdefault((m.account_id, m.folder_id), [0, 0])
+        total_unread[0] += 1
+        total_unread[1] += 0 if m.is_read else 1
+    for (account_id, folder_id), (total, unread) in counts.items():
+        await _bump(conn, account_id, folder_id, total, unread)
+    return ids
 
 
 def _message_row(m: NewMessage) -> dict[str, Any]:

@@ -11,6 +11,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from mailfleet.storage.errors import BackendUnavailable, DuplicateKey
 
 
+def storage_error(exc: BaseException) -> BaseException:
+    """The storage error a driver error means, or the error itself."""
+    if isinstance(exc, sa_exc.IntegrityError):
+        return DuplicateKey(str(exc.orig))
+    if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
+        return BackendUnavailable(str(exc.orig))
+    return exc
+
+
 class Transaction:
     """One transaction; maps driver errors to the storage errors."""
 
@@ -30,11 +39,7 @@ class Transaction:
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         try:
             await self._cm.__aexit__(exc_type, exc, tb)
-        except sa_exc.IntegrityError as err:
-            raise DuplicateKey(str(err.orig)) from err
-        except sa_exc.OperationalError as err:
-            raise BackendUnavailable(str(err.orig)) from err
-        if isinstance(exc, sa_exc.IntegrityError):
-            raise DuplicateKey(str(exc.orig)) from exc
-        if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
-            raise BackendUnavailable(str(exc.orig)) from exc
+        except sa_exc.SQLAlchemyError as err:
+            raise storage_error(err) from err
+        if exc is not None and storage_error(exc) is not exc:
+            raise storage_error(exc) from exc
