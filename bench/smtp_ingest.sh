@@ -42,3 +42,7 @@ OURS="127.0.0.1:$SMTP_PORT" OURS_COUNT_CMD="$COUNT" OURS_RCPT=user1@example.test
   OURS_SENDER=bench@example.test ANCHOR_PORT=${ANCHOR_PORT:-2525} "$SHARED/run_all.sh"
 [ -f "$OUT/postfix.json" ] && [ -f "$OUT/ours.json" ] && \
   .venv/bin/python bench/compare_ingest.py "$OUT/postfix.json" "$OUT/ours.json"
+# 250 -> visible at half our measured maximum (par20-4k accepted rate).
+RATE=${LAT_RATE:-$(python3 -c 'import json,sys; print(max(1, json.load(open(sys.argv[1]))["scenarios"]["par20-4k"]["median_accept_rate"] / 2))' "$OUT/ours.json" 2>/dev/null || echo 50)}
+.venv/bin/python bench/smtp_latency.py --smtp "127.0.0.1:$SMTP_PORT" --http "http://127.0.0.1:$HTTP_PORT" \
+  --token "$TOKEN" --rcpt user1@example.test --rate "$RATE" --count "${LAT_COUNT:-1000}"

@@ -220,7 +220,7 @@ def test_related_root_named_by_start_and_inline_flags() -> None:
     )
     parsed = parse_message(raw)
     check_types(parsed)
-    assert parsed.html == '<p>see <img src="cid:pic@x"></p>\n'
+    assert parsed.html == '<p>see <img src="cid:pic@x"></p>'
     assert parsed.text == "see"
     assert parsed.attachments == (
         ParsedAttachment("image.gif", "image/gif", b"GIF89a", "pic@x", True),

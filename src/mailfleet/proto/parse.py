@@ -399,18 +399,19 @@ class _Walker:
     def _message(self, info: _PartInfo, inner: list[Message]) -> None:
         """A message/* part: one attachment holding the inner message's bytes."""
         data = b"".join(_flatten(m, self.linesep) for m in inner)
-        subject: str | None = None
-        if info.encoding not in ("", "7bit", "8bit", "binary"):
+        encoded = info.encoding not in ("", "7bit", "8bit", "binary")
+        if encoded:
             # RFC 2046 5.2.1 forbids encoding message/rfc822, but some mailers do;
             # the stdlib then parses the encoded text as a headerless message.
             self.defects.add(f"{info.content_type} part with {info.encoding} encoding")
             data = _decode_transfer(data, info.encoding, self.defects)
-        elif inner:
-            subject = _subject(_raw_headers(inner[0], {"subject"}, self.defects), self.defects)
         name = _safe_filename(info.filename)
         if name is None and info.content_type in ("message/rfc822", "message/global"):
-            if subject is None:
-                subject = _subject(_headers_of_bytes(data, self.defects), self.defects)
+            if encoded or not inner:
+                headers = _headers_of_bytes(data, self.defects)
+            else:
+                headers = _raw_headers(inner[0], {"subject"}, self.defects)
+            subject = _subject(headers, self.defects)
             name = _safe_filename(subject[:200] + ".eml") if subject else "message.eml"
         name = name or _derived_filename(info.content_type, info.subtype)
         inline = info.content_id is not None and info.disposition == "inline"
@@ -438,11 +439,9 @@ def _combine(pieces: list[_Body]) -> _Body:
         return found[0] if found else (None, None)
     plain = None
     if any(p is not None for p, _ in found):
-        plain = ""
-        for p, h in found:
-            if plain and not plain.endswith("\n"):
-                plain += "\n"  # each part starts on a line of its own
-            plain += p if p is not None else html_to_text(_sanitize(h, None))
+        texts = [p if p is not None else html_to_text(_sanitize(h, None)) for p, h in found]
+        # each part starts on a line of its own
+        plain = "".join(t if t.endswith("\n") else t + "\n" for t in texts[:-1] if t) + texts[-1]
     html = None
     if any(h is not None for _, h in found):
         html = "".join(
@@ -529,8 +528,8 @@ def _content_id(value: str | None) -> str | None:
 
 def _params(value: str, defects: _Defects) -> tuple[str, dict[str, str]]:
     """``type/subtype; a=1; b="x"`` -> ("type/subtype", {"a": "1", "b": "x"}),
-    with RFC 2231 continuations and charsets, and RFC 2047 encoded-words in
-    values (not allowed there, but common in filenames) decoded."""
+    with RFC 2231 continuations and charsets decoded, and RFC 2047
+    encoded-words in file names (not allowed there, but common)."""
     main, _, rest = value.partition(";")
     plain: dict[str, str] = {}
     extended: dict[str, list[tuple[int, bool, str]]] = {}
@@ -545,7 +544,7 @@ def _params(value: str, defects: _Defects) -> tuple[str, dict[str, str]]:
             extended.setdefault(base, []).append((int(section), False, param))
         elif re.fullmatch(r"[0-9]{1,3}\*", section):
             extended.setdefault(base, []).append((int(section[:-1]), True, param))
-    params = {k: _decode_words(v, defects) if "=?" in v else v for k, v in plain.items()}
+    params = {k: _decode_words(v, defects) if k in _NAMES else v for k, v in plain.items()}
     for base, sections in extended.items():
         sections.sort(key=lambda s: s[0])
         charset: str | None = None
@@ -563,8 +562,11 @@ def _params(value: str, defects: _Defects) -> tuple[str, dict[str, str]]:
             text = _decode_bytes(bytes(data), charset or None, defects, f"parameter {base}")
         else:
             text = data.decode("utf-8")
-        params[base] = _decode_words(text, defects) if "=?" in text else text
+        params[base] = _decode_words(text, defects) if base in _NAMES else text
     return main, params
+
+
+_NAMES = frozenset({"name", "filename"})
 
 
 def _param_pairs(rest: str) -> Iterator[tuple[str, str]]:
@@ -677,8 +679,8 @@ def _bytes_text(data: bytes) -> str:
 
 
 def _one_line(text: str) -> str:
-    text = re.sub(r"[ \t\r\n\f\v]+", " ", text).strip()
-    return _valid_text(re.sub(r"[\x00-\x1f\x7f-\x9f]", "", text))
+    text = re.sub(r"[\x00-\x08\x0e-\x1f\x7f-\x9f]", "", text)  # controls other than whitespace
+    return _valid_text(re.sub(r"[ \t\r\n\f\v]+", " ", text).strip())
 
 
 def _subject(headers: dict[str, list[str]], defects: _Defects) -> str:
