@@ -39,7 +39,7 @@ TOKEN=$(curl -sf -X POST "http://127.0.0.1:$HTTP_PORT/v1/sessions" -H 'content-t
   python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
 COUNT="curl -sf -H 'Authorization: Bearer $TOKEN' http://127.0.0.1:$HTTP_PORT/v1/folders | python3 -c 'import json,sys; print(next(f[\"total\"] for f in json.load(sys.stdin) if f[\"role\"]==\"inbox\"))'"
 OURS="127.0.0.1:$SMTP_PORT" OURS_COUNT_CMD="$COUNT" OURS_RCPT=user1@example.test \
-  OURS_SENDER=bench@example.test ANCHOR_PORT=${ANCHOR_PORT:-2525} "$SHARED/run_all.sh"
+  OURS_SENDER=bench@example.test "$SHARED/run_all.sh"
 [ -f "$OUT/postfix.json" ] && [ -f "$OUT/ours.json" ] && \
   .venv/bin/python bench/compare_ingest.py "$OUT/postfix.json" "$OUT/ours.json"
 # 250 -> visible at half our measured maximum (par20-4k accepted rate).
