@@ -41,3 +41,8 @@ def parse_id(text: str) -> int | None:
         return None
     value = int(text)
     return value if 0 < value < 2**63 else None
+
+
+def now_ms() -> int:
+    """Wall-clock milliseconds since the Unix epoch (UTC): how times are stored."""
+    return int(time.time() * 1000)

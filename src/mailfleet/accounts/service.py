@@ -11,7 +11,6 @@ import asyncio
 import base64
 import hashlib
 import secrets
-import time
 from dataclasses import dataclass
 
 from argon2 import PasswordHasher
@@ -19,7 +18,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from mailfleet.config import AuthSettings
 from mailfleet.errors import Conflict, Invalid, NotFound, Unauthorized
-from mailfleet.ids import new_id, parse_id
+from mailfleet.ids import new_id, now_ms, parse_id
 from mailfleet.proto.addresses import AddressError, mailbox_key, normalize_domain, normalize_email
 from mailfleet.storage.errors import DuplicateKey
 from mailfleet.storage.interfaces import (
@@ -34,10 +33,6 @@ from mailfleet.storage.interfaces import (
 # Verified against when the address is unknown, so that a wrong address costs
 # as long as a wrong password and does not reveal which addresses exist.
 _DUMMY_PASSWORD = "not a password of anyone"
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -52,10 +51,6 @@ class Envelope:
     client_ip: str
     helo: str
     tls: bool
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class IncomingService:

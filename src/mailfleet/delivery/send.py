@@ -7,7 +7,6 @@ Used by ``POST /v1/messages`` and, later, by SMTP submission.
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -15,7 +14,7 @@ from datetime import UTC, datetime
 from mailfleet.config import LimitSettings
 from mailfleet.delivery.local import deliver_locally
 from mailfleet.errors import Invalid, TooLarge
-from mailfleet.ids import new_id, parse_id
+from mailfleet.ids import new_id, now_ms, parse_id
 from mailfleet.proto.addresses import mailbox_key
 from mailfleet.proto.compose import (
     OutgoingAttachment,
@@ -63,10 +62,6 @@ class Sent:
     status: str
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 class SendService:
     def __init__(
         self,
@@ -103,7 +98,7 @@ class SendService:
             content_type=_clean_content_type(content_type),
             size=blob.size,
             blob_hash=blob.hash,
-            created_at=_now_ms(),
+            created_at=now_ms(),
         )
         await self.store.create_upload(upload)
         return upload

@@ -13,12 +13,12 @@ import asyncio
 import contextlib
 import json
 import secrets
-import time
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from mailfleet.ids import now_ms
 from mailfleet.storage.embedded.sqlite import create_sqlite_engines, sqlite_path
 from mailfleet.storage.interfaces import QueueItem, QueueStats
 from mailfleet.storage.sql.group_commit import GroupCommit
@@ -42,10 +42,6 @@ items = sa.Table(
     sa.UniqueConstraint("queue", "dedupe_key", name="uq_queue_dedupe"),
     sa.Index("ix_queue_ready", "queue", "not_before"),
 )
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def _item(row: Any) -> QueueItem:
@@ -91,7 +87,7 @@ class SqliteQueue:
         dedupe_key: str | None = None,
         delay_seconds: float = 0,
     ) -> str:
-        now = _now_ms()
+        now = now_ms()
         item_id = f"{now:013x}{secrets.token_hex(6)}"
 
         async def insert(conn: AsyncConnection) -> str:
@@ -125,7 +121,7 @@ class SqliteQueue:
         return stored
 
     async def lease(self, queue: str, *, limit: int, lease_seconds: float) -> list[QueueItem]:
-        now = _now_ms()
+        now = now_ms()
         async with Transaction(self.writer, write=True) as conn:
             rows = (
                 await conn.execute(
@@ -170,7 +166,7 @@ class SqliteQueue:
             await conn.execute(
                 items.update()
                 .where(items.c.queue == item.queue, items.c.id == item.id)
-                .values(not_before=_now_ms() + int(delay_seconds * 1000), last_error=error)
+                .values(not_before=now_ms() + int(delay_seconds * 1000), last_error=error)
             )
 
     async def dead_letter(self, item: QueueItem, *, error: str) -> None:
@@ -182,7 +178,7 @@ class SqliteQueue:
                     queue=ERROR_QUEUE,
                     origin=item.queue,
                     last_error=error,
-                    not_before=_now_ms(),
+                    not_before=now_ms(),
                     dedupe_key=None,
                 )
             )
@@ -218,7 +214,7 @@ class SqliteQueue:
             await conn.execute(
                 items.update()
                 .where(items.c.queue == ERROR_QUEUE, items.c.id == item_id)
-                .values(queue=row.origin, origin="", attempts=0, not_before=_now_ms())
+                .values(queue=row.origin, origin="", attempts=0, not_before=now_ms())
             )
         self._signal(row.origin).set()
         return True
@@ -245,7 +241,7 @@ class SqliteQueue:
                 )
             ).one()
         depth, oldest = row
-        age = (_now_ms() - oldest) / 1000 if oldest is not None else 0.0
+        age = (now_ms() - oldest) / 1000 if oldest is not None else 0.0
         return QueueStats(depth=int(depth), oldest_age_seconds=max(0.0, age))
 
     async def wait(self, queue: str, timeout: float) -> None:
