@@ -13,15 +13,15 @@ import asyncio
 import contextlib
 import json
 import secrets
+import sqlite3
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mailfleet.ids import now_ms
 from mailfleet.storage.embedded.sqlite import create_sqlite_engines, sqlite_path
+from mailfleet.storage.embedded.sqlite_writer import SqliteWriter
 from mailfleet.storage.interfaces import QueueItem, QueueStats
-from mailfleet.storage.sql.group_commit import GroupCommit
 from mailfleet.storage.sql.transaction import Transaction
 
 ERROR_QUEUE = "error"
@@ -59,17 +59,21 @@ def _item(row: Any) -> QueueItem:
 
 class SqliteQueue:
     def __init__(self, url: str) -> None:
-        self.writer, self.reader = create_sqlite_engines(sqlite_path(url), readers=2)
+        path = sqlite_path(url)
+        # Writes go through one thread with a plain connection: puts from
+        # concurrent SMTP sessions and acks from workers share commits.
+        self._writer = SqliteWriter(path)
+        self.schema_engine, self.reader = create_sqlite_engines(path, readers=2)
         self._signals: dict[str, asyncio.Event] = {}
-        # Puts from concurrent SMTP sessions and acks from workers share commits.
-        self._group = GroupCommit(self.writer)
 
     async def open(self) -> None:
-        async with Transaction(self.writer, write=True) as conn:
+        async with Transaction(self.schema_engine, write=True) as conn:
             await conn.run_sync(_metadata.create_all)
+        await self.schema_engine.dispose()
+        self._writer.start()
 
     async def close(self) -> None:
-        await self.writer.dispose()
+        await self._writer.stop()
         await self.reader.dispose()
 
     async def ping(self) -> None:
@@ -89,99 +93,70 @@ class SqliteQueue:
     ) -> str:
         now = now_ms()
         item_id = f"{now:013x}{secrets.token_hex(6)}"
+        body = json.dumps(payload)
 
-        async def insert(conn: AsyncConnection) -> str:
+        def insert(conn: sqlite3.Connection) -> str:
             if dedupe_key is not None:
-                existing = (
-                    await conn.execute(
-                        sa.select(items.c.id).where(
-                            items.c.queue == queue, items.c.dedupe_key == dedupe_key
-                        )
-                    )
-                ).scalar()
-                if existing is not None:
-                    return str(existing)
-            await conn.execute(
-                items.insert().values(
-                    queue=queue,
-                    id=item_id,
-                    payload=json.dumps(payload),
-                    dedupe_key=dedupe_key,
-                    attempts=0,
-                    enqueued_at=now,
-                    not_before=now + int(delay_seconds * 1000),
-                    last_error="",
-                    origin="",
-                )
+                row = conn.execute(
+                    "SELECT id FROM queue_items WHERE queue = ? AND dedupe_key = ?",
+                    (queue, dedupe_key),
+                ).fetchone()
+                if row is not None:
+                    return str(row[0])
+            conn.execute(
+                "INSERT INTO queue_items (queue, id, payload, dedupe_key, attempts,"
+                " enqueued_at, not_before, last_error, origin)"
+                " VALUES (?, ?, ?, ?, 0, ?, ?, '', '')",
+                (queue, item_id, body, dedupe_key, now, now + int(delay_seconds * 1000)),
             )
             return item_id
 
-        stored = await self._group.run(insert)
+        stored = await self._writer.run(insert)
         self._signal(queue).set()
         return stored
 
     async def lease(self, queue: str, *, limit: int, lease_seconds: float) -> list[QueueItem]:
-        now = now_ms()
-        async with Transaction(self.writer, write=True) as conn:
-            rows = (
-                await conn.execute(
-                    items.select()
-                    .where(items.c.queue == queue, items.c.not_before <= now)
-                    .order_by(items.c.not_before)
-                    .limit(limit)
-                )
-            ).all()
-            if not rows:
-                return []
+        def take(conn: sqlite3.Connection) -> list[QueueItem]:
+            now = now_ms()
             until = now + int(lease_seconds * 1000)
-            await conn.execute(
-                items.update()
-                .where(items.c.queue == queue, items.c.id.in_([r.id for r in rows]))
-                .values(not_before=until, attempts=items.c.attempts + 1)
+            rows = conn.execute(
+                "SELECT id, payload, attempts, enqueued_at, last_error, origin FROM queue_items"
+                " WHERE queue = ? AND not_before <= ? ORDER BY not_before LIMIT ?",
+                (queue, now, limit),
+            ).fetchall()
+            conn.executemany(
+                "UPDATE queue_items SET not_before = ?, attempts = attempts + 1"
+                " WHERE queue = ? AND id = ?",
+                [(until, queue, r[0]) for r in rows],
             )
-        return [
-            QueueItem(
-                r.queue,
-                r.id,
-                json.loads(r.payload),
-                r.attempts + 1,
-                r.enqueued_at,
-                until,
-                r.last_error,
-                r.origin,
-            )
-            for r in rows
-        ]
+            return [
+                QueueItem(queue, r[0], json.loads(r[1]), r[2] + 1, r[3], until, r[4], r[5])
+                for r in rows
+            ]
+
+        return await self._writer.run(take)
+
+    async def _change(self, sql: str, params: tuple[Any, ...]) -> int:
+        def change(conn: sqlite3.Connection) -> int:
+            return conn.execute(sql, params).rowcount
+
+        return await self._writer.run(change)
 
     async def ack(self, item: QueueItem) -> None:
-        async def delete(conn: AsyncConnection) -> None:
-            await conn.execute(
-                items.delete().where(items.c.queue == item.queue, items.c.id == item.id)
-            )
-
-        await self._group.run(delete)
+        await self.remove(item.queue, item.id)
 
     async def retry(self, item: QueueItem, *, delay_seconds: float, error: str) -> None:
-        async with Transaction(self.writer, write=True) as conn:
-            await conn.execute(
-                items.update()
-                .where(items.c.queue == item.queue, items.c.id == item.id)
-                .values(not_before=now_ms() + int(delay_seconds * 1000), last_error=error)
-            )
+        await self._change(
+            "UPDATE queue_items SET not_before = ?, last_error = ? WHERE queue = ? AND id = ?",
+            (now_ms() + int(delay_seconds * 1000), error, item.queue, item.id),
+        )
 
     async def dead_letter(self, item: QueueItem, *, error: str) -> None:
-        async with Transaction(self.writer, write=True) as conn:
-            await conn.execute(
-                items.update()
-                .where(items.c.queue == item.queue, items.c.id == item.id)
-                .values(
-                    queue=ERROR_QUEUE,
-                    origin=item.queue,
-                    last_error=error,
-                    not_before=now_ms(),
-                    dedupe_key=None,
-                )
-            )
+        await self._change(
+            "UPDATE queue_items SET queue = ?, origin = ?, last_error = ?, not_before = ?,"
+            " dedupe_key = NULL WHERE queue = ? AND id = ?",
+            (ERROR_QUEUE, item.queue, error, now_ms(), item.queue, item.id),
+        )
 
     async def list(self, queue: str, *, limit: int = 100) -> list[QueueItem]:
         async with Transaction(self.reader, write=False) as conn:
@@ -203,33 +178,34 @@ class SqliteQueue:
         return _item(row) if row else None
 
     async def replay(self, item_id: str) -> bool:
-        async with Transaction(self.writer, write=True) as conn:
-            row = (
-                await conn.execute(
-                    items.select().where(items.c.queue == ERROR_QUEUE, items.c.id == item_id)
-                )
-            ).first()
-            if row is None or not row.origin:
-                return False
-            await conn.execute(
-                items.update()
-                .where(items.c.queue == ERROR_QUEUE, items.c.id == item_id)
-                .values(queue=row.origin, origin="", attempts=0, not_before=now_ms())
+        def back(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute(
+                "SELECT origin FROM queue_items WHERE queue = ? AND id = ?", (ERROR_QUEUE, item_id)
+            ).fetchone()
+            if row is None or not row[0]:
+                return None
+            conn.execute(
+                "UPDATE queue_items SET queue = ?, origin = '', attempts = 0, not_before = ?"
+                " WHERE queue = ? AND id = ?",
+                (row[0], now_ms(), ERROR_QUEUE, item_id),
             )
-        self._signal(row.origin).set()
+            return str(row[0])
+
+        origin = await self._writer.run(back)
+        if origin is None:
+            return False
+        self._signal(origin).set()
         return True
 
     async def remove(self, queue: str, item_id: str) -> bool:
-        async with Transaction(self.writer, write=True) as conn:
-            result = await conn.execute(
-                items.delete().where(items.c.queue == queue, items.c.id == item_id)
+        return bool(
+            await self._change(
+                "DELETE FROM queue_items WHERE queue = ? AND id = ?", (queue, item_id)
             )
-        return bool(result.rowcount)
+        )
 
     async def purge(self, queue: str) -> int:
-        async with Transaction(self.writer, write=True) as conn:
-            result = await conn.execute(items.delete().where(items.c.queue == queue))
-        return int(result.rowcount)
+        return await self._change("DELETE FROM queue_items WHERE queue = ?", (queue,))
 
     async def stats(self, queue: str) -> QueueStats:
         async with Transaction(self.reader, write=False) as conn:
