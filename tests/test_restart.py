@@ -153,3 +153,45 @@ def test_acknowledged_data_survives_sigkill(tmp_path: Path) -> None:
     assert listing.returncode == 0, listing.stderr
     assert "remote.example" in listing.stdout
     assert "far@remote.example" in listing.stdout
+
+
+def test_serve_demo_prints_working_logins(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            *MAILFLEET,
+            "serve",
+            "--demo",
+            "--data-dir",
+            str(data_dir),
+            "--http",
+            f"127.0.0.1:{port}",
+            "--smtp",
+            f"127.0.0.1:{free_port()}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        logins = []
+        while len(logins) < 2:
+            line = process.stdout.readline()
+            assert line, "serve --demo exited before printing its logins"
+            if "demo login:" in line:
+                words = line.split()
+                logins.append((words[2], words[4]))
+        for email, password in logins:
+            r = httpx.post(
+                f"http://127.0.0.1:{port}/v1/sessions",
+                json={"email": email, "password": password},
+                timeout=30,
+            )
+            assert r.status_code == 201, r.text
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+        if process.stdout is not None:
+            process.stdout.close()

@@ -44,7 +44,12 @@ class Runtime:
                 settings.smtp.hostname,
             ),
             incoming=IncomingService(
-                stores.metadata, stores.blobs, stores.queue, stores.events, settings.smtp.hostname
+                stores.metadata,
+                stores.blobs,
+                stores.queue,
+                stores.events,
+                settings.smtp.hostname,
+                stores.cache,
             ),
             limiter=limiter,
         )

@@ -25,6 +25,7 @@ from mailfleet.storage.errors import BackendUnavailable, BlobMissing
 from mailfleet.storage.interfaces import (
     Attachment,
     BlobStore,
+    Cache,
     EventBus,
     MetadataStore,
     NewMessage,
@@ -34,6 +35,7 @@ from mailfleet.storage.interfaces import (
 
 INCOMING = "incoming"
 MAX_ATTEMPTS = 10
+RECIPIENT_CACHE_SECONDS = 30
 log = logging.getLogger("mailfleet.worker_in")
 
 
@@ -61,19 +63,35 @@ class IncomingService:
         queue: Queue,
         events: EventBus,
         hostname: str,
+        cache: Cache,
     ) -> None:
         self.store = store
         self.blobs = blobs
         self.queue = queue
         self.events = events
         self.hostname = hostname
+        self.cache = cache
 
     async def check_recipient(self, address: str) -> tuple[str, str]:
-        """(verdict, normalized mailbox address)."""
+        """(verdict, normalized mailbox address). Known mailboxes are cached
+        for RECIPIENT_CACHE_SECONDS: RCPT is on every delivery's path, and a
+        mailbox removed meanwhile is caught again by worker-in. Refusals are
+        never cached, so a mailbox or domain added a moment ago gets mail."""
         try:
             email = normalize_email(address)
         except AddressError:
             return RecipientVerdict.INVALID, address
+        key = f"rcpt:{mailbox_key(email)}"
+        cached = await self.cache.get(key)
+        if cached is not None:
+            verdict, _, mailbox = cached.decode().partition(" ")
+            return verdict, mailbox
+        verdict, mailbox = await self._lookup_recipient(email)
+        if verdict == RecipientVerdict.LOCAL:
+            await self.cache.set(key, f"{verdict} {mailbox}".encode(), RECIPIENT_CACHE_SECONDS)
+        return verdict, mailbox
+
+    async def _lookup_recipient(self, email: str) -> tuple[str, str]:
         domain = email.rpartition("@")[2]
         if await self.store.get_domain(domain) is None:
             return RecipientVerdict.FOREIGN, email
