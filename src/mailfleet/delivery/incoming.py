@@ -161,27 +161,45 @@ class IncomingService:
         html_hash = (await self.blobs.put(parsed.html.encode())).hash if parsed.html else None
         copies = []
         for email in dict.fromkeys(payload["recipients"]):
-            account = await self.store.get_account_by_email(email)
-            if account is None or account.disabled:
+            mailbox = await self._mailbox(email)
+            if mailbox is None:
                 # Removed after we said 250; nothing to deliver to.
                 log.warning("mail %s: %s has no mailbox any more", payload["queue_id"], email)
                 continue
+            account_id, inbox_id = mailbox
             copies.append(
-                await self._copy(account.id, payload, parsed, attachments, body_hash, html_hash)
+                await self._copy(
+                    account_id, inbox_id, payload, parsed, attachments, body_hash, html_hash
+                )
             )
         ids = await deliver_locally(self.store, self.events, copies)
         return sum(1 for copy, stored in zip(copies, ids, strict=True) if copy.id == stored)
 
+    async def _mailbox(self, email: str) -> tuple[int, int] | None:
+        """(account id, Inbox folder id) of a hosted address, cached like RCPT
+        verdicts: two lookups per recipient would otherwise dominate delivery."""
+        key = f"inbox:{email}"
+        cached = await self.cache.get(key)
+        if cached is not None:
+            account_id, _, inbox_id = cached.decode().partition(" ")
+            return int(account_id), int(inbox_id)
+        account = await self.store.get_account_by_email(email)
+        if account is None or account.disabled:
+            return None
+        inbox = await self.store.folder_by_role(account.id, "inbox")
+        await self.cache.set(key, f"{account.id} {inbox.id}".encode(), RECIPIENT_CACHE_SECONDS)
+        return account.id, inbox.id
+
     async def _copy(
         self,
         account_id: int,
+        inbox_id: int,
         payload: dict[str, object],
         parsed: ParsedMessage,
         attachments: list[Attachment],
         body_hash: str,
         html_hash: str | None,
     ) -> NewMessage:
-        inbox = await self.store.folder_by_role(account_id, "inbox")
         message_id = new_id()
         thread_id = message_id
         for ref in (parsed.in_reply_to, *reversed(parsed.references)):
@@ -194,7 +212,7 @@ class IncomingService:
         return NewMessage(
             account_id=account_id,
             id=message_id,
-            folder_id=inbox.id,
+            folder_id=inbox_id,
             thread_id=thread_id,
             received_at=int(str(payload["received_at"])),
             ingest_key=f"in:{queue_id}",
