@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from mailfleet.config import Settings, load_settings
+from mailfleet.config import Settings, deep_merge, load_settings
 from mailfleet.server import ROLES, Server
 
 DOMAIN = "example.com"
@@ -20,13 +20,6 @@ PASSWORD = "correct horse battery"
 # Argon2id with RFC 9106's memory cost makes each sign-up and login take tens
 # of milliseconds; the tests check behaviour, not hashing cost.
 FAST_AUTH = {"argon2_time_cost": 1, "argon2_memory_kib": 256, "argon2_parallelism": 1}
-
-
-def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in top.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and key in out else value
-    return out
 
 
 def make_settings(data_dir: Path, overrides: dict[str, Any] | None = None) -> Settings:
@@ -38,7 +31,7 @@ def make_settings(data_dir: Path, overrides: dict[str, Any] | None = None) -> Se
         "limits": {"send_per_minute": 10_000, "send_per_day": 100_000},
         "domains": [{"name": DOMAIN, "open_signup": True}],
     }
-    return load_settings(None, _merge(values, overrides or {}))
+    return load_settings(None, deep_merge(values, overrides or {}))
 
 
 class User:

@@ -37,22 +37,27 @@ def run_cli(
     )
 
 
+def serve_command(data_dir: Path, port: int, *extra: str) -> list[str]:
+    return [
+        *MAILFLEET,
+        "serve",
+        *extra,
+        "--data-dir",
+        str(data_dir),
+        "--http",
+        f"127.0.0.1:{port}",
+        "--smtp",
+        f"127.0.0.1:{free_port()}",
+        "--submission",
+        f"127.0.0.1:{free_port()}",
+    ]
+
+
 def start(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
     log = data_dir.parent / "serve.log"
     with open(log, "ab") as output:
         process = subprocess.Popen(
-            [
-                *MAILFLEET,
-                "serve",
-                "--data-dir",
-                str(data_dir),
-                "--http",
-                f"127.0.0.1:{port}",
-                "--smtp",
-                f"127.0.0.1:{free_port()}",
-                "--submission",
-                f"127.0.0.1:{free_port()}",
-            ],
+            serve_command(data_dir, port),
             stdout=output,
             stderr=subprocess.STDOUT,
         )
@@ -159,17 +164,7 @@ def test_serve_demo_prints_working_logins(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     port = free_port()
     process = subprocess.Popen(
-        [
-            *MAILFLEET,
-            "serve",
-            "--demo",
-            "--data-dir",
-            str(data_dir),
-            "--http",
-            f"127.0.0.1:{port}",
-            "--smtp",
-            f"127.0.0.1:{free_port()}",
-        ],
+        serve_command(data_dir, port, "--demo"),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -132,11 +132,12 @@ class Settings(_Section):
         return defaults[role]
 
 
-def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """``top`` over ``base``, section by section."""
     out = dict(base)
     for key, value in top.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+            out[key] = deep_merge(out[key], value)
         else:
             out[key] = value
     return out
@@ -156,7 +157,7 @@ def load_settings(
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError([f"{config_file}: not valid TOML: {exc}"]) from None
     env_values = _Environment().model_dump(exclude_none=True)
-    values = _merge(_merge(file_values, env_values), overrides or {})
+    values = deep_merge(deep_merge(file_values, env_values), overrides or {})
     try:
         settings = Settings.model_validate(values)
     except ValidationError as exc:

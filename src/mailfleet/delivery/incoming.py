@@ -47,6 +47,13 @@ class RecipientVerdict:
 
 
 @dataclass(frozen=True, slots=True)
+class Mailbox:
+    account_id: int
+    inbox_id: int
+    email: str
+
+
+@dataclass(frozen=True, slots=True)
 class Envelope:
     mail_from: str
     recipients: list[str]
@@ -73,32 +80,39 @@ class IncomingService:
         self.cache = cache
 
     async def check_recipient(self, address: str) -> tuple[str, str]:
-        """(verdict, normalized mailbox address). Known mailboxes are cached
-        for RECIPIENT_CACHE_SECONDS: RCPT is on every delivery's path, and a
-        mailbox removed meanwhile is caught again by worker-in. Refusals are
-        never cached, so a mailbox or domain added a moment ago gets mail."""
+        """(verdict, normalized mailbox address)."""
         try:
             email = normalize_email(address)
         except AddressError:
             return RecipientVerdict.INVALID, address
-        key = f"rcpt:{mailbox_key(email)}"
-        cached = await self.cache.get(key)
-        if cached is not None:
-            verdict, _, mailbox = cached.decode().partition(" ")
-            return verdict, mailbox
-        verdict, mailbox = await self._lookup_recipient(email)
-        if verdict == RecipientVerdict.LOCAL:
-            await self.cache.set(key, f"{verdict} {mailbox}".encode(), RECIPIENT_CACHE_SECONDS)
-        return verdict, mailbox
-
-    async def _lookup_recipient(self, email: str) -> tuple[str, str]:
-        domain = email.rpartition("@")[2]
-        if await self.store.get_domain(domain) is None:
+        mailbox = await self.mailbox(mailbox_key(email))
+        if mailbox is not None:
+            return RecipientVerdict.LOCAL, mailbox.email
+        if await self.store.get_domain(email.rpartition("@")[2]) is None:
             return RecipientVerdict.FOREIGN, email
-        account = await self.store.get_account_by_email(mailbox_key(email))
+        return RecipientVerdict.UNKNOWN, email
+
+    async def mailbox(self, key: str) -> Mailbox | None:
+        """The hosted mailbox an address key names, cached for
+        RECIPIENT_CACHE_SECONDS: RCPT and worker-in need it for every mail.
+        Misses are never cached, so an account made a moment ago gets mail;
+        one disabled meanwhile may receive for the rest of the window."""
+        cache_key = f"mailbox:{key}"
+        cached = await self.cache.get(cache_key)
+        if cached is not None:
+            account_id, inbox_id, email = cached.decode().split(" ", 2)
+            return Mailbox(int(account_id), int(inbox_id), email)
+        account = await self.store.get_account_by_email(key)
         if account is None or account.disabled:
-            return RecipientVerdict.UNKNOWN, email
-        return RecipientVerdict.LOCAL, account.email
+            return None
+        inbox = await self.store.folder_by_role(account.id, "inbox")
+        found = Mailbox(account.id, inbox.id, account.email)
+        await self.cache.set(
+            cache_key,
+            f"{found.account_id} {found.inbox_id} {found.email}".encode(),
+            RECIPIENT_CACHE_SECONDS,
+        )
+        return found
 
     def trace_headers(self, envelope: Envelope, queue_id: str, now: datetime) -> bytes:
         """Return-Path and Received (RFC 5321 sections 4.4), prepended to the mail."""
@@ -161,39 +175,20 @@ class IncomingService:
         html_hash = (await self.blobs.put(parsed.html.encode())).hash if parsed.html else None
         copies = []
         for email in dict.fromkeys(payload["recipients"]):
-            mailbox = await self._mailbox(email)
+            mailbox = await self.mailbox(email)
             if mailbox is None:
                 # Removed after we said 250; nothing to deliver to.
                 log.warning("mail %s: %s has no mailbox any more", payload["queue_id"], email)
                 continue
-            account_id, inbox_id = mailbox
             copies.append(
-                await self._copy(
-                    account_id, inbox_id, payload, parsed, attachments, body_hash, html_hash
-                )
+                await self._copy(mailbox, payload, parsed, attachments, body_hash, html_hash)
             )
         ids = await deliver_locally(self.store, self.events, copies)
         return sum(1 for copy, stored in zip(copies, ids, strict=True) if copy.id == stored)
 
-    async def _mailbox(self, email: str) -> tuple[int, int] | None:
-        """(account id, Inbox folder id) of a hosted address, cached like RCPT
-        verdicts: two lookups per recipient would otherwise dominate delivery."""
-        key = f"inbox:{email}"
-        cached = await self.cache.get(key)
-        if cached is not None:
-            account_id, _, inbox_id = cached.decode().partition(" ")
-            return int(account_id), int(inbox_id)
-        account = await self.store.get_account_by_email(email)
-        if account is None or account.disabled:
-            return None
-        inbox = await self.store.folder_by_role(account.id, "inbox")
-        await self.cache.set(key, f"{account.id} {inbox.id}".encode(), RECIPIENT_CACHE_SECONDS)
-        return account.id, inbox.id
-
     async def _copy(
         self,
-        account_id: int,
-        inbox_id: int,
+        mailbox: Mailbox,
         payload: dict[str, object],
         parsed: ParsedMessage,
         attachments: list[Attachment],
@@ -204,15 +199,15 @@ class IncomingService:
         thread_id = message_id
         for ref in (parsed.in_reply_to, *reversed(parsed.references)):
             if ref:
-                parent = await self.store.find_by_message_id_header(account_id, ref)
+                parent = await self.store.find_by_message_id_header(mailbox.account_id, ref)
                 if parent is not None:
                     thread_id = parent.thread_id
                     break
         queue_id = str(payload["queue_id"])
         return NewMessage(
-            account_id=account_id,
+            account_id=mailbox.account_id,
             id=message_id,
-            folder_id=inbox_id,
+            folder_id=mailbox.inbox_id,
             thread_id=thread_id,
             received_at=int(str(payload["received_at"])),
             ingest_key=f"in:{queue_id}",
