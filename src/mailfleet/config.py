@@ -12,7 +12,14 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Schemes each storage role accepts; the distributed ones arrive with later issues.
@@ -79,8 +86,64 @@ class SmtpSettings(_Section):
     connections_per_minute_per_ip: int = Field(600, gt=0, description="421 beyond")
     messages_per_minute_per_ip: int = Field(600, gt=0, description="451 beyond")
     timeout_seconds: float = Field(300, gt=0, description="idle time before we hang up")
+    insecure_auth_on_loopback: bool = Field(
+        False,
+        description="let submission clients on 127.0.0.1/::1 AUTH without STARTTLS (tests only)",
+    )
+    dns_servers: list[str] = Field(
+        default_factory=list,
+        description="name servers for MX lookups (IP addresses); empty: /etc/resolv.conf",
+    )
+    dns_port: int = Field(53, gt=0, le=65535, description="port of dns_servers")
+    dns_timeout_seconds: float = Field(10, gt=0, description="one lookup, retries included")
+    routes: dict[str, str] = Field(
+        default_factory=dict,
+        description='static next hops replacing DNS: {"example.org" = "127.0.0.1:2526"}, '
+        '"*" for every domain (development and tests)',
+    )
 
     _check = field_validator("listen", "submission_listen")(_parse_hostport)
+
+
+class DeliverySettings(_Section):
+    """worker-out: how outgoing mail is delivered and retried."""
+
+    concurrency: int = Field(20, gt=0, description="deliveries in flight per worker-out")
+    connections_per_destination: int = Field(
+        5, gt=0, description="concurrent connections to one destination domain"
+    )
+    connect_timeout_seconds: float = Field(30, gt=0)
+    command_timeout_seconds: float = Field(300, gt=0, description="one SMTP reply")
+    attempt_timeout_seconds: float = Field(
+        600, gt=0, description="one delivery attempt as a whole; must be under lease_seconds"
+    )
+    lease_seconds: float = Field(
+        900, gt=0, description="a crashed worker's item is retried after this"
+    )
+    idle_connection_seconds: float = Field(
+        10, ge=0, description="keep a connection open this long for the next message"
+    )
+    retry_schedule_seconds: list[float] = Field(
+        default_factory=lambda: [60, 300, 900, 1800, 3600, 7200, 14400],
+        min_length=1,
+        description="delay before each retry; the last repeats",
+    )
+    max_age_seconds: float = Field(5 * 86400, gt=0, description="bounce after this long")
+    jitter: float = Field(0.1, ge=0, lt=1, description="each delay varies by up to this share")
+    time_scale: float = Field(
+        1.0, gt=0, description="multiplies every retry delay and the max age (tests)"
+    )
+    max_attempts_for_bad_items: int = Field(
+        5, gt=0, description="an item that keeps failing in our code goes to error"
+    )
+
+    @model_validator(mode="after")
+    def _attempt_fits_lease(self) -> DeliverySettings:
+        # Otherwise a slow attempt outlives its lease and a second worker
+        # delivers the same mail alongside it.
+        if self.attempt_timeout_seconds >= self.lease_seconds:
+            raise ValueError("attempt_timeout_seconds must be under lease_seconds")
+        return self
 
 
 class LimitSettings(_Section):
@@ -114,6 +177,7 @@ class Settings(_Section):
     smtp: SmtpSettings = SmtpSettings()
     limits: LimitSettings = LimitSettings()
     auth: AuthSettings = AuthSettings()
+    delivery: DeliverySettings = DeliverySettings()
     domains: list[DomainSeed] = Field(
         default_factory=list, description="hosted domains ensured at start"
     )
@@ -191,4 +255,5 @@ class _Environment(BaseSettings):
     smtp: dict[str, Any] | None = None
     limits: dict[str, Any] | None = None
     auth: dict[str, Any] | None = None
+    delivery: dict[str, Any] | None = None
     domains: list[dict[str, Any]] | None = None
