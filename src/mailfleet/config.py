@@ -124,7 +124,7 @@ class DeliverySettings(_Section):
         10, ge=0, description="keep a connection open this long for the next message"
     )
     retry_schedule_seconds: list[float] = Field(
-        default_factory=lambda: [60, 300, 900, 1800, 3600, 7200, 14400],
+        default_factory=lambda: [60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0],
         min_length=1,
         description="delay before each retry; the last repeats",
     )
