@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+from datetime import UTC, datetime
 from pathlib import Path
 
+import dkim
+
+from mailfleet.config import load_settings
+from mailfleet.proto.dkim import sign
+from mailfleet.runtime import Runtime
 from tests.test_restart import run_cli
 
 
@@ -97,3 +104,56 @@ def test_bad_config_names_every_bad_key(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "no such file" in result.stderr
+
+
+def test_domain_dkim_makes_one_key_and_prints_records_that_verify(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    run_cli(data, "domain", "add", "example.com")
+    first = run_cli(data, "domain", "dkim", "example.com", "--mx", "mx.example.com")
+    assert first.returncode == 0, first.stderr
+    assert "new key" in first.stderr
+    records = first.stdout.splitlines()
+    assert [line.split("\t")[0] for line in records] == [
+        f"mf{datetime.now(UTC):%Y%m}._domainkey.example.com.",
+        "example.com.",
+        "_dmarc.example.com.",
+        "example.com.",
+    ]
+    assert records[1].endswith('"v=spf1 mx -all"')
+    assert records[3].endswith("MX\t10 mx.example.com.")
+
+    # Asked again, it prints the same key rather than replacing a published one.
+    again = run_cli(data, "domain", "dkim", "example.com", "--mx", "mx.example.com")
+    assert again.returncode == 0
+    assert again.stdout == first.stdout
+    assert "already has a key" in again.stderr
+
+    # The stored private key signs mail that verifies against the printed record.
+    rotated = run_cli(data, "domain", "dkim", "example.com", "--selector", "s2", "--mx", "mx.x.y")
+    assert rotated.returncode == 0, rotated.stderr
+    txt = rotated.stdout.splitlines()[0].split("\tTXT\t")[1]
+    published = "".join(part.strip('"') for part in txt.split('" "')).encode()
+
+    async def stored_key() -> bytes:
+        settings = load_settings(overrides={"data_dir": str(data)})
+        runtime = await Runtime.open(settings)
+        try:
+            keys = await runtime.stores.metadata.dkim_keys("example.com")
+        finally:
+            await runtime.close()
+        assert [k.selector for k in keys] == ["s2", f"mf{datetime.now(UTC):%Y%m}"]  # newest first
+        return keys[0].private_key_pem
+
+    pem = asyncio.run(stored_key())
+    mail = b"From: a@example.com\r\nTo: b@example.org\r\nSubject: hi\r\n\r\nbody\r\n"
+    signed = sign(mail, domain="example.com", selector="s2", private_key_pem=pem)
+    assert dkim.verify(signed, dnsfunc=lambda name, timeout=5: published)
+
+    for bad, message in (
+        (("nope.example",), "not a hosted domain"),
+        (("example.com", "--selector", "bad selector"), "invalid DKIM selector"),
+        (("example.com", "--selector", "s2"), "already has a key with selector s2"),
+    ):
+        refused = run_cli(data, "domain", "dkim", *bad)
+        assert refused.returncode == 1
+        assert message in refused.stderr

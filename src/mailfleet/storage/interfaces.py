@@ -36,6 +36,17 @@ class Domain:
 
 
 @dataclass(frozen=True, slots=True)
+class DkimKey:
+    """A hosted domain's signing key, published at ``<selector>._domainkey``.
+    Several per domain allow rotation; outgoing mail is signed with the newest."""
+
+    domain: str
+    selector: str
+    private_key_pem: bytes
+    created_at: int
+
+
+@dataclass(frozen=True, slots=True)
 class Account:
     id: int
     email: str
@@ -216,6 +227,13 @@ class MetadataStore(Protocol):
     async def get_domain(self, name: str) -> Domain | None: ...
     async def list_domains(self) -> list[Domain]: ...
     async def set_domain_signup(self, name: str, open_signup: bool) -> None: ...
+    async def add_dkim_key(self, key: DkimKey) -> None:
+        """Raises DuplicateKey when the domain already has that selector."""
+        ...
+
+    async def dkim_keys(self, domain: str) -> list[DkimKey]:
+        """The domain's keys, newest first."""
+        ...
     async def create_account(self, account: Account, folders: Sequence[Folder]) -> None: ...
     async def get_account(self, account_id: int) -> Account | None: ...
     async def get_account_by_email(self, email: str) -> Account | None: ...

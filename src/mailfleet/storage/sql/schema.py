@@ -15,6 +15,15 @@ domains = sa.Table(
     sa.Column("created_at", sa.BigInteger, nullable=False),
 )
 
+dkim_keys = sa.Table(
+    "dkim_keys",
+    metadata,
+    sa.Column("domain", sa.Text, primary_key=True),
+    sa.Column("selector", sa.Text, primary_key=True),
+    sa.Column("private_key_pem", sa.LargeBinary, nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+)
+
 accounts = sa.Table(
     "accounts",
     metadata,

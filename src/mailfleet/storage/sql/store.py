@@ -21,6 +21,7 @@ from mailfleet.storage.interfaces import (
     Address,
     Attachment,
     Delivery,
+    DkimKey,
     Domain,
     Folder,
     ListCursor,
@@ -36,6 +37,7 @@ from mailfleet.storage.sql.group_commit import GroupCommit
 from mailfleet.storage.sql.schema import (
     accounts,
     deliveries,
+    dkim_keys,
     domains,
     folders,
     message_attachments,
@@ -150,6 +152,26 @@ class SqlMetadataStore:
             await conn.execute(
                 domains.update().where(domains.c.name == name).values(open_signup=open_signup)
             )
+
+    async def add_dkim_key(self, key: DkimKey) -> None:
+        async with self._write() as conn:
+            await conn.execute(
+                dkim_keys.insert().values(
+                    domain=key.domain,
+                    selector=key.selector,
+                    private_key_pem=key.private_key_pem,
+                    created_at=key.created_at,
+                )
+            )
+
+    async def dkim_keys(self, domain: str) -> list[DkimKey]:
+        async with self._read() as conn:
+            rows = await conn.execute(
+                dkim_keys.select()
+                .where(dkim_keys.c.domain == domain)
+                .order_by(dkim_keys.c.created_at.desc(), dkim_keys.c.selector)
+            )
+        return [DkimKey(r.domain, r.selector, r.private_key_pem, r.created_at) for r in rows]
 
     async def create_account(self, account: Account, folders_: Sequence[Folder]) -> None:
         async with self._write() as conn:
