@@ -109,6 +109,9 @@ class DeliverySettings(_Section):
     """worker-out: how outgoing mail is delivered and retried."""
 
     concurrency: int = Field(20, gt=0, description="deliveries in flight per worker-out")
+    remote_port: int = Field(
+        25, gt=0, le=65535, description="port of the MX hosts DNS names (tests change it)"
+    )
     connections_per_destination: int = Field(
         5, gt=0, description="concurrent connections to one destination domain"
     )

@@ -8,7 +8,10 @@ from dataclasses import dataclass
 from mailfleet.accounts.service import AccountService
 from mailfleet.config import Settings
 from mailfleet.delivery.incoming import IncomingService
+from mailfleet.delivery.mx import MxResolver
+from mailfleet.delivery.outgoing import OutgoingService
 from mailfleet.delivery.send import SendService
+from mailfleet.delivery.transport import SmtpTransport
 from mailfleet.mailbox.service import MailboxService
 from mailfleet.ratelimit import RateLimiter
 from mailfleet.storage.factory import Stores, create_stores
@@ -22,6 +25,7 @@ class Runtime:
     mailbox: MailboxService
     sending: SendService
     incoming: IncomingService
+    outgoing: OutgoingService
     limiter: RateLimiter
 
     @classmethod
@@ -29,6 +33,22 @@ class Runtime:
         stores = create_stores(settings)
         await stores.open()
         limiter = RateLimiter(stores.cache)
+        smtp = settings.smtp
+        incoming = IncomingService(
+            stores.metadata,
+            stores.blobs,
+            stores.queue,
+            stores.events,
+            smtp.hostname,
+            stores.cache,
+        )
+        resolver = MxResolver(
+            nameservers=smtp.dns_servers,
+            port=smtp.dns_port,
+            timeout=smtp.dns_timeout_seconds,
+            routes=smtp.routes,
+            default_port=settings.delivery.remote_port,
+        )
         runtime = cls(
             settings=settings,
             stores=stores,
@@ -43,13 +63,15 @@ class Runtime:
                 settings.limits,
                 settings.smtp.hostname,
             ),
-            incoming=IncomingService(
+            incoming=incoming,
+            outgoing=OutgoingService(
                 stores.metadata,
                 stores.blobs,
                 stores.queue,
-                stores.events,
-                settings.smtp.hostname,
-                stores.cache,
+                incoming,
+                SmtpTransport(resolver, smtp.hostname, settings.delivery),
+                settings.delivery,
+                smtp.hostname,
             ),
             limiter=limiter,
         )

@@ -15,6 +15,7 @@ import uvicorn
 from mailfleet.api.app import create_app
 from mailfleet.config import Settings, split_hostport
 from mailfleet.delivery.incoming import IncomingWorker
+from mailfleet.delivery.outgoing import OutgoingWorker
 from mailfleet.runtime import Runtime
 from mailfleet.smtp.inbound import MxHandler
 from mailfleet.smtp.server import ConnectionLimits, MailfleetSMTP
@@ -22,7 +23,7 @@ from mailfleet.smtp.tls import self_signed, server_context
 
 log = logging.getLogger("mailfleet.server")
 
-ROLES = ("api", "smtp-in", "worker-in")
+ROLES = ("api", "smtp-in", "worker-in", "worker-out")
 
 
 def bind(hostport: str) -> socket.socket:
@@ -56,6 +57,7 @@ class Server:
         self._smtp: asyncio.Server | None = None
         self._smtp_sessions: weakref.WeakSet[MailfleetSMTP] = weakref.WeakSet()
         self.worker_in: IncomingWorker | None = None
+        self.worker_out: OutgoingWorker | None = None
 
     @classmethod
     async def open(cls, settings: Settings, roles: Iterable[str] = ROLES) -> Server:
@@ -77,6 +79,12 @@ class Server:
         if "worker-in" in self.roles:
             self.worker_in = IncomingWorker(self.runtime.incoming, self.runtime.stores.queue)
             self.worker_in.start()
+        if "worker-out" in self.roles:
+            runtime = self.runtime
+            self.worker_out = OutgoingWorker(
+                runtime.outgoing, runtime.stores.queue, runtime.settings.delivery
+            )
+            self.worker_out.start()
         if "smtp-in" in self.roles:
             await self._start_smtp()
         if "api" in self.roles:
@@ -151,6 +159,8 @@ class Server:
             self._http = None
         if self.worker_in is not None:
             await self.worker_in.stop()
+        if self.worker_out is not None:
+            await self.worker_out.stop()
         for sock in (self.http_socket, self.smtp_socket):
             if sock is not None:
                 sock.close()

@@ -8,7 +8,14 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
 from mailfleet.mailbox.service import MessageView
-from mailfleet.storage.interfaces import Address, Attachment, Folder, MessageSummary, Upload
+from mailfleet.storage.interfaces import (
+    Address,
+    Attachment,
+    Delivery,
+    Folder,
+    MessageSummary,
+    Upload,
+)
 
 
 def _rfc3339(moment: datetime) -> str:
@@ -116,6 +123,8 @@ class DeliveryOut(BaseModel):
     email: str
     status: str
     detail: str
+    # When a deferred recipient is tried next; null otherwise.
+    next_attempt_at: Timestamp | None = None
 
 
 class MessageOut(SummaryOut):
@@ -210,7 +219,14 @@ def message_out(view: MessageView) -> MessageOut:
         in_reply_to=m.in_reply_to,
         references=list(m.references),
         spam=SpamOut(verdict=m.spam_verdict, score=m.spam_score),
-        delivery=[DeliveryOut(email=d.email, status=d.status, detail=d.detail) for d in m.delivery]
-        if m.delivery
-        else None,
+        delivery=[delivery_out(d) for d in m.delivery] if m.delivery else None,
+    )
+
+
+def delivery_out(d: Delivery) -> DeliveryOut:
+    next_attempt = None
+    if d.status == "deferred" and d.next_attempt_at is not None:
+        next_attempt = ms_to_datetime(d.next_attempt_at)
+    return DeliveryOut(
+        email=d.email, status=d.status, detail=d.detail, next_attempt_at=next_attempt
     )

@@ -29,8 +29,9 @@ def register(commands: Any, common: Callable[[argparse.ArgumentParser], None]) -
     )
     parser.add_argument(
         "--roles",
-        default="api,smtp-in,worker-in",
-        help="comma-separated roles to run (default: all of api,smtp-in,worker-in)",
+        default="",
+        help="comma-separated roles to run, of api, smtp-in, submission, worker-in and "
+        "worker-out (default: every role)",
     )
     parser.add_argument(
         "--demo", action="store_true", help=f"create {DEMO_DOMAIN} with two users and say how"
@@ -66,9 +67,9 @@ async def _create_demo(server: Server) -> list[tuple[str, str]]:
 
 
 async def _serve(args: argparse.Namespace, settings: Settings) -> int:
-    from mailfleet.server import Server  # the HTTP stack loads only for serve
+    from mailfleet.server import ROLES, Server  # the HTTP stack loads only for serve
 
-    roles = [r.strip() for r in args.roles.split(",") if r.strip()]
+    roles = [r.strip() for r in args.roles.split(",") if r.strip()] or list(ROLES)
     server = await Server.open(settings, roles)
     try:
         demo = await _create_demo(server) if args.demo else []

@@ -129,11 +129,13 @@ class IncomingService:
             lines[-1] += f"; {format_datetime(now)}"
         return ("\r\n".join(lines) + "\r\n").encode("utf-8")
 
-    async def accept(self, envelope: Envelope, raw: bytes) -> str:
+    async def accept(self, envelope: Envelope, raw: bytes, *, queue_id: str | None = None) -> str:
         """Stores the mail durably and queues it; returns the queue id.
-        Raises BackendUnavailable when either write fails (the MX says 451)."""
+        Raises BackendUnavailable when either write fails (the MX says 451).
+        A caller that may repeat itself (worker-out's bounces) passes its
+        own ``queue_id``: the same id is queued and delivered only once."""
         now = datetime.now(UTC)
-        queue_id = f"{new_id():x}"
+        queue_id = queue_id or f"{new_id():x}"
         blob = await self.blobs.put(self.trace_headers(envelope, queue_id, now) + raw)
         await self.queue.put(
             INCOMING,

@@ -1,0 +1,293 @@
+"""The ``worker-out`` role (DESIGN.md, "Send", step 6): consume ``outgoing``,
+one item per sent message and destination domain; filter, DKIM-sign, deliver;
+retry temporary failures with exponential backoff; bounce permanent failures
+and expired mail with a DSN in the sender's Inbox.
+
+Where each recipient stands lives on the sender's Sent copy (the metadata
+store's ``deliveries``), written as soon as the remote server answers. That
+record, not the queue item, decides who is still to be tried, so a worker
+killed mid-delivery and restarted never sends again to a recipient whose
+server already said 250 (the window between that 250 and our write is the
+one RFC 5321 section 6.1 duplicate every MTA has).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from mailfleet.config import DeliverySettings
+from mailfleet.delivery.incoming import Envelope, IncomingService
+from mailfleet.delivery.transport import RecipientOutcome, SmtpTransport
+from mailfleet.ids import now_ms
+from mailfleet.proto.compose import new_message_id
+from mailfleet.proto.dkim import DkimError, sign
+from mailfleet.proto.dsn import FailedRecipient, build_dsn
+from mailfleet.storage.errors import BackendUnavailable, BlobMissing
+from mailfleet.storage.interfaces import (
+    BlobStore,
+    Delivery,
+    MetadataStore,
+    Queue,
+    QueueItem,
+)
+
+OUTGOING = "outgoing"
+log = logging.getLogger("mailfleet.worker_out")
+
+
+@dataclass(frozen=True, slots=True)
+class FilterVerdict:
+    """A content filter's answer on an outgoing message: None to send it, or
+    the reason it is refused (the sender gets a bounce saying so)."""
+
+    refused: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    delay_seconds: float
+    reason: str
+
+
+# The virus and spam filters of a later issue plug in here.
+OutgoingFilter = Callable[[bytes, str, Sequence[str]], Awaitable[FilterVerdict]]
+
+
+def normalize_crlf(message: bytes) -> bytes:
+    """CRLF line ends throughout, as the message goes on the wire: the DKIM
+    signature must be computed over exactly what is sent."""
+    return message.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+
+
+def header_block(message: bytes) -> bytes:
+    end = message.find(b"\r\n\r\n")
+    return message if end < 0 else message[: end + 2]
+
+
+class OutgoingService:
+    def __init__(
+        self,
+        store: MetadataStore,
+        blobs: BlobStore,
+        queue: Queue,
+        incoming: IncomingService,
+        transport: SmtpTransport,
+        settings: DeliverySettings,
+        hostname: str,
+        filters: Sequence[OutgoingFilter] = (),
+        rng: random.Random | None = None,
+    ) -> None:
+        self.store = store
+        self.blobs = blobs
+        self.queue = queue
+        self.incoming = incoming
+        self.transport = transport
+        self.settings = settings
+        self.hostname = hostname
+        self.filters = list(filters)
+        self._rng = rng or random.Random()
+
+    def retry_delay(self, attempts: int) -> float:
+        """Seconds before the next try after ``attempts`` tries, with jitter
+        so that mail deferred together does not come back together."""
+        schedule = self.settings.retry_schedule_seconds
+        base = schedule[min(attempts, len(schedule)) - 1] * self.settings.time_scale
+        return base * (1 + self._rng.uniform(-self.settings.jitter, self.settings.jitter))
+
+    def expired(self, item: QueueItem) -> bool:
+        age_ms = now_ms() - item.enqueued_at
+        return age_ms > self.settings.max_age_seconds * self.settings.time_scale * 1000
+
+    async def process(self, item: QueueItem) -> Retry | None:
+        """One attempt for one item. Returns None when the item is done (every
+        recipient delivered or bounced), else when and why to try again."""
+        payload = item.payload
+        account_id = int(payload["account_id"])
+        message_id = int(payload["message_id"])
+        domain = str(payload["domain"])
+        mail_from = str(payload["mail_from"])
+        sent = await self.store.get_message(account_id, message_id)
+        settled = (
+            {d.email for d in sent.delivery if d.status in ("delivered", "bounced")}
+            if sent is not None
+            else set()
+        )
+        pending = [r for r in payload["recipients"] if r not in settled]
+        if not pending:
+            return None
+        raw = normalize_crlf(await self.blobs.get(str(payload["raw_hash"])))
+
+        outcomes: dict[str, RecipientOutcome]
+        refusal = await self._filter(raw, mail_from, pending)
+        if refusal is not None:
+            outcomes = {r: RecipientOutcome("permanent", "5.7.1", refusal) for r in pending}
+        else:
+            signed = await self._sign(raw, mail_from)
+            outcomes = await self.transport.deliver(domain, mail_from, pending, signed)
+
+        expired = self.expired(item)
+        delay = self.retry_delay(item.attempts)
+        next_attempt = now_ms() + int(delay * 1000)
+        failed: list[FailedRecipient] = []
+        updates: list[Delivery] = []
+        for recipient, outcome in outcomes.items():
+            if outcome.status == "delivered":
+                updates.append(Delivery(recipient, "delivered", outcome.detail))
+            elif outcome.status == "permanent" or expired:
+                code = outcome.code if outcome.status == "permanent" else "4.4.7"
+                detail = outcome.detail
+                if outcome.status != "permanent":
+                    detail = f"gave up after {item.attempts} attempts; last error: {detail}"
+                failed.append(FailedRecipient(recipient, code, detail, outcome.remote_mta))
+                updates.append(Delivery(recipient, "bounced", detail))
+            else:
+                updates.append(Delivery(recipient, "deferred", outcome.detail, next_attempt))
+        if failed:
+            # Before the statuses: a crash in between re-tries these
+            # recipients, fails them again, and the DSN's queue id (from
+            # the same recipients) keeps it from arriving twice.
+            await self._bounce(item, raw, mail_from, failed)
+        for update in updates:
+            await self.store.set_delivery(account_id, message_id, update)
+        log.info(
+            "%s to %s: %s",
+            payload["message_id"],
+            domain,
+            ", ".join(f"{u.email} {u.status}" for u in updates),
+        )
+        deferred = [u for u in updates if u.status == "deferred"]
+        if deferred:
+            return Retry(delay, "; ".join(dict.fromkeys(u.detail for u in deferred)))
+        return None
+
+    async def _filter(self, raw: bytes, mail_from: str, recipients: list[str]) -> str | None:
+        for check in self.filters:
+            verdict = await check(raw, mail_from, recipients)
+            if verdict.refused:
+                return f"message refused by a content filter: {verdict.refused}"
+        return None
+
+    async def _sign(self, raw: bytes, mail_from: str) -> bytes:
+        domain = mail_from.rpartition("@")[2].lower()
+        keys = await self.store.dkim_keys(domain)
+        if not keys:
+            return raw
+        key = keys[0]
+        try:
+            return await asyncio.to_thread(
+                sign, raw, domain=domain, selector=key.selector, private_key_pem=key.private_key_pem
+            )
+        except DkimError as exc:
+            # Unsigned mail may land in spam; undelivered mail helps nobody.
+            log.warning("cannot DKIM-sign mail from %s: %s; sending unsigned", mail_from, exc)
+            return raw
+
+    async def _bounce(
+        self, item: QueueItem, raw: bytes, mail_from: str, failed: list[FailedRecipient]
+    ) -> None:
+        if not mail_from:
+            return  # never bounce a bounce (RFC 5321 section 4.5.5)
+        now = datetime.now(UTC)
+        dsn = build_dsn(
+            reporting_mta=self.hostname,
+            postmaster=f"postmaster@{mail_from.rpartition('@')[2]}",
+            original_mail_from=mail_from,
+            original_headers=header_block(raw),
+            recipients=failed,
+            arrival_date=datetime.fromtimestamp(item.enqueued_at / 1000, UTC),
+            message_id=new_message_id(self.hostname),
+            date=now,
+        )
+        who = "\n".join(sorted(f.email for f in failed))
+        digest = hashlib.sha256(f"{item.id}\n{who}".encode()).hexdigest()[:24]
+        envelope = Envelope(
+            mail_from="",
+            recipients=[mail_from],
+            client_ip="127.0.0.1",
+            helo=self.hostname,
+            tls=True,
+        )
+        await self.incoming.accept(envelope, dsn, queue_id=f"dsn-{digest}")
+
+
+class OutgoingWorker:
+    """Consumes ``outgoing`` with up to ``concurrency`` deliveries in flight."""
+
+    def __init__(self, service: OutgoingService, queue: Queue, settings: DeliverySettings) -> None:
+        self.service = service
+        self.queue = queue
+        self.settings = settings
+        self._running: set[asyncio.Task[None]] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="worker-out")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        tasks = [t for t in (self._task, *self._running) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.service.transport.close()
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            free = self.settings.concurrency - len(self._running)
+            if free <= 0:
+                await asyncio.wait(self._running, return_when=asyncio.FIRST_COMPLETED)
+                continue
+            try:
+                items = await self.queue.lease(
+                    OUTGOING, limit=free, lease_seconds=self.settings.lease_seconds
+                )
+            except BackendUnavailable as exc:
+                log.warning("outgoing queue unavailable: %s", exc)
+                await asyncio.sleep(1)
+                continue
+            if not items:
+                await self.queue.wait(OUTGOING, 1.0)
+                continue
+            for item in items:
+                task = asyncio.create_task(self.handle(item), name=f"deliver {item.id}")
+                self._running.add(task)
+                task.add_done_callback(self._running.discard)
+
+    async def handle(self, item: QueueItem) -> None:
+        try:
+            async with asyncio.timeout(self.settings.attempt_timeout_seconds):
+                retry = await self.service.process(item)
+        except BlobMissing as exc:
+            await self.queue.dead_letter(item, error=f"raw message missing: {exc}")
+            return
+        except (BackendUnavailable, TimeoutError) as exc:
+            reason = "attempt timed out" if isinstance(exc, TimeoutError) else str(exc)
+            await self._retry(item, reason)
+            return
+        except Exception as exc:  # a bug or an unforeseen input: keep the mail, say why
+            log.exception("cannot deliver outgoing %s", item.id)
+            if item.attempts >= self.settings.max_attempts_for_bad_items:
+                await self.queue.dead_letter(item, error=f"{type(exc).__name__}: {exc}")
+            else:
+                await self._retry(item, f"{type(exc).__name__}: {exc}")
+            return
+        if retry is None:
+            await self.queue.ack(item)
+        else:
+            await self.queue.retry(item, delay_seconds=retry.delay_seconds, error=retry.reason)
+
+    async def _retry(self, item: QueueItem, reason: str) -> None:
+        with contextlib.suppress(BackendUnavailable):
+            await self.queue.retry(
+                item, delay_seconds=self.service.retry_delay(item.attempts), error=reason
+            )

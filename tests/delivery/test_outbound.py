@@ -1,0 +1,258 @@
+"""worker-out against real SMTP peers on loopback: aiosmtpd scripted per test,
+found through static routes or a real DNS server (dnsmasq)."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mailfleet.server import ROLES
+from tests.conftest import Service, StartService, User
+from tests.support.dns import DnsServer
+from tests.support.dns import dns_server as dns_server
+from tests.support.smtp_peer import SmtpPeer
+
+REMOTE = "remote.test"
+# Retry delays of 0.2, 0.4, 0.8 s ...: the schedule's shape, fast.
+FAST_RETRIES = {"retry_schedule_seconds": [1, 2, 4], "time_scale": 0.2, "jitter": 0}
+
+
+async def start_outbound(
+    start_service: StartService,
+    *,
+    routes: dict[str, str] | None = None,
+    dns: DnsServer | None = None,
+    remote_port: int = 25,
+    delivery: dict[str, Any] | None = None,
+    data_dir: Path | None = None,
+) -> Service:
+    smtp: dict[str, Any] = {"routes": routes or {}}
+    if dns is not None:
+        smtp |= {"dns_servers": dns.nameservers, "dns_port": dns.port, "dns_timeout_seconds": 2}
+    overrides = {
+        "smtp": smtp,
+        "delivery": {"remote_port": remote_port, **FAST_RETRIES, **(delivery or {})},
+    }
+    return await start_service(overrides, data_dir=data_dir, roles=ROLES)
+
+
+async def sent_delivery(user: User, sent_id: str) -> dict[str, dict[str, Any]]:
+    response = await user.client.get(f"/v1/messages/{sent_id}")
+    assert response.status_code == 200, response.text
+    return {d["email"]: d for d in response.json()["delivery"]}
+
+
+async def wait_delivery(
+    user: User, sent_id: str, want: dict[str, str], timeout: float = 15
+) -> dict[str, dict[str, Any]]:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        delivery = await sent_delivery(user, sent_id)
+        if {e: d["status"] for e, d in delivery.items()} == want:
+            return delivery
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"delivery stayed {delivery}, wanted {want}")
+        await asyncio.sleep(0.05)
+
+
+async def test_routed_delivery_pipelines_recipients_and_reuses_connections(
+    start_service: StartService, tmp_path: Path
+) -> None:
+    peer = await SmtpPeer(tls_dir=tmp_path / "peer-tls").start()
+    service = await start_outbound(start_service, routes={REMOTE: f"127.0.0.1:{peer.port}"})
+    alice = await service.user("alice", "Alice")
+    sent = await alice.send(
+        to=[{"email": f"carol@{REMOTE}"}, {"email": f"dave@{REMOTE}"}],
+        bcc=[{"email": f"erin@{REMOTE}"}],
+        subject="Pipelined",
+        body="one transaction for three recipients",
+    )
+    await wait_delivery(
+        alice,
+        sent["id"],
+        {f"{u}@{REMOTE}": "delivered" for u in ("carol", "dave", "erin")},
+    )
+    assert len(peer.delivered) == 1
+    delivered = peer.delivered[0]
+    assert delivered.mail_from == "alice@example.com"
+    assert sorted(delivered.recipients) == [f"{u}@{REMOTE}" for u in ("carol", "dave", "erin")]
+    assert delivered.tls  # STARTTLS was offered, so it was used
+    message = email.message_from_bytes(delivered.data, policy=email.policy.default)
+    assert message["Subject"] == "Pipelined"
+    assert message["Bcc"] is None and b"erin" not in delivered.data
+    assert any(o.startswith("SIZE=") for o in peer.mail_options[0])
+
+    # More mail to the same domain rides the connection already open.
+    for n in range(4):
+        more = await alice.send(to=[{"email": f"carol@{REMOTE}"}], body=f"more {n}")
+        await wait_delivery(alice, more["id"], {f"carol@{REMOTE}": "delivered"})
+    assert len(peer.delivered) == 5
+    assert peer.connections == 1
+    await peer.stop()
+
+
+async def test_connections_per_destination_are_limited(
+    start_service: StartService, tmp_path: Path
+) -> None:
+    release = asyncio.Event()
+    peer = await SmtpPeer().start()
+    peer.stall_data = release
+    service = await start_outbound(
+        start_service,
+        routes={REMOTE: f"127.0.0.1:{peer.port}"},
+        delivery={"connections_per_destination": 2},
+    )
+    alice = await service.user("alice")
+    sent = [await alice.send(to=[{"email": f"r{n}@{REMOTE}"}], body=f"mail {n}") for n in range(6)]
+    await asyncio.wait_for(peer.stalled.wait(), 10)
+    await asyncio.sleep(0.5)  # time for more connections, were they allowed
+    assert peer.max_open_connections == 2
+    release.set()
+    for n, s in enumerate(sent):
+        await wait_delivery(alice, s["id"], {f"r{n}@{REMOTE}": "delivered"})
+    assert peer.max_open_connections == 2
+    await peer.stop()
+
+
+async def test_second_mx_takes_the_mail_when_the_first_refuses_connections(
+    start_service: StartService, dns_server: DnsServer
+) -> None:
+    peer = await SmtpPeer("127.0.0.1").start()
+    # mx1 is 127.0.0.2, where nothing listens on the peer's port: refused.
+    dns_server.mx(REMOTE, f"mx1.{REMOTE}", 10).a(f"mx1.{REMOTE}", "127.0.0.2")
+    dns_server.mx(REMOTE, f"mx2.{REMOTE}", 20).a(f"mx2.{REMOTE}", "127.0.0.1")
+    dns_server.start()
+    service = await start_outbound(start_service, dns=dns_server, remote_port=peer.port)
+    alice = await service.user("alice")
+    sent = await alice.send(to=[{"email": f"carol@{REMOTE}"}], body="via the backup MX")
+    delivery = await wait_delivery(alice, sent["id"], {f"carol@{REMOTE}": "delivered"})
+    assert "250" in delivery[f"carol@{REMOTE}"]["detail"]
+    assert len(peer.accepted(f"carol@{REMOTE}")) == 1
+    await peer.stop()
+
+
+async def test_temporary_failures_are_retried_with_backoff(start_service: StartService) -> None:
+    peer = await SmtpPeer(data=lambda n: "451 4.3.0 try later" if n <= 2 else None).start()
+    service = await start_outbound(start_service, routes={REMOTE: f"127.0.0.1:{peer.port}"})
+    alice = await service.user("alice")
+    sent = await alice.send(to=[{"email": f"carol@{REMOTE}"}], body="third time lucky")
+
+    deferred = await wait_delivery(alice, sent["id"], {f"carol@{REMOTE}": "deferred"})
+    status = deferred[f"carol@{REMOTE}"]
+    assert "451 4.3.0 try later" in status["detail"]
+    assert status["next_attempt_at"] is not None
+
+    await wait_delivery(alice, sent["id"], {f"carol@{REMOTE}": "delivered"})
+    assert peer.data_count == 3
+    assert len(peer.accepted(f"carol@{REMOTE}")) == 1
+    first, second, third = peer.transactions
+    # 0.2 s then 0.4 s (FAST_RETRIES), never sooner.
+    assert second - first >= 0.2
+    assert third - second >= 0.4
+    assert third - second > second - first  # exponential, not constant
+    await peer.stop()
+
+
+async def test_permanent_failure_bounces_one_recipient_and_delivers_the_other(
+    start_service: StartService,
+) -> None:
+    def rcpt(address: str, n: int) -> str | None:
+        return (
+            "550 5.1.1 <nobody@remote.test>: no such user" if address.startswith("nobody") else None
+        )
+
+    peer = await SmtpPeer(rcpt=rcpt).start()
+    service = await start_outbound(start_service, routes={REMOTE: f"127.0.0.1:{peer.port}"})
+    alice = await service.user("alice")
+    sent = await alice.send(
+        to=[{"email": f"carol@{REMOTE}"}, {"email": f"nobody@{REMOTE}"}],
+        subject="Quarterly figures",
+        body="see attached",
+    )
+    delivery = await wait_delivery(
+        alice, sent["id"], {f"carol@{REMOTE}": "delivered", f"nobody@{REMOTE}": "bounced"}
+    )
+    assert "550 5.1.1" in delivery[f"nobody@{REMOTE}"]["detail"]
+    assert len(peer.accepted(f"carol@{REMOTE}")) == 1
+    assert peer.accepted(f"nobody@{REMOTE}") == []
+
+    inbox = await alice.wait_for("inbox", 1)
+    assert len(inbox) == 1
+    bounce = inbox[0]
+    assert bounce["subject"] == "Undelivered Mail Returned to Sender"
+    raw = (await alice.client.get(f"/v1/messages/{bounce['id']}/raw")).content
+    report = email.message_from_bytes(raw, policy=email.policy.default)
+    assert report.get_content_type() == "multipart/report"
+    assert report.get_param("report-type") == "delivery-status"
+    assert b"Final-Recipient: rfc822; nobody@remote.test" in raw
+    assert b"Status: 5.1.1" in raw
+    assert b"Action: failed" in raw
+    assert b"carol@remote.test\r\nStatus" not in raw  # only the failed recipient
+    assert b"Subject: Quarterly figures" in raw  # the original headers come back
+    # The bounce threads with the message it is about.
+    full = (await alice.client.get(f"/v1/messages/{bounce['id']}")).json()
+    sent_full = (await alice.client.get(f"/v1/messages/{sent['id']}")).json()
+    assert full["in_reply_to"] == sent_full["message_id_header"]
+    await asyncio.sleep(0.3)
+    assert len(await alice.messages("inbox")) == 1  # one bounce, not one per retry
+    await peer.stop()
+
+
+async def test_null_mx_bounces_at_once_and_expired_mail_bounces(
+    start_service: StartService, dns_server: DnsServer
+) -> None:
+    dns_server.null_mx("nomail.test").mx(REMOTE, f"mx.{REMOTE}", 10)
+    dns_server.a(f"mx.{REMOTE}", "127.0.0.1").start()
+    closed = await SmtpPeer().start()
+    await closed.stop()  # its port now refuses connections
+    service = await start_outbound(
+        start_service,
+        dns=dns_server,
+        remote_port=closed.port,
+        # Gives up after about a second of failures.
+        delivery={"max_age_seconds": 5},
+    )
+    alice = await service.user("alice")
+    sent = await alice.send(to=[{"email": "x@nomail.test"}], body="nobody takes this")
+    delivery = await wait_delivery(alice, sent["id"], {"x@nomail.test": "bounced"}, timeout=5)
+    assert "null MX" in delivery["x@nomail.test"]["detail"]
+
+    sent = await alice.send(to=[{"email": f"carol@{REMOTE}"}], body="server down for good")
+    deferred = await wait_delivery(alice, sent["id"], {f"carol@{REMOTE}": "deferred"})
+    assert "refused" in deferred[f"carol@{REMOTE}"]["detail"].lower()
+    bounced = await wait_delivery(alice, sent["id"], {f"carol@{REMOTE}": "bounced"})
+    assert "gave up after" in bounced[f"carol@{REMOTE}"]["detail"]
+    inbox = await alice.wait_for("inbox", 2)
+    assert [m["subject"] for m in inbox] == ["Undelivered Mail Returned to Sender"] * 2
+    raw = (await alice.client.get(f"/v1/messages/{inbox[0]['id']}/raw")).content
+    assert b"Status: 4.4.7" in raw
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+async def test_a_deferred_recipient_is_retried_alone(
+    start_service: StartService, pipelining: bool
+) -> None:
+    peer = await SmtpPeer(pipelining=pipelining).start()
+    peer.rcpt = lambda address, n: "452 4.2.2 mailbox full" if address.startswith("full") else None
+    service = await start_outbound(start_service, routes={REMOTE: f"127.0.0.1:{peer.port}"})
+    alice = await service.user("alice")
+    sent = await alice.send(
+        to=[{"email": f"full@{REMOTE}"}, {"email": f"carol@{REMOTE}"}], body="partly"
+    )
+    delivery = await wait_delivery(
+        alice, sent["id"], {f"full@{REMOTE}": "deferred", f"carol@{REMOTE}": "delivered"}
+    )
+    assert "452 4.2.2" in delivery[f"full@{REMOTE}"]["detail"]
+    peer.rcpt = None  # the mailbox has room again
+    await wait_delivery(
+        alice, sent["id"], {f"full@{REMOTE}": "delivered", f"carol@{REMOTE}": "delivered"}
+    )
+    # Never twice to the recipient that already had it.
+    assert len(peer.accepted(f"carol@{REMOTE}")) == 1
+    assert len(peer.accepted(f"full@{REMOTE}")) == 1
+    await peer.stop()
