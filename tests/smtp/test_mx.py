@@ -8,6 +8,7 @@ import base64
 import os
 import shutil
 import smtplib
+import sqlite3
 import ssl
 import subprocess
 from email import policy
@@ -183,31 +184,9 @@ async def test_oversize_is_refused_during_data_and_at_mail(start_service: StartS
     assert items == []
 
 
-async def test_storage_failure_answers_451_then_recovers(service: Service, bob: User) -> None:
-    blob_tmp = Path(service.runtime.settings.data_dir) / "blobs" / "tmp"
-    shutil.rmtree(blob_tmp)
-    blob_tmp.write_bytes(b"not a directory: every blob write now fails")
-    mail = b"Subject: retry me\r\nMessage-ID: <retry@outside.example>\r\n\r\nbody\r\n"
-    try:
-
-        def _session6() -> None:
-            with smtp(service) as client:
-                client.mail("sender@outside.example")
-                client.rcpt(bob.email)
-                code, text = client.data(mail)
-                assert (code, text[:5]) == (451, b"4.3.0")
-
-        await asyncio.to_thread(_session6)
-        assert await service.runtime.stores.queue.list("incoming") == []
-    finally:
-        blob_tmp.unlink()
-        blob_tmp.mkdir()
-
-    # Queue down (its database locked by another writer): 451 again, no copy.
-    import sqlite3
-
-    queue_db = Path(service.runtime.settings.data_dir) / "queue.sqlite"
-    holder = sqlite3.connect(queue_db, isolation_level=None)
+async def _data_refused_while_locked(service: Service, bob: User, db: Path, mail: bytes) -> None:
+    """DATA while another writer holds ``db`` locked: 451 4.3.0."""
+    holder = sqlite3.connect(db, isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")
     try:
         client = aiosmtplib.SMTP(
@@ -220,10 +199,43 @@ async def test_storage_failure_answers_451_then_recovers(service: Service, bob: 
         with pytest.raises(aiosmtplib.SMTPDataError) as refused:
             await client.data(mail)
         assert refused.value.code == 451
+        assert refused.value.message.startswith("4.3.0")
         await client.quit()
     finally:
         holder.execute("ROLLBACK")
         holder.close()
+
+
+async def test_storage_failure_answers_451_then_recovers(service: Service, bob: User) -> None:
+    data_dir = Path(service.runtime.settings.data_dir)
+    mail = b"Subject: retry me\r\nMessage-ID: <retry@outside.example>\r\n\r\nbody\r\n"
+    # A large mail is a file of its own; its directory broken: 451, nothing queued.
+    large = mail + (b"y" * 998 + b"\r\n") * 200  # 200 KB
+    blob_tmp = data_dir / "blobs" / "tmp"
+    shutil.rmtree(blob_tmp)
+    blob_tmp.write_bytes(b"not a directory: every blob file write now fails")
+    try:
+
+        def _session6() -> None:
+            with smtp(service) as client:
+                client.mail("sender@outside.example")
+                client.rcpt(bob.email)
+                code, text = client.data(large)
+                assert (code, text[:5]) == (451, b"4.3.0")
+
+        await asyncio.to_thread(_session6)
+        assert await service.runtime.stores.queue.list("incoming") == []
+    finally:
+        blob_tmp.unlink()
+        blob_tmp.mkdir()
+
+    # A small mail goes to the blob pack; the pack locked by another writer:
+    # 451, nothing queued.
+    await _data_refused_while_locked(service, bob, data_dir / "blobs" / "small.sqlite", mail)
+    assert await service.runtime.stores.queue.list("incoming") == []
+
+    # Queue down (its database locked by another writer): 451 again, no copy.
+    await _data_refused_while_locked(service, bob, data_dir / "queue.sqlite", mail)
     await asyncio.sleep(0.3)
     assert await bob.messages("inbox") == []
 

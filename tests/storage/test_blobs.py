@@ -3,7 +3,9 @@ all, size limits that leave nothing behind."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -38,6 +40,36 @@ async def test_put_get_by_content_hash(blobs: BlobStore) -> None:
     assert await blobs.put(data) == blob  # same content, same name, stored once
 
 
+@pytest.mark.parametrize("size", [0, 1, 4096, 128 * 1024, 128 * 1024 + 1, 300_000])
+async def test_small_and_large_blobs_survive_reopen(tmp_path: Path, size: int) -> None:
+    """Small blobs live in the pack, large ones in files: the same contract,
+    and both are there after the store is closed and opened again."""
+    data = os.urandom(size)
+    store = FileBlobStore(tmp_path / "blobs")
+    await store.open()
+    blob = await store.put(data)
+    await store.close()
+    again = FileBlobStore(tmp_path / "blobs")
+    await again.open()
+    try:
+        assert await again.get(blob.hash) == data
+        assert await again.exists(blob.hash)
+        assert b"".join([c async for c in again.stream(blob.hash, chunk_size=4096)]) == data
+        assert await again.put(data) == blob
+        await again.delete(blob.hash)
+        assert not await again.exists(blob.hash)
+        with pytest.raises(BlobMissing):
+            await again.get(blob.hash)
+    finally:
+        await again.close()
+
+
+async def test_concurrent_small_puts(blobs: BlobStore) -> None:
+    datas = [os.urandom(4096) for _ in range(50)]
+    stored = await asyncio.gather(*(blobs.put(d) for d in datas))
+    assert [await blobs.get(b.hash) for b in stored] == datas
+
+
 async def test_stream_put_matches_put(blobs: BlobStore) -> None:
     blob = await blobs.put_stream(_chunks(b"a" * 10, b"b" * 20), max_size=30)
     assert blob == await blobs.put(b"a" * 10 + b"b" * 20)
@@ -46,7 +78,8 @@ async def test_stream_put_matches_put(blobs: BlobStore) -> None:
 async def test_stream_over_limit_leaves_nothing(blobs: BlobStore, tmp_path: Path) -> None:
     with pytest.raises(BlobTooLarge):
         await blobs.put_stream(_chunks(b"a" * 10, b"b" * 21), max_size=30)
-    assert [p for p in (tmp_path / "blobs").rglob("*") if p.is_file()] == []
+    files = [p for p in (tmp_path / "blobs").rglob("*") if p.is_file()]
+    assert [p for p in files if not p.name.startswith("small.sqlite")] == []
 
 
 async def test_missing_and_malformed_names(blobs: BlobStore) -> None:
