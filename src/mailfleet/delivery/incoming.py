@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -156,6 +157,14 @@ class IncomingService:
 
     async def process(self, item: QueueItem) -> int:
         """Delivers one queued mail; returns the number of new copies stored."""
+        copies = await self.prepare(item)
+        ids = await deliver_locally(self.store, self.events, copies)
+        return sum(1 for copy, stored in zip(copies, ids, strict=True) if copy.id == stored)
+
+    async def prepare(self, item: QueueItem) -> list[NewMessage]:
+        """Parses one queued mail and stores its parts; returns the copies to
+        store, one per hosted recipient (not stored yet: ``process`` stores
+        them, or the worker stores a whole batch's copies in one call)."""
         payload = item.payload
         raw = await self.blobs.get(payload["raw_hash"])
         parsed = parse_message(raw)
@@ -185,8 +194,7 @@ class IncomingService:
             copies.append(
                 await self._copy(mailbox, payload, parsed, attachments, body_hash, html_hash)
             )
-        ids = await deliver_locally(self.store, self.events, copies)
-        return sum(1 for copy, stored in zip(copies, ids, strict=True) if copy.id == stored)
+        return copies
 
     async def _copy(
         self,
@@ -273,25 +281,54 @@ class IncomingWorker:
             if not items:
                 await self.queue.wait(INCOMING, self.idle_wait)
                 continue
-            # Concurrently: their blob fsyncs and queue acks share commits.
-            await asyncio.gather(*(self.handle(item) for item in items))
+            await self.handle_batch(items)
+
+    async def handle_batch(self, items: list[QueueItem]) -> None:
+        """Prepares the items concurrently (their blob writes share commits),
+        stores every copy of the batch in one ``store_messages`` call, then
+        acks them (the acks share a commit too). An item that fails to prepare
+        is retried or dead-lettered alone; if the shared store fails, each
+        item goes through ``handle`` on its own, so one bad item cannot hold
+        back the others."""
+        prepared = await asyncio.gather(
+            *(self.service.prepare(item) for item in items), return_exceptions=True
+        )
+        ready: list[tuple[QueueItem, list[NewMessage]]] = []
+        failed: list[Awaitable[None]] = []
+        for item, outcome in zip(items, prepared, strict=True):
+            if isinstance(outcome, BaseException):
+                if not isinstance(outcome, Exception):
+                    raise outcome
+                failed.append(self._failed(item, outcome))
+            else:
+                ready.append((item, outcome))
+        copies = [copy for _, item_copies in ready for copy in item_copies]
+        try:
+            await deliver_locally(self.service.store, self.service.events, copies)
+        except Exception:
+            log.warning("batch store of %d copies failed; one item at a time", len(copies))
+            await asyncio.gather(*failed, *(self.handle(item) for item, _ in ready))
+            return
+        await asyncio.gather(*failed, *(self.queue.ack(item) for item, _ in ready))
 
     async def handle(self, item: QueueItem) -> None:
         try:
             await self.service.process(item)
-        except BlobMissing as exc:
-            await self.queue.dead_letter(item, error=f"raw message missing: {exc}")
+        except Exception as exc:
+            await self._failed(item, exc)
             return
-        except BackendUnavailable as exc:
+        await self.queue.ack(item)
+
+    async def _failed(self, item: QueueItem, exc: Exception) -> None:
+        if isinstance(exc, BlobMissing):
+            await self.queue.dead_letter(item, error=f"raw message missing: {exc}")
+        elif isinstance(exc, BackendUnavailable):
             if item.attempts >= MAX_ATTEMPTS:
                 await self.queue.dead_letter(item, error=f"gave up: {exc}")
             else:
                 await self.queue.retry(
                     item, delay_seconds=min(300, 2**item.attempts), error=str(exc)
                 )
-            return
-        except Exception as exc:  # a bug or an unforeseen input: keep the mail, say why
-            log.exception("cannot process incoming %s", item.id)
+        else:  # a bug or an unforeseen input: keep the mail, say why
+            log.error("cannot process incoming %s", item.id, exc_info=exc)
             await self.queue.dead_letter(item, error=f"{type(exc).__name__}: {exc}")
-            return
-        await self.queue.ack(item)

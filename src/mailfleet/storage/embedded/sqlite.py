@@ -1,16 +1,28 @@
 """SQLite engines for the metadata store and the queue: WAL, full fsync on
 commit (an acknowledged write survives power loss), one writer connection that
-takes the write lock at BEGIN, several readers that never block it."""
+takes the write lock at BEGIN, several readers that never block it.
+
+``SqliteMetadataStore`` is the SQL store with its hot write, ``store_messages``
+(every delivered mail), on a plain sqlite3 connection owned by one writer
+thread (``SqliteWriter``): the copies of concurrent deliveries commit together
+and no SQLAlchemy statement is built per message."""
 
 from __future__ import annotations
 
+import json
+import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 
+from mailfleet.storage.embedded.sqlite_writer import SqliteWriter
+from mailfleet.storage.interfaces import NewMessage
+from mailfleet.storage.sql.schema import deliveries, folders, message_attachments, messages
 from mailfleet.storage.sql.store import SqlMetadataStore
 
 
@@ -57,6 +69,154 @@ def create_sqlite_engines(path: Path, readers: int = 4) -> tuple[AsyncEngine, As
     return writer, reader
 
 
+def _insert_sql(table: sa.Table) -> str:
+    names = [c.name for c in table.columns]
+    columns = ", ".join(f'"{n}"' for n in names)
+    return f"INSERT INTO {table.name} ({columns}) VALUES ({', '.join('?' * len(names))})"
+
+
+_INSERT_MESSAGE = _insert_sql(messages)
+_INSERT_ATTACHMENT = _insert_sql(message_attachments)
+_INSERT_DELIVERY = _insert_sql(deliveries)
+_MESSAGE_COLUMNS = [c.name for c in messages.columns]
+_ATTACHMENT_COLUMNS = [c.name for c in message_attachments.columns]
+_DELIVERY_COLUMNS = [c.name for c in deliveries.columns]
+
+
+def _addresses(addresses: Sequence[Any]) -> str:
+    return json.dumps([[a.email, a.name] for a in addresses], ensure_ascii=False)
+
+
+def _message_values(m: NewMessage) -> tuple[Any, ...]:
+    row = {
+        "account_id": m.account_id,
+        "id": m.id,
+        "folder_id": m.folder_id,
+        "thread_id": m.thread_id,
+        "received_at": m.received_at,
+        "ingest_key": m.ingest_key,
+        "sender": json.dumps([m.sender.email, m.sender.name], ensure_ascii=False)
+        if m.sender
+        else None,
+        "to_addrs": _addresses(m.to),
+        "cc_addrs": _addresses(m.cc),
+        "bcc_addrs": _addresses(m.bcc),
+        "subject": m.subject,
+        "snippet": m.snippet,
+        "message_id_header": m.message_id_header,
+        "in_reply_to": m.in_reply_to,
+        "references": json.dumps(list(m.references)),
+        "raw_hash": m.raw_hash,
+        "raw_size": m.raw_size,
+        "body_hash": m.body_hash,
+        "html_hash": m.html_hash,
+        "is_read": m.is_read,
+        "is_flagged": m.is_flagged,
+        "has_attachments": bool(m.attachments),
+        "spam_verdict": m.spam_verdict,
+        "spam_score": m.spam_score,
+    }
+    return tuple(row[name] for name in _MESSAGE_COLUMNS)
+
+
+def store_messages_sync(conn: sqlite3.Connection, new: Sequence[NewMessage]) -> list[int]:
+    """``MetadataStore.store_messages`` on a plain connection inside the caller's
+    transaction: the same rules as ``storage/sql/store.py``'s version (a known
+    ``(account_id, ingest_key)`` returns the stored id and adds nothing;
+    folder counters change with the rows)."""
+    ids: list[int] = []
+    fresh: list[NewMessage] = []
+    known: dict[tuple[int, str], int] = {}
+    for m in new:
+        key = (m.account_id, m.ingest_key)
+        if key not in known:
+            row = conn.execute(
+                "SELECT id FROM messages WHERE account_id = ? AND ingest_key = ?", key
+            ).fetchone()
+            if row is None:
+                known[key] = m.id
+                fresh.append(m)
+            else:
+                known[key] = int(row[0])
+        ids.append(known[key])
+    if not fresh:
+        return ids
+    conn.executemany(_INSERT_MESSAGE, [_message_values(m) for m in fresh])
+    attachment_rows = [
+        tuple(
+            {
+                "account_id": m.account_id,
+                "message_id": m.id,
+                "id": a.id,
+                "position": i,
+                "filename": a.filename,
+                "content_type": a.content_type,
+                "size": a.size,
+                "blob_hash": a.blob_hash,
+                "content_id": a.content_id,
+                "inline": a.inline,
+            }[name]
+            for name in _ATTACHMENT_COLUMNS
+        )
+        for m in fresh
+        for i, a in enumerate(m.attachments)
+    ]
+    if attachment_rows:
+        conn.executemany(_INSERT_ATTACHMENT, attachment_rows)
+    delivery_rows = [
+        tuple(
+            {
+                "account_id": m.account_id,
+                "message_id": m.id,
+                "email": d.email,
+                "status": d.status,
+                "detail": d.detail,
+                "next_attempt_at": d.next_attempt_at,
+            }[name]
+            for name in _DELIVERY_COLUMNS
+        )
+        for m in fresh
+        for d in m.delivery
+    ]
+    if delivery_rows:
+        conn.executemany(_INSERT_DELIVERY, delivery_rows)
+    counts: dict[tuple[int, int], list[int]] = {}
+    for m in fresh:
+        total_unread = counts.setdefault((m.account_id, m.folder_id), [0, 0])
+        total_unread[0] += 1
+        total_unread[1] += 0 if m.is_read else 1
+    conn.executemany(
+        f"UPDATE {folders.name} SET total = total + ?, unread = unread + ?"
+        " WHERE account_id = ? AND id = ?",
+        [(t, u, a, f) for (a, f), (t, u) in counts.items()],
+    )
+    return ids
+
+
+class SqliteMetadataStore(SqlMetadataStore):
+    """The SQL metadata store on SQLite, with ``store_messages`` group-committed
+    by a writer thread on a plain connection (the other writes are rare and go
+    through SQLAlchemy; both take the write lock with ``BEGIN IMMEDIATE``)."""
+
+    def __init__(self, path: Path) -> None:
+        writer, reader = create_sqlite_engines(path)
+        super().__init__(writer, reader)
+        self._messages_writer = SqliteWriter(path)
+
+    async def open(self) -> None:
+        await super().open()
+        self._messages_writer.start()
+
+    async def close(self) -> None:
+        await self._messages_writer.stop()
+        await super().close()
+
+    async def store_messages(self, new: Sequence[NewMessage]) -> list[int]:
+        if not new:
+            return []
+        batch = list(new)
+        return await self._messages_writer.run(lambda conn: store_messages_sync(conn, batch))
+
+
 def sqlite_metadata_store(url: str) -> SqlMetadataStore:
-    writer, reader = create_sqlite_engines(sqlite_path(url))
-    return SqlMetadataStore(writer, reader)
+    return SqliteMetadataStore(sqlite_path(url))
