@@ -6,6 +6,7 @@ and per-client-IP connection limits applied before the greeting."""
 from __future__ import annotations
 
 import logging
+import re
 from collections import Counter
 from typing import Any
 
@@ -28,6 +29,15 @@ _ENHANCED = {
     "500 Line too long (see RFC5321 4.5.3.1.6)": "500 5.5.2 Line too long",
     "421 Too many connections": "421 4.7.0 Too many connections",
 }
+
+
+# A plain ``<dot-atom@domain>`` path, as nearly every client sends it: parsed
+# here, since aiosmtpd's general parser (the email package's header parser)
+# costs more than the rest of the MAIL or RCPT command.
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_PLAIN_PATH = re.compile(
+    rf"[ \t]*<({_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>(?=$|[ \t]+[^ \t(])"
+)
 
 
 class ConnectionLimits:
@@ -55,6 +65,16 @@ class MailfleetSMTP(SMTP):
         super().__init__(*args, **kwargs)
         self.limits = limits
         self._counted_ip: str | None = None
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        plain = _PLAIN_PATH.match(arg)
+        if plain is None:  # anything unusual: aiosmtpd's full parser
+            result: tuple[str | None, str | None] = super()._getaddr(arg)
+            return result
+        address = plain.group(1)
+        if self.local_part_limit and len(address.rpartition("@")[0]) > self.local_part_limit:
+            return None, None
+        return address, arg[plain.end() :].lstrip(" \t")
 
     async def push(self, status: Any) -> None:
         if isinstance(status, str):
