@@ -9,12 +9,18 @@ import email.policy
 from pathlib import Path
 from typing import Any
 
+import dkim
+import dns.resolver
 import pytest
 
+from mailfleet.ids import now_ms
+from mailfleet.proto.dkim import dns_records, generate_key
 from mailfleet.server import ROLES
+from mailfleet.storage.interfaces import DkimKey
 from tests.conftest import Service, StartService, User
 from tests.support.dns import DnsServer
 from tests.support.dns import dns_server as dns_server
+from tests.support.postfix import PostfixInstance
 from tests.support.smtp_peer import SmtpPeer
 
 REMOTE = "remote.test"
@@ -256,3 +262,61 @@ async def test_a_deferred_recipient_is_retried_alone(
     assert len(peer.accepted(f"carol@{REMOTE}")) == 1
     assert len(peer.accepted(f"full@{REMOTE}")) == 1
     await peer.stop()
+
+
+async def test_mail_reaches_a_real_postfix_found_through_dns_dkim_signed_without_bcc(
+    start_service: StartService, dns_server: DnsServer, tmp_path: Path
+) -> None:
+    postfix = PostfixInstance(REMOTE, ["carol", "dave"])
+    await asyncio.to_thread(postfix.start)
+    try:
+        pem, public = generate_key()
+        records = dns_records("example.com", "s1", public, f"mx.{REMOTE}")
+        dkim_name, _, dkim_value = records[0]
+        dns_server.txt(dkim_name, dkim_value)
+        dns_server.mx(REMOTE, f"mx.{REMOTE}", 10).a(f"mx.{REMOTE}", "127.0.0.1").start()
+        service = await start_outbound(start_service, dns=dns_server, remote_port=postfix.port)
+        await service.runtime.stores.metadata.add_dkim_key(
+            DkimKey("example.com", "s1", pem, now_ms())
+        )
+        alice = await service.user("alice", "Alice")
+        pdf = b"%PDF-1.4\n" + bytes(range(256)) * 40
+        upload = await alice.upload("report.pdf", pdf, "application/pdf")
+        sent = await alice.send(
+            to=[{"email": f"carol@{REMOTE}", "name": "Carol"}],
+            bcc=[{"email": f"dave@{REMOTE}"}],
+            subject="Grüße from mailfleet",
+            body="Signed, sealed, delivered.\n",
+            attachments=[upload["id"]],
+        )
+        await wait_delivery(
+            alice, sent["id"], {f"carol@{REMOTE}": "delivered", f"dave@{REMOTE}": "delivered"}
+        )
+        for user in ("carol", "dave"):
+            for _ in range(100):  # Postfix hands it to its virtual agent a moment later
+                if postfix.maildir_messages(user):
+                    break
+                await asyncio.sleep(0.05)
+            (raw,) = postfix.maildir_messages(user)
+            message = email.message_from_bytes(raw, policy=email.policy.default)
+            assert message["Subject"] == "Grüße from mailfleet"
+            assert message["Bcc"] is None
+            # Postfix prepends its own trace fields (Delivered-To ...); what we
+            # sent starts at our signature, and names no Bcc recipient.
+            assert raw.startswith(b"Return-Path: <alice@example.com>")
+            assert b"dave" not in raw[raw.index(b"DKIM-Signature:") :]
+            attachment = next(message.iter_attachments())
+            assert attachment.get_filename() == "report.pdf"
+            assert attachment.get_content() == pdf
+
+            def published(name: bytes, timeout: int = 5) -> bytes:
+                answer = dns.resolver.Resolver(configure=False)
+                answer.nameservers, answer.port = dns_server.nameservers, dns_server.port
+                txt = answer.resolve(name.decode().rstrip("."), "TXT")
+                return b"".join(s for rdata in txt for s in rdata.strings)
+
+            # Maildir files have LF line ends; DKIM is computed over CRLF.
+            assert dkim.verify(raw.replace(b"\n", b"\r\n"), dnsfunc=published)
+            assert b"d=example.com" in raw and b"s=s1" in raw
+    finally:
+        await asyncio.to_thread(postfix.stop)
