@@ -53,11 +53,17 @@ def serve_command(data_dir: Path, port: int, *extra: str) -> list[str]:
     ]
 
 
-def start(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
+# Without worker-out: the remote mail these tests queue stays queued.
+NO_DELIVERY = ("--roles", "api,smtp-in,worker-in")
+
+
+def start(data_dir: Path, port: int, *extra: str) -> subprocess.Popen[bytes]:
+    """``mailfleet serve`` with ``extra`` arguments (default: no worker-out),
+    once its API is ready."""
     log = data_dir.parent / "serve.log"
     with open(log, "ab") as output:
         process = subprocess.Popen(
-            serve_command(data_dir, port),
+            serve_command(data_dir, port, *(extra or NO_DELIVERY)),
             stdout=output,
             stderr=subprocess.STDOUT,
         )
