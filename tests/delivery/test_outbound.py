@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import json
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from tests.support.dns import DnsServer
 from tests.support.dns import dns_server as dns_server
 from tests.support.postfix import PostfixInstance
 from tests.support.smtp_peer import SmtpPeer
+from tests.test_restart import run_cli
 
 REMOTE = "remote.test"
 # Retry delays of 0.2, 0.4, 0.8 s ...: the schedule's shape, fast.
@@ -320,3 +322,82 @@ async def test_mail_reaches_a_real_postfix_found_through_dns_dkim_signed_without
             assert b"d=example.com" in raw and b"s=s1" in raw
     finally:
         await asyncio.to_thread(postfix.stop)
+
+
+async def test_queue_cli_shows_attempts_retries_now_and_cancels(
+    start_service: StartService, tmp_path: Path
+) -> None:
+    peer = await SmtpPeer(data=lambda n: "451 4.3.0 disk full, later").start()
+    service = await start_outbound(
+        start_service,
+        routes={REMOTE: f"127.0.0.1:{peer.port}"},
+        delivery={"retry_schedule_seconds": [3600], "time_scale": 1},
+        data_dir=tmp_path / "data",
+    )
+    alice = await service.user("alice")
+    sent = await alice.send(to=[{"email": f"carol@{REMOTE}"}], body="waits an hour")
+    await wait_delivery(alice, sent["id"], {f"carol@{REMOTE}": "deferred"})
+
+    listing = await asyncio.to_thread(run_cli, tmp_path / "data", "queue", "list", "outgoing")
+    assert listing.returncode == 0, listing.stderr
+    (line,) = [x for x in listing.stdout.splitlines() if REMOTE in x]
+    item_id = line.split()[0]
+    assert "attempts=1" in line
+    assert "451 4.3.0 disk full" in line
+    shown = await asyncio.to_thread(
+        run_cli, tmp_path / "data", "queue", "show", "outgoing", item_id
+    )
+    assert json.loads(shown.stdout)["payload"]["recipients"] == [f"carol@{REMOTE}"]
+
+    # The server is fixed; the operator does not wait the hour.
+    peer.data = None
+    retried = await asyncio.to_thread(
+        run_cli, tmp_path / "data", "queue", "retry", "outgoing", item_id
+    )
+    assert retried.returncode == 0, retried.stderr
+    await wait_delivery(alice, sent["id"], {f"carol@{REMOTE}": "delivered"})
+    assert len(peer.accepted(f"carol@{REMOTE}")) == 1
+
+    peer.data = lambda n: "451 4.3.0 disk full again"
+    doomed = await alice.send(to=[{"email": f"dave@{REMOTE}"}], body="never mind")
+    await wait_delivery(alice, doomed["id"], {f"dave@{REMOTE}": "deferred"})
+    listing = await asyncio.to_thread(run_cli, tmp_path / "data", "queue", "list", "outgoing")
+    (line,) = [x for x in listing.stdout.splitlines() if "dave@" in x]
+    removed = await asyncio.to_thread(
+        run_cli, tmp_path / "data", "queue", "remove", "outgoing", line.split()[0]
+    )
+    assert removed.returncode == 0, removed.stderr
+    delivery = await sent_delivery(alice, doomed["id"])
+    assert delivery[f"dave@{REMOTE}"]["status"] == "bounced"
+    assert delivery[f"dave@{REMOTE}"]["detail"] == "cancelled by an administrator"
+    await peer.stop()
+
+
+async def test_items_that_cannot_be_delivered_go_to_error_with_the_reason(
+    start_service: StartService,
+) -> None:
+    service = await start_outbound(
+        start_service,
+        routes={REMOTE: "127.0.0.1:9"},
+        delivery={"max_attempts_for_bad_items": 1},
+    )
+    alice = await service.user("alice")
+    queue = service.runtime.stores.queue
+    base = {
+        "account_id": int(alice.id),
+        "message_id": 1,
+        "mail_from": alice.email,
+        "domain": REMOTE,
+        "recipients": [f"carol@{REMOTE}"],
+    }
+    missing = await queue.put("outgoing", {**base, "raw_hash": "0" * 64})
+    broken = await queue.put("outgoing", {"domain": REMOTE})
+    deadline = asyncio.get_running_loop().time() + 10
+    while len(errors := await queue.list("error")) < 2:
+        assert asyncio.get_running_loop().time() < deadline, errors
+        await asyncio.sleep(0.05)
+    reasons = {item.id: item.last_error for item in errors}
+    assert "raw message missing" in reasons[missing]
+    assert "KeyError" in reasons[broken]
+    assert {item.origin for item in errors} == {"outgoing"}
+    assert (await queue.stats("outgoing")).depth == 0

@@ -12,7 +12,7 @@ from typing import Any
 from mailfleet.config import Settings
 from mailfleet.errors import NotFound
 from mailfleet.storage.factory import create_stores
-from mailfleet.storage.interfaces import QueueItem
+from mailfleet.storage.interfaces import Delivery, MetadataStore, QueueItem
 
 QUEUES = ("incoming", "outgoing", "error")
 
@@ -130,13 +130,36 @@ async def _retry(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _remove(args: argparse.Namespace, settings: Settings) -> int:
-    async def run(queue: Any) -> bool:
-        return bool(await queue.remove(args.queue, args.item_id))
-
-    if not await _with_queue(settings, run):
-        raise NotFound(f"no item {args.item_id} on {args.queue}")
+    stores = create_stores(settings)
+    await stores.open()
+    try:
+        item = await stores.queue.get(args.queue, args.item_id)
+        if item is None or not await stores.queue.remove(args.queue, args.item_id):
+            raise NotFound(f"no item {args.item_id} on {args.queue}")
+        if args.queue == "outgoing":
+            await _cancel_delivery(stores.metadata, item)
+    finally:
+        await stores.close()
     print(f"removed {args.item_id} from {args.queue}")
     return 0
+
+
+async def _cancel_delivery(store: MetadataStore, item: QueueItem) -> None:
+    """The sender's Sent copy says which recipients will never get it."""
+    account_id, message_id = int(item.payload["account_id"]), int(item.payload["message_id"])
+    sent = await store.get_message(account_id, message_id)
+    if sent is None:
+        return
+    for delivery in sent.delivery:
+        if delivery.email in item.payload["recipients"] and delivery.status in (
+            "queued",
+            "deferred",
+        ):
+            await store.set_delivery(
+                account_id,
+                message_id,
+                Delivery(delivery.email, "bounced", "cancelled by an administrator"),
+            )
 
 
 async def _purge(args: argparse.Namespace, settings: Settings) -> int:
