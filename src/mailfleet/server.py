@@ -7,8 +7,10 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import uvicorn
 
@@ -19,11 +21,12 @@ from mailfleet.delivery.outgoing import OutgoingWorker
 from mailfleet.runtime import Runtime
 from mailfleet.smtp.inbound import MxHandler
 from mailfleet.smtp.server import ConnectionLimits, MailfleetSMTP
+from mailfleet.smtp.submission import SubmissionHandler, SubmissionSMTP
 from mailfleet.smtp.tls import self_signed, server_context
 
 log = logging.getLogger("mailfleet.server")
 
-ROLES = ("api", "smtp-in", "worker-in", "worker-out")
+ROLES = ("api", "smtp-in", "submission", "worker-in", "worker-out")
 
 
 def bind(hostport: str) -> socket.socket:
@@ -52,9 +55,12 @@ class Server:
             raise ValueError(f"unknown roles {sorted(unknown)}; choose from {ROLES}")
         self.http_socket: socket.socket | None = None
         self.smtp_socket: socket.socket | None = None
+        self.submission_socket: socket.socket | None = None
         self._http: uvicorn.Server | None = None
         self._http_task: asyncio.Task[None] | None = None
         self._smtp: asyncio.Server | None = None
+        self._submission: asyncio.Server | None = None
+        self._tls: ssl.SSLContext | None = None
         self._smtp_sessions: weakref.WeakSet[MailfleetSMTP] = weakref.WeakSet()
         self.worker_in: IncomingWorker | None = None
         self.worker_out: OutgoingWorker | None = None
@@ -75,6 +81,12 @@ class Server:
         host, port = self.smtp_socket.getsockname()[:2]
         return host, port
 
+    @property
+    def submission_address(self) -> tuple[str, int]:
+        assert self.submission_socket is not None
+        host, port = self.submission_socket.getsockname()[:2]
+        return host, port
+
     async def start(self) -> None:
         if "worker-in" in self.roles:
             self.worker_in = IncomingWorker(self.runtime.incoming, self.runtime.stores.queue)
@@ -87,6 +99,8 @@ class Server:
             self.worker_out.start()
         if "smtp-in" in self.roles:
             await self._start_smtp()
+        if "submission" in self.roles:
+            await self._start_submission()
         if "api" in self.roles:
             await self._start_http()
 
@@ -110,48 +124,85 @@ class Server:
                 raise RuntimeError("HTTP server exited during startup")
             await asyncio.sleep(0.01)
 
-    async def _start_smtp(self) -> None:
+    async def _tls_context(self) -> ssl.SSLContext:
+        """STARTTLS for the MX and submission: the configured certificate, or
+        a self-signed one made once per data directory."""
+        if self._tls is None:
+            settings = self.runtime.settings
+            smtp = settings.smtp
+            if smtp.tls_cert and smtp.tls_key:
+                cert, key = smtp.tls_cert, smtp.tls_key
+            else:
+                cert, key = await asyncio.to_thread(
+                    self_signed, settings.data_dir / "tls", smtp.hostname
+                )
+            self._tls = server_context(cert, key)
+        return self._tls
+
+    async def _smtp_options(self) -> dict[str, Any]:
+        """What the MX and submission protocols share, and fresh connection
+        limits (each listener counts its own clients)."""
         settings = self.runtime.settings
         smtp = settings.smtp
-        if smtp.tls_cert and smtp.tls_key:
-            cert, key = smtp.tls_cert, smtp.tls_key
-        else:
-            cert, key = await asyncio.to_thread(
-                self_signed, settings.data_dir / "tls", smtp.hostname
-            )
-        tls = server_context(cert, key)
+        return {
+            "limits": ConnectionLimits(
+                self.runtime.limiter,
+                smtp.max_connections_per_ip,
+                smtp.connections_per_minute_per_ip,
+            ),
+            "data_size_limit": settings.limits.max_message_bytes,
+            "enable_SMTPUTF8": True,
+            "decode_data": False,
+            "hostname": smtp.hostname,
+            "ident": "mailfleet ESMTP",
+            "tls_context": await self._tls_context(),
+            "require_starttls": False,
+            "timeout": smtp.timeout_seconds,
+        }
+
+    async def _listen_smtp(
+        self, listen: str, protocol: Callable[[], MailfleetSMTP]
+    ) -> tuple[socket.socket, asyncio.Server]:
+        def factory() -> MailfleetSMTP:
+            session = protocol()
+            self._smtp_sessions.add(session)  # closed by stop()
+            return session
+
+        sock = bind(listen)
+        return sock, await asyncio.get_running_loop().create_server(factory, sock=sock)
+
+    async def _start_smtp(self) -> None:
+        settings = self.runtime.settings
         handler = MxHandler(self.runtime.incoming, self.runtime.limiter, settings)
-        limits = ConnectionLimits(
-            self.runtime.limiter, smtp.max_connections_per_ip, smtp.connections_per_minute_per_ip
+        options = await self._smtp_options()
+        self.smtp_socket, self._smtp = await self._listen_smtp(
+            settings.smtp.listen, lambda: MailfleetSMTP(handler, **options)
         )
 
-        def factory() -> MailfleetSMTP:
-            protocol = MailfleetSMTP(
-                handler,
-                limits=limits,
-                data_size_limit=settings.limits.max_message_bytes,
-                enable_SMTPUTF8=True,
-                decode_data=False,
-                hostname=smtp.hostname,
-                ident="mailfleet ESMTP",
-                tls_context=tls,
-                require_starttls=False,
-                timeout=smtp.timeout_seconds,
-            )
-            self._smtp_sessions.add(protocol)
-            return protocol
-
-        self.smtp_socket = bind(smtp.listen)
-        self._smtp = await asyncio.get_running_loop().create_server(factory, sock=self.smtp_socket)
+    async def _start_submission(self) -> None:
+        runtime = self.runtime
+        smtp = runtime.settings.smtp
+        handler = SubmissionHandler(
+            runtime.sending, runtime.accounts, runtime.limiter, runtime.settings
+        )
+        options = await self._smtp_options()
+        self.submission_socket, self._submission = await self._listen_smtp(
+            smtp.submission_listen,
+            lambda: SubmissionSMTP(
+                handler, insecure_auth_on_loopback=smtp.insecure_auth_on_loopback, **options
+            ),
+        )
 
     async def stop(self) -> None:
-        if self._smtp is not None:
-            self._smtp.close()
-            for session in list(self._smtp_sessions):
-                if session.transport is not None:
-                    session.transport.close()
-            await self._smtp.wait_closed()
-            self._smtp = None
+        listeners = [s for s in (self._smtp, self._submission) if s is not None]
+        for listener in listeners:
+            listener.close()
+        for session in list(self._smtp_sessions):
+            if session.transport is not None:
+                session.transport.close()
+        for listener in listeners:
+            await listener.wait_closed()
+        self._smtp = self._submission = None
         if self._http is not None and self._http_task is not None:
             self._http.should_exit = True
             with contextlib.suppress(asyncio.CancelledError):
@@ -161,7 +212,7 @@ class Server:
             await self.worker_in.stop()
         if self.worker_out is not None:
             await self.worker_out.stop()
-        for sock in (self.http_socket, self.smtp_socket):
+        for sock in (self.http_socket, self.smtp_socket, self.submission_socket):
             if sock is not None:
                 sock.close()
         await self.runtime.close()

@@ -77,6 +77,8 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
         print(f"mailfleet: {', '.join(roles)} (data in {settings.data_dir})")
         if server.smtp_socket is not None:
             print("  SMTP (MX) on {}:{}".format(*server.smtp_address))
+        if server.submission_socket is not None:
+            print("  SMTP submission on {}:{}".format(*server.submission_address))
         host, port = server.http_address if server.http_socket else ("", 0)
         if port:
             print(f"  HTTP API on http://{host}:{port}")

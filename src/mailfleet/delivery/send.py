@@ -2,20 +2,24 @@
 sender's copy in Sent, deliver to hosted recipients directly, queue the rest on
 ``outgoing`` (one item per destination domain, attachments by reference).
 
-Used by ``POST /v1/messages`` and, later, by SMTP submission.
+Used by ``POST /v1/messages`` (``send``: composed here from a draft) and by
+SMTP submission (``send_raw``: composed by the user's mail client). Both end in
+``_store_and_queue``.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from mailfleet.config import LimitSettings
 from mailfleet.delivery.local import deliver_locally
 from mailfleet.errors import Invalid, TooLarge
 from mailfleet.ids import new_id, now_ms, parse_id
-from mailfleet.proto.addresses import mailbox_key
+from mailfleet.proto.addresses import AddressError, mailbox_key, normalize_email
 from mailfleet.proto.compose import (
     OutgoingAttachment,
     compose,
@@ -24,12 +28,15 @@ from mailfleet.proto.compose import (
     sanitize_html,
     snippet,
 )
+from mailfleet.proto.parse import parse_message
+from mailfleet.proto.submission import AuthorError, HeaderError, prepare_submission
 from mailfleet.ratelimit import RateLimiter
 from mailfleet.storage.errors import BlobTooLarge
 from mailfleet.storage.interfaces import (
     Account,
     Address,
     Attachment,
+    Blob,
     BlobStore,
     Delivery,
     EventBus,
@@ -60,6 +67,30 @@ class Draft:
 class Sent:
     id: int
     status: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Outgoing:
+    """A message ready for the steps every send shares: its blobs are stored,
+    and these are the fields every copy of it carries."""
+
+    sender: Address
+    to: tuple[Address, ...]
+    cc: tuple[Address, ...]
+    bcc: tuple[Address, ...]  # on the sender's copy only
+    subject: str
+    snippet: str
+    message_id_header: str
+    in_reply_to: str | None
+    references: tuple[str, ...]
+    raw: Blob
+    body_hash: str
+    html_hash: str | None
+    attachments: tuple[Attachment, ...]  # ids are given per copy
+    received_at: int
+    ingest_key: str  # what makes two calls the same message
+    sender_thread_id: int | None  # the thread of the sender's copy, None: a new one
+    thread_refs: tuple[str, ...]  # Message-IDs that place a recipient's copy in a thread
 
 
 class SendService:
@@ -104,38 +135,21 @@ class SendService:
         return upload
 
     async def send(self, account: Account, draft: Draft) -> Sent:
+        """``POST /v1/messages``: a message composed here from a draft."""
         recipients = _unique(draft.to + draft.cc + draft.bcc)
-        if not recipients:
-            raise Invalid("at least one recipient is needed", code="no_recipients")
-        if len(recipients) > self.limits.max_recipients:
-            raise Invalid(
-                f"{len(recipients)} recipients; at most {self.limits.max_recipients}",
-                code="too_many_recipients",
-            )
+        self._check_recipient_count(recipients)
         subject = " ".join(draft.subject.split())
         if len(subject) > MAX_SUBJECT:
             raise Invalid(f"subject over {MAX_SUBJECT} characters", code="subject_too_long")
         uploads = [await self._owned_upload(account, ref) for ref in draft.attachments]
         size = len((draft.body or "").encode()) + len((draft.html or "").encode())
         size += sum(u.size * 4 // 3 for u in uploads)  # base64 on the wire
-        if size > self.limits.max_message_bytes:
-            raise TooLarge(
-                f"message of about {size} bytes is over the limit of "
-                f"{self.limits.max_message_bytes}",
-                code="message_too_large",
-            )
+        self._check_size(size)
         local, remote = await self._split_recipients(recipients)
         parent = await self._parent(account, draft.in_reply_to)
-
-        await self.limiter.hit(
-            f"send:m:{account.id}", self.limits.send_per_minute, 60, "messages sent"
-        )
-        await self.limiter.hit(
-            f"send:d:{account.id}", self.limits.send_per_day, 86400, "messages sent"
-        )
+        await self._count_message(account)
 
         now = datetime.now(UTC)
-        received_at = int(now.timestamp() * 1000)
         message_id_header = new_message_id(self.hostname)
         in_reply_to = parent.message_id_header if parent else None
         references = [*parent.references, parent.message_id_header] if parent else []
@@ -157,9 +171,178 @@ class SendService:
             references=references,
         )
         text = draft.body if draft.body is not None else html_to_text(draft.html or "")
-        raw_blob = await self.blobs.put(raw)
-        body_blob = await self.blobs.put(text.encode())
-        html_blob = await self.blobs.put(sanitize_html(draft.html).encode()) if draft.html else None
+        message = _Outgoing(
+            sender=sender,
+            to=tuple(draft.to),
+            cc=tuple(draft.cc),
+            bcc=tuple(draft.bcc),
+            subject=subject,
+            snippet=snippet(text),
+            message_id_header=message_id_header,
+            in_reply_to=in_reply_to,
+            references=tuple(references),
+            raw=await self.blobs.put(raw),
+            body_hash=(await self.blobs.put(text.encode())).hash,
+            html_hash=(
+                (await self.blobs.put(sanitize_html(draft.html).encode())).hash
+                if draft.html
+                else None
+            ),
+            attachments=tuple(
+                Attachment(0, u.filename, u.content_type, u.size, u.blob_hash) for u in uploads
+            ),
+            received_at=int(now.timestamp() * 1000),
+            # A fresh Message-ID per call: nothing to repeat.
+            ingest_key=message_id_header,
+            sender_thread_id=parent.summary.thread_id if parent else None,
+            thread_refs=(in_reply_to,) if in_reply_to else (),
+        )
+        return await self._store_and_queue(account, message, local, remote)
+
+    async def send_raw(
+        self, account: Account, mail_from: str, recipients: Sequence[str], raw: bytes
+    ) -> Sent:
+        """SMTP submission: a message the user's client composed, with its
+        envelope. The same path as ``send`` from the limits on: the sender
+        may write only as themselves, Bcc is removed, Date and Message-ID are
+        added when missing. A client repeating a transaction it saw no reply
+        to (same message, same envelope) stores and queues nothing twice."""
+        self.check_sender(account, mail_from)
+        envelope = _unique([_envelope_address(r) for r in recipients])
+        self._check_recipient_count(envelope)
+        self._check_size(len(raw))
+        local, remote = await self._split_recipients(envelope)
+        author = Address(account.email, account.name)
+        now = datetime.now(UTC)
+        try:
+            submission = prepare_submission(raw, author, self.hostname, now)
+        except HeaderError as exc:
+            raise Invalid(str(exc), code="malformed_header") from None
+        except AuthorError as exc:
+            raise Invalid(
+                f"{account.email} may send only as itself ({exc})", code="sender_not_allowed"
+            ) from None
+        # Pure but CPU-bound on big mail: off the event loop.
+        parsed = await asyncio.to_thread(parse_message, submission.raw)
+        if parsed.sender is None or mailbox_key(parsed.sender.email) != account.email:
+            # prepare_submission checked every From; this is the reader's view.
+            raise Invalid(f"{account.email} may send only as itself", code="sender_not_allowed")
+        await self._count_message(account)
+
+        listed = {mailbox_key(a.email) for a in (*parsed.to, *parsed.cc)}
+        named = {mailbox_key(a.email): a for a in submission.bcc}
+        bcc = tuple(
+            named.get(mailbox_key(a.email), a)
+            for a in envelope
+            if mailbox_key(a.email) not in listed
+        )
+        raw_blob = await self.blobs.put(submission.raw)
+        attachments = [
+            Attachment(
+                0,
+                a.filename,
+                a.content_type,
+                len(a.data),
+                (await self.blobs.put(a.data)).hash,
+                a.content_id,
+                a.inline,
+            )
+            for a in parsed.attachments
+        ]
+        message_id_header = parsed.message_id or submission.message_id
+        thread_refs = tuple(r for r in (parsed.in_reply_to, *reversed(parsed.references)) if r)
+        # The client chose the Message-ID and may reuse it for another message
+        # or envelope; only the same bytes to the same recipients are the
+        # same submission.
+        same_submission = hashlib.sha256(
+            "\n".join([raw_blob.hash, *sorted(mailbox_key(a.email) for a in envelope)]).encode()
+        ).hexdigest()[:32]
+        message = _Outgoing(
+            sender=parsed.sender,
+            to=parsed.to,
+            cc=parsed.cc,
+            bcc=bcc,
+            subject=parsed.subject,
+            snippet=snippet(parsed.text),
+            message_id_header=message_id_header,
+            in_reply_to=parsed.in_reply_to,
+            references=parsed.references,
+            raw=raw_blob,
+            body_hash=(await self.blobs.put(parsed.text.encode())).hash,
+            html_hash=(await self.blobs.put(parsed.html.encode())).hash if parsed.html else None,
+            attachments=tuple(attachments),
+            received_at=int(now.timestamp() * 1000),
+            ingest_key=f"{message_id_header}:{same_submission}",
+            sender_thread_id=await self._thread_of(account.id, thread_refs),
+            thread_refs=thread_refs,
+        )
+        return await self._store_and_queue(account, message, local, remote)
+
+    def check_sender(self, account: Account, mail_from: str) -> None:
+        """Invalid (``sender_not_allowed``) unless ``mail_from`` is the account's own address."""
+        try:
+            address = mailbox_key(normalize_email(mail_from))
+        except AddressError:
+            address = ""
+        if address != account.email:
+            raise Invalid(
+                f"{account.email} may not send as {mail_from!r}", code="sender_not_allowed"
+            )
+
+    async def check_recipient(self, recipient: str) -> Address:
+        """An envelope recipient as an Address: Invalid when it is not an
+        address (``invalid_address``) or names a hosted mailbox that does not
+        exist (``unknown_recipient``). Any other domain is fine: the sender
+        is authenticated."""
+        address = _envelope_address(recipient)
+        await self._split_recipients([address])
+        return address
+
+    def _check_recipient_count(self, recipients: Sequence[Address]) -> None:
+        if not recipients:
+            raise Invalid("at least one recipient is needed", code="no_recipients")
+        if len(recipients) > self.limits.max_recipients:
+            raise Invalid(
+                f"{len(recipients)} recipients; at most {self.limits.max_recipients}",
+                code="too_many_recipients",
+            )
+
+    def _check_size(self, size: int) -> None:
+        if size > self.limits.max_message_bytes:
+            raise TooLarge(
+                f"message of about {size} bytes is over the limit of "
+                f"{self.limits.max_message_bytes}",
+                code="message_too_large",
+            )
+
+    async def _count_message(self, account: Account) -> None:
+        """One more message sent; RateLimited past the per-account limits."""
+        await self.limiter.hit(
+            f"send:m:{account.id}", self.limits.send_per_minute, 60, "messages sent"
+        )
+        await self.limiter.hit(
+            f"send:d:{account.id}", self.limits.send_per_day, 86400, "messages sent"
+        )
+
+    async def _thread_of(self, account_id: int, refs: Sequence[str]) -> int | None:
+        """The thread of the first message in ``refs`` the account holds."""
+        for ref in refs:
+            found = await self.store.find_by_message_id_header(account_id, ref)
+            if found is not None:
+                return found.thread_id
+        return None
+
+    async def _store_and_queue(
+        self,
+        account: Account,
+        message: _Outgoing,
+        local: dict[Address, int],
+        remote: list[Address],
+    ) -> Sent:
+        """The last steps of every send: the Sent copy and the hosted
+        recipients' Inbox copies in one store call, then one ``outgoing`` item
+        per remote domain. Repeating a call with the same ingest key stores
+        and queues nothing new (the copies and the queue items dedupe)."""
 
         def copy(
             account_id: int,
@@ -175,26 +358,23 @@ class SendService:
                 id=message_id,
                 folder_id=folder_id,
                 thread_id=thread_id or message_id,
-                received_at=received_at,
-                ingest_key=f"{'sent' if is_sender else 'local'}:{message_id_header}",
-                sender=sender,
-                to=tuple(draft.to),
-                cc=tuple(draft.cc),
-                bcc=tuple(draft.bcc) if is_sender else (),
-                subject=subject,
-                snippet=snippet(text),
-                message_id_header=message_id_header,
-                in_reply_to=in_reply_to,
-                references=tuple(references),
-                raw_hash=raw_blob.hash,
-                raw_size=raw_blob.size,
-                body_hash=body_blob.hash,
-                html_hash=html_blob.hash if html_blob else None,
+                received_at=message.received_at,
+                ingest_key=f"{'sent' if is_sender else 'local'}:{message.ingest_key}",
+                sender=message.sender,
+                to=message.to,
+                cc=message.cc,
+                bcc=message.bcc if is_sender else (),
+                subject=message.subject,
+                snippet=message.snippet,
+                message_id_header=message.message_id_header,
+                in_reply_to=message.in_reply_to,
+                references=message.references,
+                raw_hash=message.raw.hash,
+                raw_size=message.raw.size,
+                body_hash=message.body_hash,
+                html_hash=message.html_hash,
                 is_read=is_sender,
-                attachments=tuple(
-                    Attachment(new_id(), u.filename, u.content_type, u.size, u.blob_hash)
-                    for u in uploads
-                ),
+                attachments=tuple(replace(a, id=new_id()) for a in message.attachments),
                 delivery=delivery,
             )
 
@@ -204,24 +384,17 @@ class SendService:
             + [Delivery(a.email, "queued") for a in remote]
         )
         sent_copy = copy(
-            account.id,
-            sent_folder.id,
-            parent.summary.thread_id if parent else None,
-            is_sender=True,
-            delivery=delivery,
+            account.id, sent_folder.id, message.sender_thread_id, is_sender=True, delivery=delivery
         )
         inbox_copies = []
         for recipient_id in dict.fromkeys(local.values()):
             inbox = await self.store.folder_by_role(recipient_id, "inbox")
-            thread = (
-                await self.store.find_by_message_id_header(recipient_id, in_reply_to)
-                if in_reply_to
-                else None
-            )
-            inbox_copies.append(
-                copy(recipient_id, inbox.id, thread.thread_id if thread else None, is_sender=False)
-            )
-        await deliver_locally(self.store, self.events, [sent_copy, *inbox_copies])
+            thread_id = await self._thread_of(recipient_id, message.thread_refs)
+            inbox_copies.append(copy(recipient_id, inbox.id, thread_id, is_sender=False))
+        stored_ids = await deliver_locally(self.store, self.events, [sent_copy, *inbox_copies])
+        # A repeated ingest key returns the Sent copy stored the first time:
+        # its id keeps the queue's dedupe keys the same.
+        sent_id = stored_ids[0]
 
         by_domain: dict[str, list[str]] = {}
         for address in remote:
@@ -231,15 +404,15 @@ class SendService:
                 OUTGOING,
                 {
                     "account_id": account.id,
-                    "message_id": sent_copy.id,
-                    "raw_hash": raw_blob.hash,
+                    "message_id": sent_id,
+                    "raw_hash": message.raw.hash,
                     "mail_from": account.email,
                     "domain": domain,
                     "recipients": emails,
                 },
-                dedupe_key=f"{sent_copy.id}:{domain}",
+                dedupe_key=f"{sent_id}:{domain}",
             )
-        return Sent(sent_copy.id, "queued")
+        return Sent(sent_id, "queued")
 
     async def _owned_upload(self, account: Account, ref: str) -> Upload:
         upload_id = parse_id(ref)
@@ -288,6 +461,13 @@ def _unique(addresses: list[Address]) -> list[Address]:
             seen.add(key)
             out.append(address)
     return out
+
+
+def _envelope_address(text: str) -> Address:
+    try:
+        return Address(normalize_email(text))
+    except AddressError as exc:
+        raise Invalid(str(exc), code="invalid_address") from None
 
 
 def _clean_filename(name: str) -> str:
