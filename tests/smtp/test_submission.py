@@ -307,6 +307,19 @@ async def test_wrong_password_unknown_user_and_disabled_account_get_535(
     await asyncio.to_thread(session)
 
 
+async def test_account_disabled_during_a_session_cannot_send(
+    service: Service, alice: User, bob: User
+) -> None:
+    client = await asyncio.to_thread(logged_in, service, alice.email)
+    try:
+        await service.runtime.accounts.set_disabled(alice.email, True)
+        code, text = await asyncio.to_thread(client.mail, alice.email)
+        assert (code, text[:5]) == (550, b"5.7.1"), text
+    finally:
+        await asyncio.to_thread(client.close)
+    assert await bob.messages("inbox") == []
+
+
 async def test_auth_before_starttls_is_refused(service: Service, alice: User) -> None:
     def session() -> None:
         with connect(service, tls=False) as client:

@@ -11,7 +11,7 @@ Policy answers (RFC 5321 section 4.2, RFC 3463 enhanced codes):
   one address: 454 4.7.0 until the window ends, whatever the password;
 - MAIL, RCPT or DATA before AUTH: 530 5.7.0;
 - MAIL FROM other than the user's address, or a From/Sender field naming
-  someone else: 550 5.7.1;
+  someone else: 550 5.7.1; so is MAIL once the account has been disabled;
 - RCPT to an unknown mailbox on a domain we host: 550 5.1.1; any other
   domain is relayed (the client is authenticated); too many: 452 4.5.3;
 - over the size limit: 552 5.3.4; too many messages: 451 4.7.1;
@@ -224,7 +224,7 @@ class SubmissionHandler:
             except NotFound:
                 current = None
             if current is None or current.disabled:
-                return "535 5.7.8 This account cannot send"
+                return "550 5.7.1 This account is disabled"
             session.auth_data = current
             self.sending.check_sender(current, address)
         except MailfleetError as exc:
