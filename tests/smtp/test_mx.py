@@ -5,20 +5,25 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import shutil
+import signal
 import smtplib
 import sqlite3
 import ssl
 import subprocess
+import time
 from email import policy
 from email.message import EmailMessage
 from pathlib import Path
 
 import aiosmtplib
+import httpx
 import pytest
 
-from tests.conftest import Service, StartService, User
+from tests.conftest import PASSWORD, Service, StartService, User
+from tests.test_restart import MAILFLEET, free_port, run_cli
 
 PDF = b"%PDF-1.7\n" + os.urandom(40_000) + b"\n%%EOF\n"
 PNG = b"\x89PNG\r\n\x1a\n" + os.urandom(2_000)
@@ -444,3 +449,84 @@ async def test_swaks_session(service: Service, bob: User) -> None:
     assert "250 2.0.0 OK queued as" in result.stdout
     (message,) = await bob.wait_for("inbox", 1)
     assert message["subject"] == "from swaks"
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[1]) == pid:
+                    found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc")
+def test_serve_runs_worker_in_in_its_own_process_and_restarts_it(tmp_path: Path) -> None:
+    """``mailfleet serve`` with every role: worker-in is a child process; killed,
+    it is started again and delivers what came meanwhile; it ends with serve."""
+    data_dir = tmp_path / "data"
+    assert run_cli(data_dir, "domain", "add", "example.com").returncode == 0
+    added = run_cli(data_dir, "user", "add", "bob@example.com", "--password-stdin", stdin=PASSWORD)
+    assert added.returncode == 0, added.stderr
+    http, smtp_port = free_port(), free_port()
+    log = tmp_path / "serve.log"
+    command = [
+        *MAILFLEET,
+        "serve",
+        "--roles",
+        "api,smtp-in,worker-in",
+        "--data-dir",
+        str(data_dir),
+        "--http",
+        f"127.0.0.1:{http}",
+        "--smtp",
+        f"127.0.0.1:{smtp_port}",
+        "--submission",
+        f"127.0.0.1:{free_port()}",
+    ]
+    with open(log, "ab") as output:
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{http}", timeout=10) as client:
+            deadline = time.monotonic() + 30
+            while True:
+                assert process.poll() is None, log.read_text()
+                with contextlib.suppress(httpx.HTTPError):
+                    if client.get("/readyz").status_code == 200:
+                        break
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+            token = client.post(
+                "/v1/sessions", json={"email": "bob@example.com", "password": PASSWORD}
+            ).json()["token"]
+            client.headers["Authorization"] = f"Bearer {token}"
+
+            def inbox_total() -> int:
+                folders = client.get("/v1/folders").json()
+                return int(next(f["total"] for f in folders if f["role"] == "inbox"))
+
+            def send_and_wait(subject: str, expected: int) -> None:
+                with smtplib.SMTP("127.0.0.1", smtp_port, timeout=10) as mx:
+                    mx.sendmail(
+                        "a@outside.example",
+                        ["bob@example.com"],
+                        f"Subject: {subject}\r\n\r\nx\r\n".encode(),
+                    )
+                deadline = time.monotonic() + 20
+                while inbox_total() < expected:
+                    assert time.monotonic() < deadline, log.read_text()
+                    time.sleep(0.05)
+
+            (worker,) = _children(process.pid)
+            send_and_wait("first", 1)
+            os.kill(worker, signal.SIGKILL)
+            send_and_wait("while the worker was down", 2)
+            (restarted,) = _children(process.pid)
+            assert restarted != worker
+    finally:
+        process.terminate()
+        assert process.wait(timeout=20) == 0
+    assert _children(process.pid) == []
+    assert not Path(f"/proc/{restarted}").exists()

@@ -67,12 +67,18 @@ async def _create_demo(server: Server) -> list[tuple[str, str]]:
 
 
 async def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    from mailfleet.delivery.incoming_process import WorkerInProcess
     from mailfleet.server import ROLES, Server  # the HTTP stack loads only for serve
 
     roles = [r.strip() for r in args.roles.split(",") if r.strip()] or list(ROLES)
-    server = await Server.open(settings, roles)
+    # Beside other roles, worker-in runs in a child process: a core of its own
+    # instead of a share of the MX's event loop (delivery/incoming_process.py).
+    worker_in = WorkerInProcess(settings) if "worker-in" in roles and len(roles) > 1 else None
+    server = await Server.open(settings, [r for r in roles if r != "worker-in" or not worker_in])
     try:
         demo = await _create_demo(server) if args.demo else []
+        if worker_in is not None:
+            await worker_in.start()
         await server.start()
         print(f"mailfleet: {', '.join(roles)} (data in {settings.data_dir})")
         if server.smtp_socket is not None:
@@ -97,6 +103,9 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
         await stop.wait()
         print("mailfleet: stopping")
     finally:
+        if worker_in is not None:
+            with contextlib.suppress(Exception):
+                await worker_in.stop()
         with contextlib.suppress(Exception):
             await server.stop()
     return 0

@@ -10,7 +10,6 @@ reason and its queue of origin, from where ``replay`` puts it back.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import secrets
 import sqlite3
@@ -25,6 +24,7 @@ from mailfleet.storage.interfaces import QueueItem, QueueStats
 from mailfleet.storage.sql.transaction import Transaction
 
 ERROR_QUEUE = "error"
+WATCH_INTERVAL = 0.005  # seconds between looks at the change counter while waiting
 
 _metadata = sa.MetaData()
 items = sa.Table(
@@ -65,16 +65,33 @@ class SqliteQueue:
         self._writer = SqliteWriter(path)
         self.schema_engine, self.reader = create_sqlite_engines(path, readers=2)
         self._signals: dict[str, asyncio.Event] = {}
+        self._path = path
+        self._watch: sqlite3.Connection | None = None
 
     async def open(self) -> None:
         async with Transaction(self.schema_engine, write=True) as conn:
             await conn.run_sync(_metadata.create_all)
         await self.schema_engine.dispose()
         self._writer.start()
+        # Puts from other processes (an MX beside a worker-in process) wake
+        # ``wait`` through the database's change counter.
+        self._watch = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
 
     async def close(self) -> None:
         await self._writer.stop()
         await self.reader.dispose()
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
+
+    def _data_version(self) -> int:
+        """Changes whenever another connection (any process) commits."""
+        if self._watch is None:
+            return 0
+        try:
+            return int(self._watch.execute("PRAGMA data_version").fetchone()[0])
+        except sqlite3.Error:
+            return 0
 
     async def ping(self) -> None:
         async with Transaction(self.reader, write=False) as conn:
@@ -221,7 +238,17 @@ class SqliteQueue:
         return QueueStats(depth=int(depth), oldest_age_seconds=max(0.0, age))
 
     async def wait(self, queue: str, timeout: float) -> None:
+        """Returns on a put in this process at once, on a commit by another
+        process within ``WATCH_INTERVAL``, else after ``timeout``."""
         signal = self._signal(queue)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(signal.wait(), timeout)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        version = self._data_version()
+        while (left := deadline - loop.time()) > 0:
+            try:
+                await asyncio.wait_for(signal.wait(), min(left, WATCH_INTERVAL))
+                break
+            except TimeoutError:
+                if self._data_version() != version:
+                    break
         signal.clear()
