@@ -147,19 +147,15 @@ async def _remove(args: argparse.Namespace, settings: Settings) -> int:
 async def _cancel_delivery(store: MetadataStore, item: QueueItem) -> None:
     """The sender's Sent copy says which recipients will never get it."""
     account_id, message_id = int(item.payload["account_id"]), int(item.payload["message_id"])
-    sent = await store.get_message(account_id, message_id)
-    if sent is None:
-        return
-    for delivery in sent.delivery:
-        if delivery.email in item.payload["recipients"] and delivery.status in (
-            "queued",
-            "deferred",
-        ):
-            await store.set_delivery(
-                account_id,
-                message_id,
-                Delivery(delivery.email, "bounced", "cancelled by an administrator"),
-            )
+    await store.set_deliveries(
+        account_id,
+        message_id,
+        [
+            Delivery(d.email, "bounced", "cancelled by an administrator")
+            for d in await store.get_deliveries(account_id, message_id)
+            if d.email in item.payload["recipients"] and d.status in ("queued", "deferred")
+        ],
+    )
 
 
 async def _purge(args: argparse.Namespace, settings: Settings) -> int:

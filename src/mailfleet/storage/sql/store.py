@@ -497,21 +497,38 @@ class SqlMetadataStore:
             await _bump(conn, account_id, row.folder_id, -1, -int(not row.is_read))
             return True
 
-    async def set_delivery(self, account_id: int, message_id: int, delivery: Delivery) -> None:
-        async with self._write() as conn:
-            await conn.execute(
-                deliveries.update()
-                .where(
+    async def set_deliveries(
+        self, account_id: int, message_id: int, updates: Sequence[Delivery]
+    ) -> None:
+        async def step(conn: AsyncConnection) -> None:
+            for delivery in updates:
+                await conn.execute(
+                    deliveries.update()
+                    .where(
+                        deliveries.c.account_id == account_id,
+                        deliveries.c.message_id == message_id,
+                        deliveries.c.email == delivery.email,
+                    )
+                    .values(
+                        status=delivery.status,
+                        detail=delivery.detail,
+                        next_attempt_at=delivery.next_attempt_at,
+                    )
+                )
+
+        # worker-out records each delivery as it happens: concurrent
+        # deliveries share one commit.
+        await self._group.run(step)
+
+    async def get_deliveries(self, account_id: int, message_id: int) -> list[Delivery]:
+        async with self._read() as conn:
+            rows = await conn.execute(
+                deliveries.select().where(
                     deliveries.c.account_id == account_id,
                     deliveries.c.message_id == message_id,
-                    deliveries.c.email == delivery.email,
-                )
-                .values(
-                    status=delivery.status,
-                    detail=delivery.detail,
-                    next_attempt_at=delivery.next_attempt_at,
                 )
             )
+        return [Delivery(r.email, r.status, r.detail, r.next_attempt_at) for r in rows]
 
     # -- uploads ----------------------------------------------------------------
 
