@@ -86,6 +86,10 @@ class SmtpSettings(_Section):
     connections_per_minute_per_ip: int = Field(600, gt=0, description="421 beyond")
     messages_per_minute_per_ip: int = Field(600, gt=0, description="451 beyond")
     timeout_seconds: float = Field(300, gt=0, description="idle time before we hang up")
+    failed_logins_per_ip: int = Field(
+        10, gt=0, description="submission AUTH failures per window before 454 (brute force)"
+    )
+    failed_login_window_seconds: float = Field(15 * 60, gt=0)
     insecure_auth_on_loopback: bool = Field(
         False,
         description="let submission clients on 127.0.0.1/::1 AUTH without STARTTLS (tests only)",

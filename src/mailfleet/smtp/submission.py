@@ -51,8 +51,6 @@ logging.getLogger("mail.log").addFilter(_WithoutLoginDataWarning())
 
 # Failed logins one client address may make before AUTH is refused for the
 # rest of the window: enough for a user mistyping, far too few to guess.
-FAILED_LOGINS_PER_IP = 10
-FAILED_LOGIN_WINDOW_SECONDS = 15 * 60
 
 # A service error's code -> the reply it becomes; the one place that decides.
 _REPLIES = {
@@ -125,17 +123,14 @@ class SubmissionHandler:
         accounts: AccountService,
         limiter: RateLimiter,
         settings: Settings,
-        *,
-        failed_logins_per_ip: int = FAILED_LOGINS_PER_IP,
-        failed_login_window_seconds: float = FAILED_LOGIN_WINDOW_SECONDS,
     ) -> None:
         self.sending = sending
         self.accounts = accounts
         self.limiter = limiter
         self.max_recipients = settings.limits.max_recipients
         self.messages_per_minute = settings.smtp.messages_per_minute_per_ip
-        self.failed_logins_per_ip = failed_logins_per_ip
-        self.failed_login_window_seconds = failed_login_window_seconds
+        self.failed_logins_per_ip = settings.smtp.failed_logins_per_ip
+        self.failed_login_window_seconds = settings.smtp.failed_login_window_seconds
 
     async def handle_EHLO(
         self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
