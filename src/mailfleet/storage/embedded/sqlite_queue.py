@@ -249,6 +249,23 @@ class SqliteQueue:
                 await asyncio.wait_for(signal.wait(), min(left, WATCH_INTERVAL))
                 break
             except TimeoutError:
-                if self._data_version() != version:
-                    break
+                now = self._data_version()
+                if now != version:
+                    version = now
+                    if self._ready(queue):
+                        break
         signal.clear()
+
+    def _ready(self, queue: str) -> bool:
+        """Whether ``queue`` has an item to lease now (a read: it never waits
+        for the writer, and other queues' traffic does not wake this one)."""
+        if self._watch is None:
+            return True
+        try:
+            row = self._watch.execute(
+                "SELECT 1 FROM queue_items WHERE queue = ? AND not_before <= ? LIMIT 1",
+                (queue, now_ms()),
+            ).fetchone()
+        except sqlite3.Error:
+            return True
+        return row is not None
