@@ -14,6 +14,7 @@ from mailfleet.delivery.send import SendService
 from mailfleet.delivery.transport import SmtpTransport
 from mailfleet.mailbox.service import MailboxService
 from mailfleet.ratelimit import RateLimiter
+from mailfleet.search.service import SearchService
 from mailfleet.storage.factory import Stores, create_stores
 
 
@@ -26,6 +27,7 @@ class Runtime:
     sending: SendService
     incoming: IncomingService
     outgoing: OutgoingService
+    search: SearchService
     limiter: RateLimiter
 
     @classmethod
@@ -73,6 +75,7 @@ class Runtime:
                 settings.delivery,
                 smtp.hostname,
             ),
+            search=SearchService(stores.metadata, stores.search, stores.blobs),
             limiter=limiter,
         )
         for seed in settings.domains:

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mailfleet import __version__
-from mailfleet.api import accounts, folders, health, messages
+from mailfleet.api import accounts, folders, health, messages, search
 from mailfleet.errors import MailfleetError, RateLimited
 from mailfleet.runtime import Runtime
 from mailfleet.storage.errors import BackendUnavailable
@@ -92,4 +92,5 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(accounts.router)
     app.include_router(folders.router)
     app.include_router(messages.router)
+    app.include_router(search.router)
     return app

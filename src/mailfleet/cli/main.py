@@ -11,7 +11,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-from mailfleet.cli import domain, queue, serve, user
+from mailfleet.cli import domain, index, queue, serve, user
 from mailfleet.config import ConfigError, Settings, load_settings
 from mailfleet.errors import MailfleetError
 from mailfleet.storage.errors import StorageError
@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mailfleet", description="mailfleet email service")
     _common(parser)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (serve, domain, user, queue):
+    for module in (serve, domain, user, queue, index):
         module.register(commands, _common)
     return parser
 

@@ -227,6 +227,7 @@ class IncomingService:
             bcc=(),
             subject=parsed.subject,
             snippet=snippet(parsed.text),
+            body_text=parsed.text,
             message_id_header=parsed.message_id or f"<{queue_id}@{self.hostname}>",
             in_reply_to=parsed.in_reply_to,
             references=parsed.references,

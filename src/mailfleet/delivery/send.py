@@ -80,6 +80,7 @@ class _Outgoing:
     bcc: tuple[Address, ...]  # on the sender's copy only
     subject: str
     snippet: str
+    body_text: str  # for the search index
     message_id_header: str
     in_reply_to: str | None
     references: tuple[str, ...]
@@ -178,6 +179,7 @@ class SendService:
             bcc=tuple(draft.bcc),
             subject=subject,
             snippet=snippet(text),
+            body_text=text,
             message_id_header=message_id_header,
             in_reply_to=in_reply_to,
             references=tuple(references),
@@ -264,6 +266,7 @@ class SendService:
             bcc=bcc,
             subject=parsed.subject,
             snippet=snippet(parsed.text),
+            body_text=parsed.text,
             message_id_header=message_id_header,
             in_reply_to=parsed.in_reply_to,
             references=parsed.references,
@@ -376,6 +379,7 @@ class SendService:
                 is_read=is_sender,
                 attachments=tuple(replace(a, id=new_id()) for a in message.attachments),
                 delivery=delivery,
+                body_text=message.body_text,
             )
 
         sent_folder = await self.store.folder_by_role(account.id, "sent")

@@ -9,12 +9,22 @@ from mailfleet.storage.embedded.files import FileBlobStore, file_url_path
 from mailfleet.storage.embedded.memory import MemoryCache, MemoryEventBus
 from mailfleet.storage.embedded.sqlite import sqlite_metadata_store
 from mailfleet.storage.embedded.sqlite_queue import SqliteQueue
-from mailfleet.storage.interfaces import BlobStore, Cache, EventBus, MetadataStore, Queue
+from mailfleet.storage.interfaces import (
+    BlobStore,
+    Cache,
+    EventBus,
+    MetadataStore,
+    Queue,
+    SearchIndex,
+)
 
 
 @dataclass
 class Stores:
     metadata: MetadataStore
+    # On SQLite the index lives in the metadata database (it is written in the
+    # same transaction as the messages): the same object, opened once.
+    search: SearchIndex
     blobs: BlobStore
     queue: Queue
     cache: Cache
@@ -34,8 +44,10 @@ class Stores:
 def create_stores(settings: Settings) -> Stores:
     """Builds (does not open) the stores the settings name. ``load_settings``
     has already refused schemes with no implementation."""
+    metadata = sqlite_metadata_store(settings.storage_url("metadata_url"))
     return Stores(
-        metadata=sqlite_metadata_store(settings.storage_url("metadata_url")),
+        metadata=metadata,
+        search=metadata,
         blobs=FileBlobStore(file_url_path(settings.storage_url("blob_url"))),
         queue=SqliteQueue(settings.storage_url("queue_url")),
         cache=MemoryCache(),

@@ -15,9 +15,12 @@ Redis) with no change here. Rules that make that possible:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from mailfleet.search.query import Node as SearchNode
 
 # -- records ------------------------------------------------------------------
 
@@ -193,6 +196,23 @@ class NewMessage:
     spam_score: float | None = None
     attachments: tuple[Attachment, ...] = ()
     delivery: tuple[Delivery, ...] = ()
+    # The text the reader sees, for the search index (the body itself is a blob).
+    body_text: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SearchDocument:
+    """One message as the search index holds it: each field already cut into
+    ``mailfleet.search.tokens``, joined by spaces."""
+
+    account_id: int
+    message_id: int
+    owner: str
+    subject: str
+    sender: str
+    recipients: str
+    body: str
+    attachments: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -369,6 +389,38 @@ class Queue(Protocol):
     async def stats(self, queue: str) -> QueueStats: ...
     async def wait(self, queue: str, timeout: float) -> None:
         """Returns when an item may be ready on ``queue``, or after ``timeout``."""
+        ...
+
+
+class SearchIndex(Protocol):
+    """Full-text search over one account's mail, newest first.
+
+    The store keeps it up to date by itself: ``MetadataStore.store_messages``
+    indexes new messages in the same transaction as their rows, and a search
+    reads folders, flags and deletions from the messages themselves, so moving,
+    flagging or deleting a message needs no index write.
+    """
+
+    async def search(
+        self,
+        account_id: int,
+        query: SearchNode,
+        *,
+        folders: Mapping[str, frozenset[int]],
+        limit: int,
+        before_id: int | None,
+    ) -> list[MessageSummary]:
+        """Messages matching ``query`` (``folders`` resolves each ``in:``
+        value to folder ids), ids below ``before_id``, newest first."""
+        ...
+
+    async def index_documents(self, documents: Sequence[SearchDocument]) -> int:
+        """Indexes the documents of messages not indexed yet (rebuild);
+        returns how many were added."""
+        ...
+
+    async def clear_search_index(self) -> None:
+        """Empties the index of every account (before a full rebuild)."""
         ...
 
 

@@ -11,19 +11,24 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 
+if TYPE_CHECKING:
+    from mailfleet.search.query import Node as SearchNode
+
+from mailfleet.search.document import document_for, owner_token
+from mailfleet.storage.embedded.sqlite_search import insert_documents, search_statement
 from mailfleet.storage.embedded.sqlite_writer import SqliteWriter
-from mailfleet.storage.interfaces import NewMessage
+from mailfleet.storage.interfaces import MessageSummary, NewMessage, SearchDocument
 from mailfleet.storage.sql.schema import deliveries, folders, message_attachments, messages
-from mailfleet.storage.sql.store import SqlMetadataStore
+from mailfleet.storage.sql.store import SUMMARY_COLUMNS, SqlMetadataStore, summary_from_row
 
 
 def sqlite_path(url: str) -> Path:
@@ -142,6 +147,8 @@ def store_messages_sync(conn: sqlite3.Connection, new: Sequence[NewMessage]) -> 
     if not fresh:
         return ids
     conn.executemany(_INSERT_MESSAGE, [_message_values(m) for m in fresh])
+    # Searchable in the same transaction: never stored but unfindable.
+    insert_documents(conn, [document_for(m) for m in fresh])
     attachment_rows = [
         tuple(
             {
@@ -217,6 +224,58 @@ class SqliteMetadataStore(SqlMetadataStore):
         batch = list(new)
         return await self._messages_writer.run(lambda conn: store_messages_sync(conn, batch))
 
+    # -- SearchIndex -------------------------------------------------------------
 
-def sqlite_metadata_store(url: str) -> SqlMetadataStore:
+    async def search(
+        self,
+        account_id: int,
+        query: SearchNode,
+        *,
+        folders: Mapping[str, frozenset[int]],
+        limit: int,
+        before_id: int | None,
+    ) -> list[MessageSummary]:
+        statement = search_statement(
+            account_id,
+            query,
+            owner=owner_token(account_id),
+            folders=folders,
+            columns=SUMMARY_COLUMNS,
+            limit=limit,
+            before_id=before_id,
+        )
+        async with self._read() as conn:
+            rows = (await conn.execute(statement)).all()
+        return [summary_from_row(row) for row in rows]
+
+    async def index_documents(self, documents: Sequence[SearchDocument]) -> int:
+        batch = list(documents)
+
+        def add(conn: sqlite3.Connection) -> int:
+            added = 0
+            for start in range(0, len(batch), 500):
+                chunk = batch[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                present = {
+                    row[0]
+                    for row in conn.execute(
+                        f"SELECT rowid FROM search_index WHERE rowid IN ({marks})",
+                        [d.message_id for d in chunk],
+                    )
+                }
+                missing = [d for d in chunk if d.message_id not in present]
+                insert_documents(conn, missing)
+                added += len(missing)
+            return added
+
+        return await self._messages_writer.run(add)
+
+    async def clear_search_index(self) -> None:
+        def clear(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT INTO search_index (search_index) VALUES ('delete-all')")
+
+        await self._messages_writer.run(clear)
+
+
+def sqlite_metadata_store(url: str) -> SqliteMetadataStore:
     return SqliteMetadataStore(sqlite_path(url))

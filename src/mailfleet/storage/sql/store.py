@@ -47,7 +47,7 @@ from mailfleet.storage.sql.schema import (
 )
 from mailfleet.storage.sql.transaction import Transaction
 
-_SUMMARY_COLUMNS = (
+SUMMARY_COLUMNS = (
     messages.c.account_id,
     messages.c.id,
     messages.c.folder_id,
@@ -71,7 +71,7 @@ def _addresses_from_json(text: str) -> tuple[Address, ...]:
     return tuple(Address(email, name) for email, name in json.loads(text))
 
 
-def _summary(row: Any) -> MessageSummary:
+def summary_from_row(row: Any) -> MessageSummary:
     sender = json.loads(row.sender) if row.sender else None
     return MessageSummary(
         account_id=row.account_id,
@@ -354,7 +354,7 @@ class SqlMetadataStore:
         limit: int,
         after: ListCursor | None,
     ) -> list[MessageSummary]:
-        query = sa.select(*_SUMMARY_COLUMNS).where(
+        query = sa.select(*SUMMARY_COLUMNS).where(
             messages.c.account_id == account_id, messages.c.folder_id == folder_id
         )
         if is_read is not None:
@@ -367,7 +367,7 @@ class SqlMetadataStore:
         query = query.order_by(messages.c.received_at.desc(), messages.c.id.desc()).limit(limit)
         async with self._read() as conn:
             rows = await conn.execute(query)
-            return [_summary(r) for r in rows]
+            return [summary_from_row(r) for r in rows]
 
     async def get_message(self, account_id: int, message_id: int) -> Message | None:
         async with self._read() as conn:
@@ -398,7 +398,7 @@ class SqlMetadataStore:
                 .order_by(deliveries.c.email)
             )
             return Message(
-                summary=_summary(row),
+                summary=summary_from_row(row),
                 cc=_addresses_from_json(row.cc_addrs),
                 bcc=_addresses_from_json(row.bcc_addrs),
                 message_id_header=row.message_id_header,
@@ -433,7 +433,7 @@ class SqlMetadataStore:
         async with self._read() as conn:
             row = (
                 await conn.execute(
-                    sa.select(*_SUMMARY_COLUMNS)
+                    sa.select(*SUMMARY_COLUMNS)
                     .where(
                         messages.c.account_id == account_id,
                         messages.c.message_id_header == header,
@@ -441,14 +441,14 @@ class SqlMetadataStore:
                     .limit(1)
                 )
             ).first()
-        return _summary(row) if row else None
+        return summary_from_row(row) if row else None
 
     async def update_message(
         self, account_id: int, message_id: int, patch: MessagePatch
     ) -> MessageSummary | None:
         where = (messages.c.account_id == account_id, messages.c.id == message_id)
         async with self._write() as conn:
-            row = (await conn.execute(sa.select(*_SUMMARY_COLUMNS).where(*where))).first()
+            row = (await conn.execute(sa.select(*SUMMARY_COLUMNS).where(*where))).first()
             if row is None:
                 return None
             values: dict[str, Any] = {}
@@ -462,15 +462,15 @@ class SqlMetadataStore:
             if target != row.folder_id:
                 values["folder_id"] = target
             if not values:
-                return _summary(row)
+                return summary_from_row(row)
             await conn.execute(messages.update().where(*where).values(**values))
             if target != row.folder_id:
                 await _bump(conn, account_id, row.folder_id, -1, -int(was_unread))
                 await _bump(conn, account_id, target, 1, int(now_unread))
             elif was_unread != now_unread:
                 await _bump(conn, account_id, target, 0, int(now_unread) - int(was_unread))
-            row = (await conn.execute(sa.select(*_SUMMARY_COLUMNS).where(*where))).one()
-            return _summary(row)
+            row = (await conn.execute(sa.select(*SUMMARY_COLUMNS).where(*where))).one()
+            return summary_from_row(row)
 
     async def delete_message(self, account_id: int, message_id: int) -> bool:
         where = (messages.c.account_id == account_id, messages.c.id == message_id)
