@@ -247,7 +247,7 @@ class IncomingWorker:
         service: IncomingService,
         queue: Queue,
         *,
-        batch: int = 16,
+        batch: int = 64,
         lease_seconds: float = 120,
         idle_wait: float = 1.0,
     ) -> None:
