@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mailfleet import __version__
-from mailfleet.api import accounts, folders, health, messages, search
+from mailfleet.api import accounts, folders, health, messages, search, threads
 from mailfleet.errors import MailfleetError, RateLimited
 from mailfleet.runtime import Runtime
 from mailfleet.storage.errors import BackendUnavailable
@@ -93,4 +93,5 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(folders.router)
     app.include_router(messages.router)
     app.include_router(search.router)
+    app.include_router(threads.router)
     return app

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response
 
 from mailfleet.api.deps import AccountDep, RuntimeDep
-from mailfleet.api.schemas import FolderCreate, FolderOut, PageOut, folder_out, summary_out
+from mailfleet.api.schemas import (
+    FolderCreate,
+    FolderOut,
+    PageOut,
+    ThreadPageOut,
+    folder_out,
+    summary_out,
+    thread_row_out,
+)
 
 router = APIRouter(prefix="/v1/folders", tags=["folders"])
 
@@ -35,7 +43,7 @@ async def delete_folder(folder_id: str, runtime: RuntimeDep, account: AccountDep
     return Response(status_code=204)
 
 
-@router.get("/{folder_id}/messages", response_model=PageOut)
+@router.get("/{folder_id}/messages", response_model=PageOut | ThreadPageOut)
 async def list_messages(
     folder_id: str,
     runtime: RuntimeDep,
@@ -43,7 +51,16 @@ async def list_messages(
     is_read: bool | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: str | None = None,
-) -> PageOut:
+    group: Literal["thread"] | None = None,
+) -> PageOut | ThreadPageOut:
+    if group == "thread":
+        # One row per thread, with ``thread_count``; the same cursor rules.
+        threads = await runtime.mailbox.list_threads(
+            account.id, folder_id, is_read=is_read, limit=limit, cursor=cursor
+        )
+        return ThreadPageOut(
+            items=[thread_row_out(t) for t in threads.items], next_cursor=threads.next_cursor
+        )
     page = await runtime.mailbox.list_messages(
         account.id, folder_id, is_read=is_read, limit=limit, cursor=cursor
     )

@@ -14,6 +14,7 @@ from mailfleet.storage.interfaces import (
     Delivery,
     Folder,
     MessageSummary,
+    ThreadSummary,
     Upload,
 )
 
@@ -146,6 +147,24 @@ class PageOut(BaseModel):
     next_cursor: str | None
 
 
+class ThreadRowOut(SummaryOut):
+    """A row of ``?group=thread``: the thread's newest message in the folder,
+    and how many messages the thread holds (all folders)."""
+
+    thread_count: int
+
+
+class ThreadPageOut(BaseModel):
+    items: list[ThreadRowOut]
+    next_cursor: str | None
+
+
+class ThreadOut(BaseModel):
+    id: str
+    subject: str
+    messages: list[SummaryOut]
+
+
 class SentOut(BaseModel):
     id: str
     status: str
@@ -197,6 +216,10 @@ def _summary_fields(s: MessageSummary) -> dict[str, Any]:
 
 def summary_out(s: MessageSummary) -> SummaryOut:
     return SummaryOut(**_summary_fields(s))
+
+
+def thread_row_out(t: ThreadSummary) -> ThreadRowOut:
+    return ThreadRowOut(**_summary_fields(t.latest), thread_count=t.count)
 
 
 def attachment_out(a: Attachment | Upload) -> AttachmentOut:

@@ -206,13 +206,9 @@ class IncomingService:
         html_hash: str | None,
     ) -> NewMessage:
         message_id = new_id()
+        # store_messages places the copy in its thread (mailbox/threads.py)
+        # in the transaction that stores it: no lookups here.
         thread_id = message_id
-        for ref in (parsed.in_reply_to, *reversed(parsed.references)):
-            if ref:
-                parent = await self.store.find_by_message_id_header(mailbox.account_id, ref)
-                if parent is not None:
-                    thread_id = parent.thread_id
-                    break
         queue_id = str(payload["queue_id"])
         return NewMessage(
             account_id=mailbox.account_id,

@@ -90,8 +90,6 @@ class _Outgoing:
     attachments: tuple[Attachment, ...]  # ids are given per copy
     received_at: int
     ingest_key: str  # what makes two calls the same message
-    sender_thread_id: int | None  # the thread of the sender's copy, None: a new one
-    thread_refs: tuple[str, ...]  # Message-IDs that place a recipient's copy in a thread
 
 
 class SendService:
@@ -196,8 +194,6 @@ class SendService:
             received_at=int(now.timestamp() * 1000),
             # A fresh Message-ID per call: nothing to repeat.
             ingest_key=message_id_header,
-            sender_thread_id=parent.summary.thread_id if parent else None,
-            thread_refs=(in_reply_to,) if in_reply_to else (),
         )
         return await self._store_and_queue(account, message, local, remote)
 
@@ -252,7 +248,6 @@ class SendService:
             for a in parsed.attachments
         ]
         message_id_header = parsed.message_id or submission.message_id
-        thread_refs = tuple(r for r in (parsed.in_reply_to, *reversed(parsed.references)) if r)
         # The client chose the Message-ID and may reuse it for another message
         # or envelope; only the same bytes to the same recipients are the
         # same submission.
@@ -276,8 +271,6 @@ class SendService:
             attachments=tuple(attachments),
             received_at=int(now.timestamp() * 1000),
             ingest_key=f"{message_id_header}:{same_submission}",
-            sender_thread_id=await self._thread_of(account.id, thread_refs),
-            thread_refs=thread_refs,
         )
         return await self._store_and_queue(account, message, local, remote)
 
@@ -327,14 +320,6 @@ class SendService:
             f"send:d:{account.id}", self.limits.send_per_day, 86400, "messages sent"
         )
 
-    async def _thread_of(self, account_id: int, refs: Sequence[str]) -> int | None:
-        """The thread of the first message in ``refs`` the account holds."""
-        for ref in refs:
-            found = await self.store.find_by_message_id_header(account_id, ref)
-            if found is not None:
-                return found.thread_id
-        return None
-
     async def _store_and_queue(
         self,
         account: Account,
@@ -345,12 +330,13 @@ class SendService:
         """The last steps of every send: the Sent copy and the hosted
         recipients' Inbox copies in one store call, then one ``outgoing`` item
         per remote domain. Repeating a call with the same ingest key stores
-        and queues nothing new (the copies and the queue items dedupe)."""
+        and queues nothing new (the copies and the queue items dedupe). The
+        store places each copy in its account's thread by its In-Reply-To and
+        References (mailbox/threads.py)."""
 
         def copy(
             account_id: int,
             folder_id: int,
-            thread_id: int | None,
             *,
             is_sender: bool,
             delivery: tuple[Delivery, ...] = (),
@@ -360,7 +346,7 @@ class SendService:
                 account_id=account_id,
                 id=message_id,
                 folder_id=folder_id,
-                thread_id=thread_id or message_id,
+                thread_id=message_id,
                 received_at=message.received_at,
                 ingest_key=f"{'sent' if is_sender else 'local'}:{message.ingest_key}",
                 sender=message.sender,
@@ -387,14 +373,11 @@ class SendService:
             [Delivery(a.email, "delivered") for a in local]
             + [Delivery(a.email, "queued") for a in remote]
         )
-        sent_copy = copy(
-            account.id, sent_folder.id, message.sender_thread_id, is_sender=True, delivery=delivery
-        )
+        sent_copy = copy(account.id, sent_folder.id, is_sender=True, delivery=delivery)
         inbox_copies = []
         for recipient_id in dict.fromkeys(local.values()):
             inbox = await self.store.folder_by_role(recipient_id, "inbox")
-            thread_id = await self._thread_of(recipient_id, message.thread_refs)
-            inbox_copies.append(copy(recipient_id, inbox.id, thread_id, is_sender=False))
+            inbox_copies.append(copy(recipient_id, inbox.id, is_sender=False))
         stored_ids = await deliver_locally(self.store, self.events, [sent_copy, *inbox_copies])
         # A repeated ingest key returns the Sent copy stored the first time:
         # its id keeps the queue's dedupe keys the same.

@@ -25,9 +25,13 @@ from mailfleet.storage.interfaces import (
     MessagePatch,
     MessageSummary,
     MetadataStore,
+    ThreadSummary,
 )
 
 MAX_FOLDER_NAME = 200
+# GET /v1/threads/{id} answers the oldest this many; longer threads are rare
+# (mailing lists) and the reader pages through the folder listing instead.
+MAX_THREAD_MESSAGES = 1000
 
 
 def encode_cursor(summary: MessageSummary) -> str:
@@ -48,6 +52,19 @@ def decode_cursor(cursor: str) -> ListCursor:
 class Page:
     items: list[MessageSummary]
     next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadPage:
+    items: list[ThreadSummary]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Thread:
+    id: int
+    subject: str  # the first message's
+    messages: list[MessageSummary]  # oldest first
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +164,38 @@ class MailboxService:
         more = len(rows) > limit
         items = rows[:limit]
         return Page(items, encode_cursor(items[-1]) if more else None)
+
+    # -- threads (assigned on arrival: mailbox/threads.py) -------------------------
+
+    async def list_threads(
+        self,
+        account_id: int,
+        folder_id: str,
+        *,
+        is_read: bool | None,
+        limit: int,
+        cursor: str | None,
+    ) -> ThreadPage:
+        """``?group=thread``: one row per thread with mail in the folder, by
+        its newest message there; the cursor is that message's position."""
+        folder = await self.folder(account_id, folder_id)
+        after = decode_cursor(cursor) if cursor else None
+        rows = await self.store.list_threads(
+            account_id, folder.id, is_read=is_read, limit=limit + 1, after=after
+        )
+        items = rows[:limit]
+        return ThreadPage(items, encode_cursor(items[-1].latest) if len(rows) > limit else None)
+
+    async def thread(self, account_id: int, thread_id: str) -> Thread:
+        tid = parse_id(thread_id)
+        found = (
+            await self.store.thread_messages(account_id, tid, limit=MAX_THREAD_MESSAGES)
+            if tid
+            else []
+        )
+        if not found:
+            raise NotFound("no such thread", code="thread_not_found")
+        return Thread(tid or 0, found[0].subject, found)
 
     async def message(self, account_id: int, message_id: str | int) -> Message:
         mid = parse_id(message_id) if isinstance(message_id, str) else message_id

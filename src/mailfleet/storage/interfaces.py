@@ -174,7 +174,7 @@ class NewMessage:
     account_id: int
     id: int
     folder_id: int
-    thread_id: int
+    thread_id: int  # the store assigns the thread: pass ``id``
     received_at: int
     ingest_key: str
     sender: Address | None
@@ -221,6 +221,16 @@ class ListCursor:
 
     received_at: int
     id: int
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadSummary:
+    """One row of a folder listing grouped by thread: the thread's newest
+    message in that folder, and how many messages the thread holds in all
+    folders."""
+
+    latest: MessageSummary
+    count: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,7 +290,9 @@ class MetadataStore(Protocol):
     # messages
     async def store_messages(self, messages: Sequence[NewMessage]) -> list[int]:
         """Stores every copy atomically per account (ids returned in order;
-        an already stored ingest_key answers the existing id)."""
+        an already stored ingest_key answers the existing id). Each new copy
+        is placed in its thread by ``mailbox/threads.py`` (its ``thread_id``
+        is replaced), merging threads it links, in the same transaction."""
         ...
 
     async def list_messages(
@@ -296,6 +308,28 @@ class MetadataStore(Protocol):
     async def find_by_message_id_header(
         self, account_id: int, header: str
     ) -> MessageSummary | None: ...
+
+    # threads (mailbox/threads.py): ``store_messages`` gives each new message
+    # its ``thread_id`` and merges the threads it links, in its transaction.
+    async def thread_messages(
+        self, account_id: int, thread_id: int, *, limit: int
+    ) -> list[MessageSummary]:
+        """The thread's messages in every folder, oldest first."""
+        ...
+
+    async def list_threads(
+        self,
+        account_id: int,
+        folder_id: int,
+        *,
+        is_read: bool | None,
+        limit: int,
+        after: ListCursor | None,
+    ) -> list[ThreadSummary]:
+        """One row per thread with a message in the folder, by its newest
+        message there (keyset order and cursor as ``list_messages``)."""
+        ...
+
     async def update_message(
         self, account_id: int, message_id: int, patch: MessagePatch
     ) -> MessageSummary | None: ...

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 from mailfleet.search.document import document_for, owner_token
 from mailfleet.storage.embedded.sqlite_search import insert_documents, search_statement
+from mailfleet.storage.embedded.sqlite_threads import assign_threads_sync
 from mailfleet.storage.embedded.sqlite_writer import SqliteWriter
 from mailfleet.storage.interfaces import MessageSummary, NewMessage, SearchDocument
 from mailfleet.storage.sql.schema import deliveries, folders, message_attachments, messages
@@ -146,6 +147,7 @@ def store_messages_sync(conn: sqlite3.Connection, new: Sequence[NewMessage]) -> 
         ids.append(known[key])
     if not fresh:
         return ids
+    fresh = assign_threads_sync(conn, fresh)  # mailbox/threads.py
     conn.executemany(_INSERT_MESSAGE, [_message_values(m) for m in fresh])
     # Searchable in the same transaction: never stored but unfindable.
     insert_documents(conn, [document_for(m) for m in fresh])

@@ -89,6 +89,12 @@ messages = sa.Table(
     sa.Index("ix_messages_folder", "account_id", "folder_id", "received_at", "id"),
     sa.Index("ix_messages_folder_read", "account_id", "folder_id", "is_read", "received_at", "id"),
     sa.Index("ix_messages_msgid", "account_id", "message_id_header"),
+    # A thread's messages in order (GET /v1/threads, merges, counts), and
+    # "has this thread a newer message in this folder" answered from the
+    # index alone (listing grouped by thread: storage/sql/threads.py).
+    sa.Index(
+        "ix_messages_thread", "account_id", "thread_id", "received_at", "id", "folder_id", "is_read"
+    ),
 )
 
 message_attachments = sa.Table(
@@ -127,4 +133,17 @@ uploads = sa.Table(
     sa.Column("size", sa.BigInteger, nullable=False),
     sa.Column("blob_hash", sa.Text, nullable=False),
     sa.Column("created_at", sa.BigInteger, nullable=False),
+)
+
+# Threading (mailbox/threads.py, decision 0006): every Message-ID an account's
+# mail names (``<...>``) and every normalized subject (``subject:...``), mapped
+# to its thread; ``seen_at`` is when the newest message carrying it arrived.
+thread_keys = sa.Table(
+    "thread_keys",
+    metadata,
+    sa.Column("account_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("ref", sa.Text, primary_key=True),
+    sa.Column("thread_id", sa.BigInteger, nullable=False),
+    sa.Column("seen_at", sa.BigInteger, nullable=False),
+    sa.Index("ix_thread_keys_thread", "account_id", "thread_id"),
 )

@@ -30,6 +30,7 @@ from mailfleet.storage.interfaces import (
     MessageSummary,
     NewMessage,
     Session,
+    ThreadSummary,
     Upload,
 )
 from mailfleet.storage.migrations import upgrade_to_head
@@ -45,6 +46,7 @@ from mailfleet.storage.sql.schema import (
     sessions,
     uploads,
 )
+from mailfleet.storage.sql.threads import assign_threads, thread_counts, thread_heads
 from mailfleet.storage.sql.transaction import Transaction
 
 SUMMARY_COLUMNS = (
@@ -530,6 +532,49 @@ class SqlMetadataStore:
             )
         return [Delivery(r.email, r.status, r.detail, r.next_attempt_at) for r in rows]
 
+    # -- threads (mailbox/threads.py; assignment is in store_messages) -----------
+
+    async def thread_messages(
+        self, account_id: int, thread_id: int, *, limit: int
+    ) -> list[MessageSummary]:
+        async with self._read() as conn:
+            rows = await conn.execute(
+                sa.select(*SUMMARY_COLUMNS)
+                .where(messages.c.account_id == account_id, messages.c.thread_id == thread_id)
+                .order_by(messages.c.received_at, messages.c.id)
+                .limit(limit)
+            )
+            return [summary_from_row(r) for r in rows]
+
+    async def list_threads(
+        self,
+        account_id: int,
+        folder_id: int,
+        *,
+        is_read: bool | None,
+        limit: int,
+        after: ListCursor | None,
+    ) -> list[ThreadSummary]:
+        async with self._read() as conn:
+            heads = [
+                summary_from_row(r)
+                for r in await conn.execute(
+                    thread_heads(
+                        account_id,
+                        folder_id,
+                        SUMMARY_COLUMNS,
+                        is_read=is_read,
+                        limit=limit,
+                        after=after,
+                    )
+                )
+            ]
+            counts: dict[int, int] = {}
+            if heads:
+                rows = await conn.execute(thread_counts(account_id, [h.thread_id for h in heads]))
+                counts = {int(r[0]): int(r[1]) for r in rows}
+        return [ThreadSummary(h, counts.get(h.thread_id, 1)) for h in heads]
+
     # -- uploads ----------------------------------------------------------------
 
     async def create_upload(self, upload: Upload) -> None:
@@ -592,6 +637,7 @@ async def _store_messages(conn: AsyncConnection, new: Sequence[NewMessage]) -> l
         ids.append(known[key])
     if not fresh:
         return ids
+    fresh = await assign_threads(conn, fresh)  # mailbox/threads.py
     await conn.execute(messages.insert(), [_message_row(m) for m in fresh])
     attachment_rows = [
         dict(
