@@ -401,3 +401,51 @@ async def test_items_that_cannot_be_delivered_go_to_error_with_the_reason(
     assert "KeyError" in reasons[broken]
     assert {item.origin for item in errors} == {"outgoing"}
     assert (await queue.stats("outgoing")).depth == 0
+
+
+async def test_an_mx_that_greets_with_421_is_skipped_for_the_next(
+    start_service: StartService, dns_server: DnsServer
+) -> None:
+    async def busy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"421 4.3.2 too busy, try another MX\r\n")
+        await writer.drain()
+        writer.close()
+
+    peer = await SmtpPeer("127.0.0.1").start()
+    busy_server = await asyncio.start_server(busy, "127.0.0.3", peer.port)
+    dns_server.mx(REMOTE, f"mx1.{REMOTE}", 5).a(f"mx1.{REMOTE}", "127.0.0.3")
+    dns_server.mx(REMOTE, f"mx2.{REMOTE}", 50).a(f"mx2.{REMOTE}", "127.0.0.1")
+    dns_server.start()
+    service = await start_outbound(start_service, dns=dns_server, remote_port=peer.port)
+    alice = await service.user("alice")
+    sent = await alice.send(to=[{"email": f"carol@{REMOTE}"}], body="the busy one is skipped")
+    await wait_delivery(alice, sent["id"], {f"carol@{REMOTE}": "delivered"})
+    assert len(peer.accepted(f"carol@{REMOTE}")) == 1
+    busy_server.close()
+    await peer.stop()
+
+
+async def test_size_and_smtputf8_the_remote_cannot_take_bounce_at_once(
+    start_service: StartService,
+) -> None:
+    small = await SmtpPeer(size_limit=2000).start()
+    ascii_only = await SmtpPeer(smtputf8=False).start()
+    service = await start_outbound(
+        start_service,
+        routes={REMOTE: f"127.0.0.1:{small.port}", "ascii.test": f"127.0.0.1:{ascii_only.port}"},
+    )
+    alice = await service.user("alice")
+    big = await alice.send(to=[{"email": f"carol@{REMOTE}"}], body="x" * 5000)
+    delivery = await wait_delivery(alice, big["id"], {f"carol@{REMOTE}": "bounced"})
+    assert "at most 2000 bytes" in delivery[f"carol@{REMOTE}"]["detail"]
+    assert small.data_count == 0  # refused before sending a byte of it
+
+    utf8 = await alice.send(to=[{"email": "jürgen@ascii.test"}], body="needs SMTPUTF8")
+    delivery = await wait_delivery(alice, utf8["id"], {"jürgen@ascii.test": "bounced"})
+    assert "SMTPUTF8" in delivery["jürgen@ascii.test"]["detail"]
+    inbox = await alice.wait_for("inbox", 2)
+    raws = [(await alice.client.get(f"/v1/messages/{m['id']}/raw")).content for m in inbox]
+    assert any(b"Status: 5.3.4" in raw for raw in raws)
+    assert any(b"Status: 5.6.7" in raw for raw in raws)
+    await small.stop()
+    await ascii_only.stop()

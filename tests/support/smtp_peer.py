@@ -97,8 +97,12 @@ class SmtpPeer:
         tls_dir: Path | None = None,
         ident: str = "peer ESMTP",
         pipelining: bool = True,
+        smtputf8: bool = True,
+        size_limit: int = 33554432,
     ) -> None:
         self.pipelining = pipelining
+        self.smtputf8 = smtputf8
+        self.size_limit = size_limit
         self.host = host
         self.port = 0
         self.rcpt = rcpt
@@ -150,7 +154,8 @@ class SmtpPeer:
                 hostname="peer.test",
                 ident=self.ident,
                 decode_data=False,
-                enable_SMTPUTF8=True,
+                enable_SMTPUTF8=self.smtputf8,
+                data_size_limit=self.size_limit,
                 tls_context=tls,
                 require_starttls=False,
             )
