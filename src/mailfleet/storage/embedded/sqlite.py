@@ -27,7 +27,7 @@ from mailfleet.search.document import document_for, owner_token
 from mailfleet.storage.embedded.sqlite_search import insert_documents, search_statement
 from mailfleet.storage.embedded.sqlite_threads import assign_threads_sync
 from mailfleet.storage.embedded.sqlite_writer import SqliteWriter
-from mailfleet.storage.interfaces import MessageSummary, NewMessage, SearchDocument
+from mailfleet.storage.interfaces import Delivery, MessageSummary, NewMessage, SearchDocument
 from mailfleet.storage.sql.schema import deliveries, folders, message_attachments, messages
 from mailfleet.storage.sql.store import SUMMARY_COLUMNS, SqlMetadataStore, summary_from_row
 
@@ -225,6 +225,27 @@ class SqliteMetadataStore(SqlMetadataStore):
             return []
         batch = list(new)
         return await self._messages_writer.run(lambda conn: store_messages_sync(conn, batch))
+
+    async def set_deliveries(
+        self, account_id: int, message_id: int, updates: Sequence[Delivery]
+    ) -> None:
+        # worker-out writes one per delivery: through the writer thread,
+        # concurrent deliveries share a commit with no per-row thread hops.
+        rows = [
+            (d.status, d.detail, d.next_attempt_at, account_id, message_id, d.email)
+            for d in updates
+        ]
+        if not rows:
+            return
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                f"UPDATE {deliveries.name} SET status = ?, detail = ?, next_attempt_at = ?"
+                " WHERE account_id = ? AND message_id = ? AND email = ?",
+                rows,
+            )
+
+        await self._messages_writer.run(write)
 
     # -- SearchIndex -------------------------------------------------------------
 
