@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 
@@ -109,6 +110,9 @@ async def _child_main() -> int:
         worker.start()
         sys.stdout.write("ready\n")
         sys.stdout.flush()
+        # The parent reads nothing more from that pipe: anything printed
+        # later goes to stderr, so a full pipe can never block the worker.
+        os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
         await stop.wait()
     finally:
         watch.cancel()
