@@ -116,14 +116,19 @@ class SqliteWriter:
         except Exception as exc:  # nothing of this batch is durable
             failure = _storage_error(exc)
             outcomes = [(loop, future, False, failure) for _, loop, future in batch]
+        # One wake-up per event loop for the whole batch, not one per caller.
+        by_loop: dict[Any, list[tuple[Any, bool, Any]]] = {}
         for loop, future, ok, value in outcomes:
-            loop.call_soon_threadsafe(_settle, future, ok, value)
+            by_loop.setdefault(loop, []).append((future, ok, value))
+        for loop, settled in by_loop.items():
+            loop.call_soon_threadsafe(_settle, settled)
 
 
-def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
-    if future.done():  # the caller was cancelled; the write stands
-        return
-    if ok:
-        future.set_result(value)
-    else:
-        future.set_exception(value)
+def _settle(settled: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    for future, ok, value in settled:
+        if future.done():  # the caller was cancelled; the write stands
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
