@@ -4,7 +4,6 @@ module (serve, domain, user)."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
@@ -14,6 +13,7 @@ from typing import Any
 from mailfleet.cli import domain, index, queue, serve, user
 from mailfleet.config import ConfigError, Settings, load_settings
 from mailfleet.errors import MailfleetError
+from mailfleet.loop import run
 from mailfleet.storage.errors import StorageError
 
 Handler = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
@@ -57,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = settings_from_args(args)
         handler: Handler = args.handler
-        return asyncio.run(handler(args, settings))
+        return run(handler(args, settings))
     except ConfigError as exc:
         print(f"mailfleet: {exc}", file=sys.stderr)
         return 2

@@ -24,6 +24,7 @@ import signal
 import sys
 
 from mailfleet.config import Settings
+from mailfleet.loop import run
 
 log = logging.getLogger("mailfleet.worker_in")
 RESTART_DELAY = 1.0
@@ -123,4 +124,4 @@ async def _child_main() -> int:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING, format="worker-in: %(levelname)s %(message)s")
-    sys.exit(asyncio.run(_child_main()))
+    sys.exit(run(_child_main()))

@@ -24,7 +24,11 @@ from mailfleet.storage.interfaces import QueueItem, QueueStats
 from mailfleet.storage.sql.transaction import Transaction
 
 ERROR_QUEUE = "error"
-WATCH_INTERVAL = 0.005  # seconds between looks at the change counter while waiting
+# Seconds between looks at the change counter while waiting: the shortest
+# while commits keep coming (mail flowing), doubling up to the longest while
+# nothing changes, so an idle server does not wake 200 times a second.
+WATCH_INTERVAL = 0.005
+WATCH_INTERVAL_IDLE = 0.05
 
 _metadata = sa.MetaData()
 items = sa.Table(
@@ -67,6 +71,7 @@ class SqliteQueue:
         self._signals: dict[str, asyncio.Event] = {}
         self._path = path
         self._watch: sqlite3.Connection | None = None
+        self._interval = WATCH_INTERVAL
 
     async def open(self) -> None:
         async with Transaction(self.schema_engine, write=True) as conn:
@@ -239,18 +244,22 @@ class SqliteQueue:
 
     async def wait(self, queue: str, timeout: float) -> None:
         """Returns on a put in this process at once, on a commit by another
-        process within ``WATCH_INTERVAL``, else after ``timeout``."""
+        process within ``WATCH_INTERVAL`` (``WATCH_INTERVAL_IDLE`` after a
+        quiet spell), else after ``timeout``."""
         signal = self._signal(queue)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         version = self._data_version()
         while (left := deadline - loop.time()) > 0:
             try:
-                await asyncio.wait_for(signal.wait(), min(left, WATCH_INTERVAL))
+                await asyncio.wait_for(signal.wait(), min(left, self._interval))
                 break
             except TimeoutError:
                 now = self._data_version()
-                if now != version:
+                if now == version:
+                    self._interval = min(self._interval * 2, WATCH_INTERVAL_IDLE)
+                else:
+                    self._interval = WATCH_INTERVAL
                     version = now
                     if self._ready(queue):
                         break
