@@ -17,14 +17,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
 
-from mailfleet.delivery.local import deliver_locally
+from mailfleet.delivery.local import StoredParts, deliver_locally, store_parts
 from mailfleet.ids import new_id
 from mailfleet.proto.addresses import AddressError, mailbox_key, normalize_email
 from mailfleet.proto.compose import snippet
 from mailfleet.proto.parse import ParsedMessage, parse_message
 from mailfleet.storage.errors import BackendUnavailable, BlobMissing
 from mailfleet.storage.interfaces import (
-    Attachment,
     BlobStore,
     Cache,
     EventBus,
@@ -170,20 +169,7 @@ class IncomingService:
         parsed = parse_message(raw)
         if parsed.defects:
             log.info("mail %s has defects: %s", payload["queue_id"], "; ".join(parsed.defects))
-        attachments = [
-            Attachment(
-                new_id(),
-                a.filename,
-                a.content_type,
-                len(a.data),
-                (await self.blobs.put(a.data)).hash,
-                a.content_id,
-                a.inline,
-            )
-            for a in parsed.attachments
-        ]
-        body_hash = (await self.blobs.put(parsed.text.encode())).hash
-        html_hash = (await self.blobs.put(parsed.html.encode())).hash if parsed.html else None
+        parts = await store_parts(self.blobs, parsed)
         copies = []
         for email in dict.fromkeys(payload["recipients"]):
             mailbox = await self.mailbox(email)
@@ -191,9 +177,7 @@ class IncomingService:
                 # Removed after we said 250; nothing to deliver to.
                 log.warning("mail %s: %s has no mailbox any more", payload["queue_id"], email)
                 continue
-            copies.append(
-                await self._copy(mailbox, payload, parsed, attachments, body_hash, html_hash)
-            )
+            copies.append(await self._copy(mailbox, payload, parsed, parts))
         return copies
 
     async def _copy(
@@ -201,9 +185,7 @@ class IncomingService:
         mailbox: Mailbox,
         payload: dict[str, object],
         parsed: ParsedMessage,
-        attachments: list[Attachment],
-        body_hash: str,
-        html_hash: str | None,
+        parts: StoredParts,
     ) -> NewMessage:
         message_id = new_id()
         # store_messages places the copy in its thread (mailbox/threads.py)
@@ -229,9 +211,9 @@ class IncomingService:
             references=parsed.references,
             raw_hash=str(payload["raw_hash"]),
             raw_size=int(str(payload["raw_size"])),
-            body_hash=body_hash,
-            html_hash=html_hash,
-            attachments=tuple(attachments),
+            body_hash=parts.body_hash,
+            html_hash=parts.html_hash,
+            attachments=parts.attachments,
         )
 
 

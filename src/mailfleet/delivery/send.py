@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from mailfleet.config import LimitSettings
-from mailfleet.delivery.local import deliver_locally
+from mailfleet.delivery.local import deliver_locally, store_parts
 from mailfleet.errors import Invalid, TooLarge
 from mailfleet.ids import new_id, now_ms, parse_id
 from mailfleet.proto.addresses import AddressError, mailbox_key, normalize_email
@@ -235,18 +235,7 @@ class SendService:
             if mailbox_key(a.email) not in listed
         )
         raw_blob = await self.blobs.put(submission.raw)
-        attachments = [
-            Attachment(
-                0,
-                a.filename,
-                a.content_type,
-                len(a.data),
-                (await self.blobs.put(a.data)).hash,
-                a.content_id,
-                a.inline,
-            )
-            for a in parsed.attachments
-        ]
+        parts = await store_parts(self.blobs, parsed)
         message_id_header = parsed.message_id or submission.message_id
         # The client chose the Message-ID and may reuse it for another message
         # or envelope; only the same bytes to the same recipients are the
@@ -266,9 +255,9 @@ class SendService:
             in_reply_to=parsed.in_reply_to,
             references=parsed.references,
             raw=raw_blob,
-            body_hash=(await self.blobs.put(parsed.text.encode())).hash,
-            html_hash=(await self.blobs.put(parsed.html.encode())).hash if parsed.html else None,
-            attachments=tuple(attachments),
+            body_hash=parts.body_hash,
+            html_hash=parts.html_hash,
+            attachments=parts.attachments,
             received_at=int(now.timestamp() * 1000),
             ingest_key=f"{message_id_header}:{same_submission}",
         )
