@@ -140,6 +140,10 @@ class DeliverySettings(_Section):
     time_scale: float = Field(
         1.0, gt=0, description="multiplies every retry delay and the max age (tests)"
     )
+    stale_after_seconds: float = Field(
+        600, gt=0, description="a sent message still queued this long is queued again (sweep)"
+    )
+    sweep_interval_seconds: float = Field(300, gt=0, description="how often worker-out sweeps")
     max_attempts_for_bad_items: int = Field(
         5, gt=0, description="an item that keeps failing in our code goes to error"
     )

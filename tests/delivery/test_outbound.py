@@ -18,7 +18,7 @@ from mailfleet.ids import now_ms
 from mailfleet.proto.dkim import dns_records, generate_key
 from mailfleet.server import ROLES
 from mailfleet.storage.interfaces import DkimKey
-from tests.conftest import Service, StartService, User
+from tests.conftest import PASSWORD, Service, StartService, User
 from tests.support.dns import DnsServer
 from tests.support.dns import dns_server as dns_server
 from tests.support.postfix import PostfixInstance
@@ -449,3 +449,43 @@ async def test_size_and_smtputf8_the_remote_cannot_take_bounce_at_once(
     assert any(b"Status: 5.6.7" in raw for raw in raws)
     await small.stop()
     await ascii_only.stop()
+
+
+async def test_a_send_whose_outgoing_item_was_lost_is_queued_again(
+    start_service: StartService, tmp_path: Path
+) -> None:
+    peer = await SmtpPeer().start()
+    # First without worker-out: the send stores its Sent copy and queues.
+    first = await start_service(
+        {"smtp": {"routes": {REMOTE: f"127.0.0.1:{peer.port}"}}}, data_dir=tmp_path / "data"
+    )
+    alice = await first.user("alice")
+    sent = await alice.send(
+        to=[{"email": f"carol@{REMOTE}"}, {"email": "dave@other.test"}], body="survives"
+    )
+    queue = first.runtime.stores.queue
+    items = await queue.list("outgoing")
+    assert len(items) == 2
+    # A crash between the Sent copy and the queue: the items never existed.
+    for item in items:
+        assert await queue.remove("outgoing", item.id)
+    await first.close()
+
+    service = await start_outbound(
+        start_service,
+        routes={REMOTE: f"127.0.0.1:{peer.port}", "other.test": f"127.0.0.1:{peer.port}"},
+        delivery={"stale_after_seconds": 0.5, "sweep_interval_seconds": 0.2},
+        data_dir=tmp_path / "data",
+    )
+    login = await service.client().post(
+        "/v1/sessions", json={"email": alice.email, "password": PASSWORD}
+    )
+    alice = User(service.client(login.json()["token"]), alice.account, login.json()["token"])
+    await wait_delivery(
+        alice, sent["id"], {f"carol@{REMOTE}": "delivered", "dave@other.test": "delivered"}
+    )
+    await asyncio.sleep(0.6)  # more sweeps: delivered mail is not queued again
+    assert len(peer.accepted(f"carol@{REMOTE}")) == 1
+    assert len(peer.accepted("dave@other.test")) == 1
+    assert (await service.runtime.stores.queue.stats("outgoing")).depth == 0
+    await peer.stop()

@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 
 from mailfleet.config import DeliverySettings
 from mailfleet.delivery.incoming import Envelope, IncomingService
+from mailfleet.delivery.outbox import OUTGOING, queue_outgoing
 from mailfleet.delivery.transport import RecipientOutcome, SmtpTransport
 from mailfleet.ids import now_ms
 from mailfleet.proto.compose import new_message_id
@@ -40,7 +41,6 @@ from mailfleet.storage.interfaces import (
     QueueItem,
 )
 
-OUTGOING = "outgoing"
 KEY_CACHE_SECONDS = 60
 IDLE_POLL_SECONDS = 1.0
 log = logging.getLogger("mailfleet.worker_out")
@@ -172,6 +172,24 @@ class OutgoingService:
             return Retry(delay, "; ".join(dict.fromkeys(u.detail for u in deferred)))
         return None
 
+    async def requeue_stale(self) -> int:
+        """Queues again the sends that a crash left between the Sent copy and
+        their ``outgoing`` items (the recipients' ``queued`` rows are the
+        outbox); items still waiting dedupe, so nothing is queued twice.
+        Returns how many messages were looked at."""
+        received_before = now_ms() - int(self.settings.stale_after_seconds * 1000)
+        stale = await self.store.stale_sends(received_before, limit=1000)
+        for send in stale:
+            await queue_outgoing(
+                self.queue,
+                account_id=send.account_id,
+                message_id=send.message_id,
+                raw_hash=send.raw_hash,
+                mail_from=send.mail_from,
+                recipients=send.recipients,
+            )
+        return len(stale)
+
     async def _filter(self, raw: bytes, mail_from: str, recipients: list[str]) -> str | None:
         for check in self.filters:
             verdict = await check(raw, mail_from, recipients)
@@ -242,14 +260,16 @@ class OutgoingWorker:
         self._running: set[asyncio.Task[None]] = set()
         self._next_due: list[float] = []  # monotonic times of retries we scheduled
         self._task: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
         self._stopping = False
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="worker-out")
+        self._sweeper = asyncio.create_task(self._sweep(), name="worker-out sweep")
 
     async def stop(self) -> None:
         self._stopping = True
-        tasks = [t for t in (self._task, *self._running) if t is not None]
+        tasks = [t for t in (self._task, self._sweeper, *self._running) if t is not None]
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -284,6 +304,14 @@ class OutgoingWorker:
                 task = asyncio.create_task(self.handle(item), name=f"deliver {item.id}")
                 self._running.add(task)
                 task.add_done_callback(self._running.discard)
+
+    async def _sweep(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(self.settings.sweep_interval_seconds)
+            try:
+                await self.service.requeue_stale()
+            except BackendUnavailable as exc:
+                log.warning("sweep for unqueued sends failed: %s", exc)
 
     async def handle(self, item: QueueItem) -> None:
         try:

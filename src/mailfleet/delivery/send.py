@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 
 from mailfleet.config import LimitSettings
 from mailfleet.delivery.local import deliver_locally, store_parts
+from mailfleet.delivery.outbox import queue_outgoing
 from mailfleet.errors import Invalid, TooLarge
 from mailfleet.ids import new_id, now_ms, parse_id
 from mailfleet.proto.addresses import AddressError, mailbox_key, normalize_email
@@ -47,7 +48,6 @@ from mailfleet.storage.interfaces import (
     Upload,
 )
 
-OUTGOING = "outgoing"
 MAX_SUBJECT = 998  # one header line (RFC 5322 section 2.1.1)
 
 
@@ -372,22 +372,14 @@ class SendService:
         # its id keeps the queue's dedupe keys the same.
         sent_id = stored_ids[0]
 
-        by_domain: dict[str, list[str]] = {}
-        for address in remote:
-            by_domain.setdefault(address.email.rpartition("@")[2], []).append(address.email)
-        for domain, emails in sorted(by_domain.items()):
-            await self.queue.put(
-                OUTGOING,
-                {
-                    "account_id": account.id,
-                    "message_id": sent_id,
-                    "raw_hash": message.raw.hash,
-                    "mail_from": account.email,
-                    "domain": domain,
-                    "recipients": emails,
-                },
-                dedupe_key=f"{sent_id}:{domain}",
-            )
+        await queue_outgoing(
+            self.queue,
+            account_id=account.id,
+            message_id=sent_id,
+            raw_hash=message.raw.hash,
+            mail_from=account.email,
+            recipients=[a.email for a in remote],
+        )
         return Sent(sent_id, "queued")
 
     async def _owned_upload(self, account: Account, ref: str) -> Upload:

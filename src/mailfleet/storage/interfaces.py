@@ -122,6 +122,19 @@ class Delivery:
 
 
 @dataclass(frozen=True, slots=True)
+class StaleSend:
+    """A sent message with recipients still ``queued`` long after it was
+    stored: its ``outgoing`` items may never have been written (a crash
+    between the two steps of the send flow)."""
+
+    account_id: int
+    message_id: int
+    raw_hash: str
+    mail_from: str
+    recipients: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class MessageSummary:
     """What a folder listing shows: one row, no blob reads."""
 
@@ -342,6 +355,12 @@ class MetadataStore(Protocol):
 
     async def get_deliveries(self, account_id: int, message_id: int) -> list[Delivery]:
         """Every recipient's standing; empty when the message is gone."""
+        ...
+
+    async def stale_sends(self, received_before: int, limit: int) -> list[StaleSend]:
+        """Sent messages stored before ``received_before`` (ms) that still have
+        recipients ``queued``, across accounts (on a sharded store: across the
+        shards this process serves)."""
         ...
 
     # uploads

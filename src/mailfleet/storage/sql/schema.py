@@ -121,6 +121,8 @@ deliveries = sa.Table(
     sa.Column("status", sa.Text, nullable=False),
     sa.Column("detail", sa.Text, nullable=False),
     sa.Column("next_attempt_at", sa.BigInteger, nullable=True),
+    # worker-out's sweep for sends a crash left unqueued (few rows are "queued").
+    sa.Index("ix_deliveries_status", "status"),
 )
 
 uploads = sa.Table(

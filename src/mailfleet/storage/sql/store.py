@@ -30,6 +30,7 @@ from mailfleet.storage.interfaces import (
     MessageSummary,
     NewMessage,
     Session,
+    StaleSend,
     ThreadSummary,
     Upload,
 )
@@ -521,6 +522,49 @@ class SqlMetadataStore:
         # worker-out records each delivery as it happens: concurrent
         # deliveries share one commit.
         await self._group.run(step)
+
+    async def stale_sends(self, received_before: int, limit: int) -> list[StaleSend]:
+        query = (
+            sa.select(
+                deliveries.c.account_id,
+                deliveries.c.message_id,
+                deliveries.c.email,
+                messages.c.raw_hash,
+                messages.c.sender,
+            )
+            .select_from(
+                deliveries.join(
+                    messages,
+                    sa.and_(
+                        messages.c.account_id == deliveries.c.account_id,
+                        messages.c.id == deliveries.c.message_id,
+                    ),
+                )
+            )
+            .where(deliveries.c.status == "queued", messages.c.received_at < received_before)
+            .order_by(deliveries.c.account_id, deliveries.c.message_id)
+            .limit(limit)
+        )
+        async with self._read() as conn:
+            rows = (await conn.execute(query)).all()
+        if len(rows) == limit and rows[0][:2] != rows[-1][:2]:
+            # The last message may be cut short by the limit: the next sweep
+            # takes it whole.
+            last = rows[-1][:2]
+            rows = [r for r in rows if r[:2] != last]
+        found: dict[tuple[int, int], StaleSend] = {}
+        for r in rows:
+            key = (r.account_id, r.message_id)
+            previous = found.get(key)
+            sender = json.loads(r.sender)[0] if r.sender else ""
+            found[key] = StaleSend(
+                r.account_id,
+                r.message_id,
+                r.raw_hash,
+                sender,
+                (*(previous.recipients if previous else ()), r.email),
+            )
+        return list(found.values())
 
     async def get_deliveries(self, account_id: int, message_id: int) -> list[Delivery]:
         async with self._read() as conn:

@@ -1,0 +1,40 @@
+"""The ``outgoing`` queue's items: one per sent message and destination
+domain, the raw message by reference. Made in one place for the send flow and
+for the sweep that re-queues sends a crash interrupted."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from mailfleet.storage.interfaces import Queue
+
+OUTGOING = "outgoing"
+
+
+async def queue_outgoing(
+    queue: Queue,
+    *,
+    account_id: int,
+    message_id: int,
+    raw_hash: str,
+    mail_from: str,
+    recipients: Iterable[str],
+) -> None:
+    """Queues ``recipients`` by domain. Idempotent while an item waits: its
+    dedupe key is the message and the domain."""
+    by_domain: dict[str, list[str]] = {}
+    for email in recipients:
+        by_domain.setdefault(email.rpartition("@")[2], []).append(email)
+    for domain, emails in sorted(by_domain.items()):
+        await queue.put(
+            OUTGOING,
+            {
+                "account_id": account_id,
+                "message_id": message_id,
+                "raw_hash": raw_hash,
+                "mail_from": mail_from,
+                "domain": domain,
+                "recipients": emails,
+            },
+            dedupe_key=f"{message_id}:{domain}",
+        )
