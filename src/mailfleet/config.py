@@ -116,6 +116,11 @@ class DeliverySettings(_Section):
     remote_port: int = Field(
         25, gt=0, le=65535, description="port of the MX hosts DNS names (tests change it)"
     )
+    allow_private_destinations: bool = Field(
+        False,
+        description="deliver to MX hosts DNS resolves to loopback or private addresses "
+        "(tests; [smtp.routes] are always allowed)",
+    )
     connections_per_destination: int = Field(
         5, gt=0, description="concurrent connections to one destination domain"
     )

@@ -19,6 +19,7 @@ from mailfleet.delivery.mx import (
     NoDestination,
     NullMx,
     TemporaryDnsFailure,
+    is_public_address,
     parse_route,
 )
 from tests.support import dns as dns_support
@@ -159,9 +160,13 @@ async def test_static_routes_use_no_dns(silent_port: tuple[socket.socket, int]) 
         timeout=0.2,
         routes={"Routed.Test": "127.0.0.1:2526", "bücher.test": "[::1]:2527", "v6.test": "::1"},
     )
-    assert await resolver.resolve("routed.test.") == [Destination("127.0.0.1", 2526, 0)]
-    assert await resolver.resolve("xn--bcher-kva.test") == [Destination("::1", 2527, 0)]
-    assert await resolver.resolve("v6.test") == [Destination("::1", 25, 0)]
+    assert await resolver.resolve("routed.test.") == [
+        Destination("127.0.0.1", 2526, 0, routed=True)
+    ]
+    assert await resolver.resolve("xn--bcher-kva.test") == [
+        Destination("::1", 2527, 0, routed=True)
+    ]
+    assert await resolver.resolve("v6.test") == [Destination("::1", 25, 0, routed=True)]
     assert await resolver.addresses("127.0.0.1") == ["127.0.0.1"]
     assert await resolver.addresses("[::1]") == ["::1"]
     assert await resolver.addresses("localhost") == ["127.0.0.1", "::1"]
@@ -178,8 +183,10 @@ async def test_wildcard_route(nameserver: DnsServer) -> None:
         routes={"two.test": "mx.local:2600", "*": "smarthost.local"},
         default_port=2525,
     )
-    assert await resolver.resolve("two.test") == [Destination("mx.local", 2600, 0)]
-    assert await resolver.resolve("anything.example") == [Destination("smarthost.local", 2525, 0)]
+    assert await resolver.resolve("two.test") == [Destination("mx.local", 2600, 0, routed=True)]
+    assert await resolver.resolve("anything.example") == [
+        Destination("smarthost.local", 2525, 0, routed=True)
+    ]
 
 
 async def test_addresses(resolver: MxResolver) -> None:
@@ -200,7 +207,7 @@ async def test_system_configuration_when_no_nameservers() -> None:
     # Constructing without nameservers reads the system configuration; the
     # static route answers without any query.
     resolver = MxResolver(routes={"*": "127.0.0.1:2525"})
-    assert await resolver.resolve("example.com") == [Destination("127.0.0.1", 2525, 0)]
+    assert await resolver.resolve("example.com") == [Destination("127.0.0.1", 2525, 0, routed=True)]
 
 
 @pytest.mark.parametrize(
@@ -262,3 +269,27 @@ async def test_per_test_fixture(dns_server: DnsServer) -> None:
     assert await resolver.addresses("mx.own.test") == ["127.0.0.1"]
     with pytest.raises(RuntimeError, match="before start"):
         dns_server.a("late.test", "127.0.0.2")
+
+
+@pytest.mark.parametrize(
+    ("address", "public"),
+    [
+        ("192.0.2.1", False),  # documentation range
+        ("127.0.0.1", False),
+        ("10.1.2.3", False),
+        ("172.16.0.1", False),
+        ("192.168.1.1", False),
+        ("169.254.1.1", False),
+        ("100.64.0.1", False),  # carrier-grade NAT
+        ("::1", False),
+        ("fe80::1", False),
+        ("fd00::1", False),
+        ("0.0.0.0", False),
+        ("224.0.0.1", False),
+        ("8.8.8.8", True),
+        ("2001:4860:4860::8888", True),
+        ("not an address", False),
+    ],
+)
+def test_which_addresses_dns_may_send_mail_to(address: str, public: bool) -> None:
+    assert is_public_address(address) is public

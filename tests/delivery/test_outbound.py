@@ -28,6 +28,8 @@ from tests.test_restart import run_cli
 REMOTE = "remote.test"
 # Retry delays of 0.2, 0.4, 0.8 s ...: the schedule's shape, fast.
 FAST_RETRIES = {"retry_schedule_seconds": [1, 2, 4], "time_scale": 0.2, "jitter": 0}
+# The DNS server of these tests names MX hosts on 127.0.0.x.
+LOOPBACK_MX = {"allow_private_destinations": True}
 
 
 async def start_outbound(
@@ -44,7 +46,12 @@ async def start_outbound(
         smtp |= {"dns_servers": dns.nameservers, "dns_port": dns.port, "dns_timeout_seconds": 2}
     overrides = {
         "smtp": smtp,
-        "delivery": {"remote_port": remote_port, **FAST_RETRIES, **(delivery or {})},
+        "delivery": {
+            "remote_port": remote_port,
+            **FAST_RETRIES,
+            **LOOPBACK_MX,
+            **(delivery or {}),
+        },
     }
     return await start_service(overrides, data_dir=data_dir, roles=ROLES)
 
@@ -488,4 +495,27 @@ async def test_a_send_whose_outgoing_item_was_lost_is_queued_again(
     assert len(peer.accepted(f"carol@{REMOTE}")) == 1
     assert len(peer.accepted("dave@other.test")) == 1
     assert (await service.runtime.stores.queue.stats("outgoing")).depth == 0
+    await peer.stop()
+
+
+async def test_mx_hosts_on_internal_addresses_are_refused_unless_allowed(
+    start_service: StartService, dns_server: DnsServer
+) -> None:
+    peer = await SmtpPeer("127.0.0.1").start()
+    dns_server.mx("evil.test", "mx.evil.test", 10).a("mx.evil.test", "127.0.0.1", "10.1.2.3")
+    dns_server.start()
+    service = await start_outbound(
+        start_service,
+        dns=dns_server,
+        remote_port=peer.port,
+        delivery={"allow_private_destinations": False},
+    )
+    alice = await service.user("alice")
+    sent = await alice.send(to=[{"email": "x@evil.test"}], body="points at our own network")
+    delivery = await wait_delivery(alice, sent["id"], {"x@evil.test": "bounced"})
+    assert "non-public addresses" in delivery["x@evil.test"]["detail"]
+    assert peer.connections == 0  # never even connected
+    inbox = await alice.wait_for("inbox", 1)
+    raw = (await alice.client.get(f"/v1/messages/{inbox[0]['id']}/raw")).content
+    assert b"Status: 5.4.4" in raw
     await peer.stop()

@@ -43,6 +43,7 @@ class Destination:
     host: str
     port: int
     preference: int
+    routed: bool = False  # from the static route map, not from DNS
 
 
 class NullMx(Exception):
@@ -99,6 +100,18 @@ def parse_route(value: str, default_port: int) -> tuple[str, int]:
     return host, int(port_text)
 
 
+def is_public_address(address: str) -> bool:
+    """Whether mail may go to this IP when DNS names it: not loopback,
+    private, link-local, multicast, reserved or unspecified. A domain whose
+    MX points inside our network must not make us talk to internal services
+    (the admin's static routes may)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return ip.is_global and not ip.is_multicast
+
+
 def _is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host)
@@ -152,7 +165,7 @@ class MxResolver:
         name = _ascii_name(domain)
         route = self._routes.get(name) or self._routes.get(WILDCARD_ROUTE)
         if route is not None:
-            return [Destination(host=route[0], port=route[1], preference=0)]
+            return [Destination(host=route[0], port=route[1], preference=0, routed=True)]
         qname = _dns_name(name)
         try:
             answer = await self._resolver.resolve(qname, dns.rdatatype.MX, search=False)

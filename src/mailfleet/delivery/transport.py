@@ -18,7 +18,13 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from mailfleet.config import DeliverySettings
-from mailfleet.delivery.mx import MxResolver, NoDestination, NullMx, TemporaryDnsFailure
+from mailfleet.delivery.mx import (
+    MxResolver,
+    NoDestination,
+    NullMx,
+    TemporaryDnsFailure,
+    is_public_address,
+)
 from mailfleet.delivery.smtp_client import (
     Reply,
     SmtpConnection,
@@ -97,12 +103,21 @@ class SmtpTransport:
             return everyone("temporary", exc.status, str(exc))
 
         last = RecipientOutcome("temporary", "4.4.1", f"no MX host of {domain} answered")
+        internal: list[str] = []
         for destination in destinations:
             try:
                 addresses = await self.resolver.addresses(destination.host)
             except (NoDestination, TemporaryDnsFailure) as exc:
                 last = RecipientOutcome("temporary", "4.4.3", str(exc))
                 continue
+            if not destination.routed and not self.settings.allow_private_destinations:
+                public = [a for a in addresses if is_public_address(a)]
+                if not public:
+                    detail = f"{destination.host} of {domain} has only non-public addresses"
+                    log.warning("%s: %s", domain, detail)
+                    internal.append(detail)
+                    continue
+                addresses = public
             for address in addresses:
                 try:
                     connection = await self._connect(address, destination.port, destination.host)
@@ -122,6 +137,9 @@ class SmtpTransport:
                     # The session broke mid-transaction: nothing is known
                     # delivered, so the whole attempt is retried later.
                     return everyone("temporary", "4.4.2", f"{destination.host}: {exc}")
+        if internal and len(internal) == len(destinations):
+            # Every MX points inside: never ours to reach, retrying will not help.
+            return everyone("permanent", "5.4.4", "; ".join(internal))
         return {r: last for r in recipients}
 
     async def _connect(self, address: str, port: int, host: str) -> SmtpConnection:
