@@ -277,8 +277,8 @@ async def test_mail_reaches_a_real_postfix_found_through_dns_dkim_signed_without
     start_service: StartService, dns_server: DnsServer, tmp_path: Path
 ) -> None:
     postfix = PostfixInstance(REMOTE, ["carol", "dave"])
-    await asyncio.to_thread(postfix.start)
     try:
+        await asyncio.to_thread(postfix.start)
         pem, public = generate_key()
         records = dns_records("example.com", "s1", public, f"mx.{REMOTE}")
         dkim_name, _, dkim_value = records[0]
