@@ -9,7 +9,6 @@ and no SQLAlchemy statement is built per message."""
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -29,7 +28,15 @@ from mailfleet.storage.embedded.sqlite_threads import assign_threads_sync
 from mailfleet.storage.embedded.sqlite_writer import SqliteWriter
 from mailfleet.storage.interfaces import Delivery, MessageSummary, NewMessage, SearchDocument
 from mailfleet.storage.sql.schema import deliveries, folders, message_attachments, messages
-from mailfleet.storage.sql.store import SUMMARY_COLUMNS, SqlMetadataStore, summary_from_row
+from mailfleet.storage.sql.store import (
+    SUMMARY_COLUMNS,
+    SqlMetadataStore,
+    attachment_rows,
+    delivery_rows,
+    folder_counts,
+    message_row,
+    summary_from_row,
+)
 
 
 def sqlite_path(url: str) -> Path:
@@ -76,53 +83,16 @@ def create_sqlite_engines(path: Path, readers: int = 4) -> tuple[AsyncEngine, As
 
 
 def _insert_sql(table: sa.Table) -> str:
+    """INSERT with named parameters: the rows are the dicts the SQL store builds."""
     names = [c.name for c in table.columns]
     columns = ", ".join(f'"{n}"' for n in names)
-    return f"INSERT INTO {table.name} ({columns}) VALUES ({', '.join('?' * len(names))})"
+    values = ", ".join(f":{n}" for n in names)
+    return f"INSERT INTO {table.name} ({columns}) VALUES ({values})"
 
 
 _INSERT_MESSAGE = _insert_sql(messages)
 _INSERT_ATTACHMENT = _insert_sql(message_attachments)
 _INSERT_DELIVERY = _insert_sql(deliveries)
-_MESSAGE_COLUMNS = [c.name for c in messages.columns]
-_ATTACHMENT_COLUMNS = [c.name for c in message_attachments.columns]
-_DELIVERY_COLUMNS = [c.name for c in deliveries.columns]
-
-
-def _addresses(addresses: Sequence[Any]) -> str:
-    return json.dumps([[a.email, a.name] for a in addresses], ensure_ascii=False)
-
-
-def _message_values(m: NewMessage) -> tuple[Any, ...]:
-    row = {
-        "account_id": m.account_id,
-        "id": m.id,
-        "folder_id": m.folder_id,
-        "thread_id": m.thread_id,
-        "received_at": m.received_at,
-        "ingest_key": m.ingest_key,
-        "sender": json.dumps([m.sender.email, m.sender.name], ensure_ascii=False)
-        if m.sender
-        else None,
-        "to_addrs": _addresses(m.to),
-        "cc_addrs": _addresses(m.cc),
-        "bcc_addrs": _addresses(m.bcc),
-        "subject": m.subject,
-        "snippet": m.snippet,
-        "message_id_header": m.message_id_header,
-        "in_reply_to": m.in_reply_to,
-        "references": json.dumps(list(m.references)),
-        "raw_hash": m.raw_hash,
-        "raw_size": m.raw_size,
-        "body_hash": m.body_hash,
-        "html_hash": m.html_hash,
-        "is_read": m.is_read,
-        "is_flagged": m.is_flagged,
-        "has_attachments": bool(m.attachments),
-        "spam_verdict": m.spam_verdict,
-        "spam_score": m.spam_score,
-    }
-    return tuple(row[name] for name in _MESSAGE_COLUMNS)
 
 
 def store_messages_sync(conn: sqlite3.Connection, new: Sequence[NewMessage]) -> list[int]:
@@ -148,56 +118,15 @@ def store_messages_sync(conn: sqlite3.Connection, new: Sequence[NewMessage]) -> 
     if not fresh:
         return ids
     fresh = assign_threads_sync(conn, fresh)  # mailbox/threads.py
-    conn.executemany(_INSERT_MESSAGE, [_message_values(m) for m in fresh])
+    conn.executemany(_INSERT_MESSAGE, [message_row(m) for m in fresh])
     # Searchable in the same transaction: never stored but unfindable.
     insert_documents(conn, [document_for(m) for m in fresh])
-    attachment_rows = [
-        tuple(
-            {
-                "account_id": m.account_id,
-                "message_id": m.id,
-                "id": a.id,
-                "position": i,
-                "filename": a.filename,
-                "content_type": a.content_type,
-                "size": a.size,
-                "blob_hash": a.blob_hash,
-                "content_id": a.content_id,
-                "inline": a.inline,
-            }[name]
-            for name in _ATTACHMENT_COLUMNS
-        )
-        for m in fresh
-        for i, a in enumerate(m.attachments)
-    ]
-    if attachment_rows:
-        conn.executemany(_INSERT_ATTACHMENT, attachment_rows)
-    delivery_rows = [
-        tuple(
-            {
-                "account_id": m.account_id,
-                "message_id": m.id,
-                "email": d.email,
-                "status": d.status,
-                "detail": d.detail,
-                "next_attempt_at": d.next_attempt_at,
-            }[name]
-            for name in _DELIVERY_COLUMNS
-        )
-        for m in fresh
-        for d in m.delivery
-    ]
-    if delivery_rows:
-        conn.executemany(_INSERT_DELIVERY, delivery_rows)
-    counts: dict[tuple[int, int], list[int]] = {}
-    for m in fresh:
-        total_unread = counts.setdefault((m.account_id, m.folder_id), [0, 0])
-        total_unread[0] += 1
-        total_unread[1] += 0 if m.is_read else 1
+    conn.executemany(_INSERT_ATTACHMENT, attachment_rows(fresh))
+    conn.executemany(_INSERT_DELIVERY, delivery_rows(fresh))
     conn.executemany(
         f"UPDATE {folders.name} SET total = total + ?, unread = unread + ?"
         " WHERE account_id = ? AND id = ?",
-        [(t, u, a, f) for (a, f), (t, u) in counts.items()],
+        [(t, u, a, f) for (a, f), (t, u) in folder_counts(fresh).items()],
     )
     return ids
 

@@ -682,8 +682,18 @@ async def _store_messages(conn: AsyncConnection, new: Sequence[NewMessage]) -> l
     if not fresh:
         return ids
     fresh = await assign_threads(conn, fresh)  # mailbox/threads.py
-    await conn.execute(messages.insert(), [_message_row(m) for m in fresh])
-    attachment_rows = [
+    await conn.execute(messages.insert(), [message_row(m) for m in fresh])
+    if attachments_ := attachment_rows(fresh):
+        await conn.execute(message_attachments.insert(), attachments_)
+    if deliveries_ := delivery_rows(fresh):
+        await conn.execute(deliveries.insert(), deliveries_)
+    for (account_id, folder_id), (total, unread) in folder_counts(fresh).items():
+        await _bump(conn, account_id, folder_id, total, unread)
+    return ids
+
+
+def attachment_rows(fresh: Sequence[NewMessage]) -> list[dict[str, Any]]:
+    return [
         dict(
             account_id=m.account_id,
             message_id=m.id,
@@ -699,9 +709,10 @@ async def _store_messages(conn: AsyncConnection, new: Sequence[NewMessage]) -> l
         for m in fresh
         for i, a in enumerate(m.attachments)
     ]
-    if attachment_rows:
-        await conn.execute(message_attachments.insert(), attachment_rows)
-    delivery_rows = [
+
+
+def delivery_rows(fresh: Sequence[NewMessage]) -> list[dict[str, Any]]:
+    return [
         dict(
             account_id=m.account_id,
             message_id=m.id,
@@ -713,19 +724,18 @@ async def _store_messages(conn: AsyncConnection, new: Sequence[NewMessage]) -> l
         for m in fresh
         for d in m.delivery
     ]
-    if delivery_rows:
-        await conn.execute(deliveries.insert(), delivery_rows)
-    counts: dict[tuple[int, int], list[int]] = {}
+
+
+def folder_counts(fresh: Sequence[NewMessage]) -> dict[tuple[int, int], tuple[int, int]]:
+    """(account_id, folder_id) → (messages, unread ones) the batch adds."""
+    counts: dict[tuple[int, int], tuple[int, int]] = {}
     for m in fresh:
-        total_unread = counts.setdefault((m.account_id, m.folder_id), [0, 0])
-        total_unread[0] += 1
-        total_unread[1] += 0 if m.is_read else 1
-    for (account_id, folder_id), (total, unread) in counts.items():
-        await _bump(conn, account_id, folder_id, total, unread)
-    return ids
+        total, unread = counts.get((m.account_id, m.folder_id), (0, 0))
+        counts[(m.account_id, m.folder_id)] = (total + 1, unread + (0 if m.is_read else 1))
+    return counts
 
 
-def _message_row(m: NewMessage) -> dict[str, Any]:
+def message_row(m: NewMessage) -> dict[str, Any]:
     return dict(
         account_id=m.account_id,
         id=m.id,
