@@ -131,6 +131,8 @@ async def test_connections_per_destination_are_limited(
     for n, s in enumerate(sent):
         await wait_delivery(alice, s["id"], {f"r{n}@{REMOTE}": "delivered"})
     assert peer.max_open_connections == 2
+    # Nothing is kept per destination once no delivery waits for it.
+    assert service.runtime.outgoing.transport._limits == {}
     await peer.stop()
 
 
@@ -209,6 +211,7 @@ async def test_permanent_failure_bounces_one_recipient_and_delivers_the_other(
     assert b"Action: failed" in raw
     assert b"carol@remote.test\r\nStatus" not in raw  # only the failed recipient
     assert b"Subject: Quarterly figures" in raw  # the original headers come back
+    assert b"see attached" not in raw  # not the body
     # The bounce threads with the message it is about.
     full = (await alice.client.get(f"/v1/messages/{bounce['id']}")).json()
     sent_full = (await alice.client.get(f"/v1/messages/{sent['id']}")).json()

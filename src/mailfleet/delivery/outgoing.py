@@ -70,11 +70,6 @@ def normalize_crlf(message: bytes) -> bytes:
     return message.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
 
 
-def header_block(message: bytes) -> bytes:
-    end = message.find(b"\r\n\r\n")
-    return message if end < 0 else message[: end + 2]
-
-
 class OutgoingService:
     def __init__(
         self,
@@ -232,7 +227,7 @@ class OutgoingService:
             reporting_mta=self.hostname,
             postmaster=f"postmaster@{mail_from.rpartition('@')[2]}",
             original_mail_from=mail_from,
-            original_headers=header_block(raw),
+            original_headers=raw,  # build_dsn keeps the header section
             recipients=failed,
             arrival_date=datetime.fromtimestamp(item.enqueued_at / 1000, UTC),
             message_id=new_message_id(self.hostname),

@@ -57,9 +57,10 @@ class SmtpTransport:
         self.helo = helo
         self.settings = settings
         self._tls = opportunistic_tls_context()
-        self._limits: defaultdict[str, asyncio.Semaphore] = defaultdict(
-            lambda: asyncio.Semaphore(settings.connections_per_destination)
-        )
+        # Per destination domain: (its semaphore, deliveries holding or
+        # waiting for it). Dropped when the count falls to zero, so a worker
+        # that has delivered to millions of domains keeps only the busy ones.
+        self._limits: dict[str, tuple[asyncio.Semaphore, int]] = {}
         self._idle: defaultdict[str, list[tuple[float, SmtpConnection]]] = defaultdict(list)
         self._reaper: asyncio.Task[None] | None = None
 
@@ -76,8 +77,19 @@ class SmtpTransport:
         self, domain: str, mail_from: str, recipients: list[str], message: bytes
     ) -> dict[str, RecipientOutcome]:
         """One attempt for ``recipients`` (all at ``domain``)."""
-        async with self._limits[domain]:
-            return await self._deliver(domain, mail_from, recipients, message)
+        limit, users = self._limits.get(
+            domain, (asyncio.Semaphore(self.settings.connections_per_destination), 0)
+        )
+        self._limits[domain] = (limit, users + 1)
+        try:
+            async with limit:
+                return await self._deliver(domain, mail_from, recipients, message)
+        finally:
+            limit, users = self._limits[domain]
+            if users == 1:
+                del self._limits[domain]
+            else:
+                self._limits[domain] = (limit, users - 1)
 
     async def _deliver(
         self, domain: str, mail_from: str, recipients: list[str], message: bytes
