@@ -212,7 +212,8 @@ class _Parser:
         alternatives = [first] if first is not None else []
         while (lexeme := self._peek()) is not None and lexeme.kind == "OR":
             self.position += 1
-            if self._peek() is None or self._peek().kind in (")", "OR"):  # type: ignore[union-attr]
+            after = self._peek()
+            if after is None or after.kind in (")", "OR"):
                 raise QuerySyntaxError("OR needs something to search for on both sides")
             node = self._unit()
             if node is not None:

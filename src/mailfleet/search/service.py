@@ -17,6 +17,7 @@ from mailfleet.storage.interfaces import (
     BlobStore,
     Folder,
     ListCursor,
+    MessageSummary,
     MetadataStore,
     SearchDocument,
     SearchIndex,
@@ -128,27 +129,29 @@ class SearchService:
                     account_id, folder.id, is_read=None, limit=REBUILD_BATCH, after=after
                 )
                 for summary in page:
-                    message = await self.store.get_message(account_id, summary.id)
-                    if message is None:  # deleted meanwhile
-                        continue
-                    body = ""
-                    if message.body_hash:
-                        try:
-                            body = (await self.blobs.get(message.body_hash)).decode(
-                                "utf-8", "replace"
-                            )
-                        except BlobMissing:
-                            log.warning("message %s: body blob missing", summary.id)
-                    yield build_document(
-                        account_id=account_id,
-                        message_id=summary.id,
-                        subject=summary.subject,
-                        sender=summary.sender,
-                        recipients=(*summary.to, *message.cc, *message.bcc),
-                        body=body,
-                        attachment_names=(a.filename for a in message.attachments),
-                    )
+                    document = await self._document(account_id, summary)
+                    if document is not None:
+                        yield document
                 if len(page) < REBUILD_BATCH:
                     break
-                last = page[-1]
-                after = ListCursor(last.received_at, last.id)
+                after = ListCursor(page[-1].received_at, page[-1].id)
+
+    async def _document(self, account_id: int, summary: MessageSummary) -> SearchDocument | None:
+        message = await self.store.get_message(account_id, summary.id)
+        if message is None:  # deleted meanwhile
+            return None
+        body = b""
+        if message.body_hash:
+            try:
+                body = await self.blobs.get(message.body_hash)
+            except BlobMissing:
+                log.warning("message %s: body blob missing", summary.id)
+        return build_document(
+            account_id=account_id,
+            message_id=summary.id,
+            subject=summary.subject,
+            sender=summary.sender,
+            recipients=(*summary.to, *message.cc, *message.bcc),
+            body=body.decode("utf-8", "replace"),
+            attachment_names=(a.filename for a in message.attachments),
+        )
