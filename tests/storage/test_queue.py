@@ -95,3 +95,19 @@ async def test_remove_purge_and_wait(queue: Queue) -> None:
     assert not waiter.done()
     await queue.put("incoming", {"n": 9})
     await asyncio.wait_for(waiter, 1)
+
+
+async def test_wait_wakes_when_a_delayed_item_comes_due(queue: Queue) -> None:
+    loop = asyncio.get_running_loop()
+    await queue.put("outgoing", {"n": 1}, delay_seconds=0.3)
+    await queue.wait("outgoing", 0)  # the put's own wake-up is not for now
+    started = loop.time()
+    await queue.wait("outgoing", 5)
+    assert 0.2 <= loop.time() - started < 1.0
+    (item,) = await queue.lease("outgoing", limit=10, lease_seconds=30)
+
+    await queue.retry(item, delay_seconds=0.3, error="451 later")
+    started = loop.time()
+    await queue.wait("outgoing", 5)
+    assert 0.2 <= loop.time() - started < 1.0
+    assert len(await queue.lease("outgoing", limit=10, lease_seconds=30)) == 1

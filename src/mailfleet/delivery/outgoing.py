@@ -253,7 +253,6 @@ class OutgoingWorker:
         self.queue = queue
         self.settings = settings
         self._running: set[asyncio.Task[None]] = set()
-        self._next_due: list[float] = []  # monotonic times of retries we scheduled
         self._task: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._stopping = False
@@ -287,13 +286,7 @@ class OutgoingWorker:
                 await asyncio.sleep(1)
                 continue
             if not items:
-                # Wake for the earliest retry this worker scheduled: with the
-                # queue's own signal only for new items, a retry due in
-                # 200 ms (tests scale time down) would wait the full poll.
-                now = time.monotonic()
-                self._next_due = [due for due in self._next_due if due > now]
-                wait = min([IDLE_POLL_SECONDS, *(due - now for due in self._next_due)])
-                await self.queue.wait(OUTGOING, max(wait, 0.01))
+                await self.queue.wait(OUTGOING, IDLE_POLL_SECONDS)
                 continue
             for item in items:
                 task = asyncio.create_task(self.handle(item), name=f"deliver {item.id}")
@@ -330,10 +323,8 @@ class OutgoingWorker:
             await self.queue.ack(item)
         else:
             await self.queue.retry(item, delay_seconds=retry.delay_seconds, error=retry.reason)
-            self._next_due.append(time.monotonic() + retry.delay_seconds)
 
     async def _retry(self, item: QueueItem, reason: str) -> None:
         delay = self.service.retry_delay(item.attempts)
         with contextlib.suppress(BackendUnavailable):
             await self.queue.retry(item, delay_seconds=delay, error=reason)
-            self._next_due.append(time.monotonic() + delay)

@@ -105,6 +105,15 @@ class SqliteQueue:
     def _signal(self, queue: str) -> asyncio.Event:
         return self._signals.setdefault(queue, asyncio.Event())
 
+    def _wake(self, queue: str, after_seconds: float) -> None:
+        """Wakes this process's waiters on ``queue`` when an item becomes
+        ready: now, or when a delayed put or a retry comes due (waiters in
+        other processes see it at their timeout)."""
+        if after_seconds <= 0:
+            self._signal(queue).set()
+        else:
+            asyncio.get_running_loop().call_later(after_seconds, self._signal(queue).set)
+
     async def put(
         self,
         queue: str,
@@ -134,7 +143,7 @@ class SqliteQueue:
             return item_id
 
         stored = await self._writer.run(insert)
-        self._signal(queue).set()
+        self._wake(queue, delay_seconds)
         return stored
 
     async def lease(self, queue: str, *, limit: int, lease_seconds: float) -> list[QueueItem]:
@@ -172,6 +181,7 @@ class SqliteQueue:
             "UPDATE queue_items SET not_before = ?, last_error = ? WHERE queue = ? AND id = ?",
             (now_ms() + int(delay_seconds * 1000), error, item.queue, item.id),
         )
+        self._wake(item.queue, delay_seconds)
 
     async def dead_letter(self, item: QueueItem, *, error: str) -> None:
         await self._change(
