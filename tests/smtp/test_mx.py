@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 from tests.conftest import PASSWORD, Service, StartService, User
+from tests.support.tools import require_program
 from tests.test_restart import MAILFLEET, free_port, run_cli
 
 PDF = b"%PDF-1.7\n" + os.urandom(40_000) + b"\n%%EOF\n"
@@ -416,12 +417,8 @@ async def test_per_ip_limits(start_service: StartService) -> None:
     await asyncio.to_thread(three_connections)
 
 
-@pytest.mark.skipif(
-    shutil.which("swaks") is None and os.environ.get("CI") != "true",
-    reason="swaks is not installed: apt-get install swaks",
-)
 async def test_swaks_session(service: Service, bob: User) -> None:
-    assert shutil.which("swaks"), "swaks is missing: apt-get install swaks"
+    require_program("swaks", "apt-get install swaks")
     result = await asyncio.to_thread(
         subprocess.run,
         [

@@ -7,7 +7,6 @@ import asyncio
 import base64
 import os
 import re
-import shutil
 import smtplib
 import ssl
 import subprocess
@@ -24,6 +23,7 @@ import pytest
 from mailfleet.smtp.submission import is_loopback
 from mailfleet.storage.errors import BackendUnavailable
 from tests.conftest import DOMAIN, PASSWORD, Service, StartService, User
+from tests.support.tools import require_program
 from tests.test_restart import free_port
 
 PDF = b"%PDF-1.7\n" + os.urandom(30_000) + b"\n%%EOF\n"
@@ -236,9 +236,7 @@ async def test_auth_login_works_and_mail_is_sent(service: Service, alice: User, 
 
 
 async def test_swaks_auth_plain(start_service: StartService) -> None:
-    swaks = shutil.which("swaks")
-    if swaks is None:
-        pytest.skip("swaks is not installed")
+    swaks = require_program("swaks", "apt-get install swaks")
     # swaks does TLS only with Perl's Net::SSLeay; without it, AUTH in clear
     # text from loopback (the test setting) still checks a second client.
     probe = await asyncio.to_thread(

@@ -24,8 +24,6 @@ failure.
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
 import socket
 import subprocess
 import tempfile
@@ -38,21 +36,15 @@ import dns.message
 import dns.query
 import pytest
 
-DNSMASQ_MISSING = "dnsmasq is missing: apt-get install dnsmasq"
+from tests.support.tools import require_program
+
 DEFAULT_ZONES = ("test", "example", "invalid", "example.com", "example.net", "example.org")
 
 
 def find_dnsmasq() -> str:
     """The dnsmasq executable; without one the test is skipped, or fails when
     the environment says CI=true (CI must not pass by skipping)."""
-    path = shutil.which("dnsmasq") or shutil.which(
-        "dnsmasq", path="/usr/sbin:/sbin:/usr/local/sbin"
-    )
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(DNSMASQ_MISSING, pytrace=False)
-        pytest.skip(DNSMASQ_MISSING)
-    return path
+    return require_program("dnsmasq", "apt-get install dnsmasq")
 
 
 def _free_port() -> int:

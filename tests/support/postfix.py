@@ -20,26 +20,21 @@ import tempfile
 import time
 from pathlib import Path
 
-import pytest
+from tests.support.tools import missing, require_program
 
-POSTFIX_MISSING = (
-    "Postfix is missing: echo 'postfix postfix/main_mailer_type select No configuration' "
+POSTFIX_INSTALL = (
+    "echo 'postfix postfix/main_mailer_type select No configuration' "
     "| debconf-set-selections && apt-get install postfix"
 )
 VMAIL_USER = "vmail"
 
 
 def require_postfix() -> str:
-    """The postfix command; skips without it, or fails when CI=true."""
-    found = shutil.which("postfix") or (
-        "/usr/sbin/postfix" if Path("/usr/sbin/postfix").exists() else None
-    )
-    if found is None or os.geteuid() != 0:
-        reason = POSTFIX_MISSING if found is None else "a Postfix instance needs root"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return found
+    """The postfix command; skips without it (or without root), or fails when CI=true."""
+    path = require_program("postfix", POSTFIX_INSTALL)
+    if os.geteuid() != 0:
+        missing("a Postfix instance needs root")
+    return path
 
 
 def _free_port() -> int:
