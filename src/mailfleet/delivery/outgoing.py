@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from mailfleet.config import DeliverySettings
 from mailfleet.delivery.incoming import Envelope, IncomingService
 from mailfleet.delivery.outbox import OUTGOING, queue_outgoing
+from mailfleet.delivery.smtp_client import normalize_crlf
 from mailfleet.delivery.transport import RecipientOutcome, SmtpTransport
 from mailfleet.ids import now_ms
 from mailfleet.proto.compose import new_message_id
@@ -62,12 +63,6 @@ class Retry:
 
 # The virus and spam filters of a later issue plug in here.
 OutgoingFilter = Callable[[bytes, str, Sequence[str]], Awaitable[FilterVerdict]]
-
-
-def normalize_crlf(message: bytes) -> bytes:
-    """CRLF line ends throughout, as the message goes on the wire: the DKIM
-    signature must be computed over exactly what is sent."""
-    return message.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
 
 
 class OutgoingService:

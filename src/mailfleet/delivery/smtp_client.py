@@ -253,9 +253,10 @@ class SmtpConnection:
     async def send(
         self, mail_from: str, recipients: list[str], message: bytes
     ) -> TransactionResult:
-        """One mail transaction. MAIL, the RCPTs and DATA go in one write when
-        the server supports PIPELINING. Raises SmtpError when the session
-        breaks; replies (positive or not) are returned."""
+        """One mail transaction for ``message`` (CRLF line ends). MAIL, the
+        RCPTs and DATA go in one write when the server supports PIPELINING.
+        Raises SmtpError when the session breaks; replies (positive or not)
+        are returned."""
         self.data_sent = False
         params = [f"SIZE={len(message)}"] if "SIZE" in self.extensions else []
         if "8BITMIME" in self.extensions and not message.isascii():
@@ -316,11 +317,19 @@ def _extensions(text: str) -> dict[str, str]:
     return found
 
 
+def normalize_crlf(message: bytes) -> bytes:
+    """CRLF line ends throughout, as a message goes on the wire (and as a
+    DKIM signature must be computed: over exactly what is sent)."""
+    return message.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+
+
 def dot_stuff(message: bytes) -> bytes:
-    """The message as DATA content (RFC 5321 section 4.5.2): CRLF line ends,
-    a leading dot doubled, ended by CRLF.CRLF."""
-    lines = message.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    body = b"\r\n".join(b"." + line if line.startswith(b".") else line for line in lines)
-    return body + (b"\r\n" if lines else b"") + b".\r\n"
+    """A message with CRLF line ends (``normalize_crlf``) as DATA content
+    (RFC 5321 section 4.5.2): a leading dot doubled, ended by CRLF.CRLF."""
+    if not message:
+        return b".\r\n"
+    body = message[:-2] if message.endswith(b"\r\n") else message
+    stuffed = body.replace(b"\r\n.", b"\r\n..")
+    if stuffed.startswith(b"."):
+        stuffed = b"." + stuffed
+    return stuffed + b"\r\n.\r\n"
