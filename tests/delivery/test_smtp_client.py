@@ -17,9 +17,7 @@ def unstuff(data: bytes) -> bytes:
     return b"".join((line[1:] if line.startswith(b".") else line) + b"\r\n" for line in lines[:-2])
 
 
-@given(
-    st.lists(st.binary(max_size=5) | st.sampled_from([b".", b"\r\n", b"\n."]), max_size=12)
-)
+@given(st.lists(st.binary(max_size=5) | st.sampled_from([b".", b"\r\n", b"\n."]), max_size=12))
 def test_dot_stuffing_round_trips(parts: list[bytes]) -> None:
     message = normalize_crlf(b"".join(parts))
     data = dot_stuff(message)
