@@ -6,14 +6,16 @@ implementations exist). A suite asks for ``params(role)`` and gets one pytest
 parameter per selected implementation of that role, so a behaviour test is
 written once and runs against each.
 
-An implementation is registered here as a factory: an async context manager
-taking a fresh directory (for the embedded ones) and yielding an opened store,
-closed and cleaned up on exit. Distributed implementations register the same
+Each role's implementations are registered in
+``tests/contract/implementations/<role>.py`` (imported on first use) as
+factories: an async context manager taking a fresh directory (for the embedded
+ones) and yielding an opened store, closed and cleaned up on exit. Distributed implementations register the same
 way and create their own databases, streams and keys with unique names.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
@@ -52,6 +54,7 @@ def selected_families() -> set[str]:
 
 def params(role: str) -> list[Any]:
     """One ``pytest.param`` per selected implementation of ``role``."""
+    importlib.import_module(f"tests.contract.implementations.{role}")
     families = selected_families()
     found = [i for i in _REGISTRY if i.role == role and i.family in families]
     if not found:
