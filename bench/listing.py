@@ -1,7 +1,7 @@
 """Folder listing and message fetch on a large mailbox (issue 2).
 
 Loads N messages (default 1,000,000) into the Inbox of one account through the
-storage layer (``MetadataStore.store_messages``, no raw SQL), then measures the
+storage layer (``MailboxStore.store_messages``, no raw SQL), then measures the
 latency of four reads on the embedded store (SQLite through SQLAlchemy +
 aiosqlite, as the service runs it):
 
@@ -61,7 +61,7 @@ from mailfleet.storage.interfaces import (
     Address,
     Folder,
     ListCursor,
-    MetadataStore,
+    MailboxStore,
     NewMessage,
 )
 
@@ -251,19 +251,18 @@ class MessageFactory:
 
 
 async def ensure_account(stores: Stores, settings: Settings) -> tuple[Account, Folder]:
-    store = stores.metadata
-    account = await store.get_account_by_email(EMAIL)
+    account = await stores.directory.get_account_by_email(EMAIL)
     if account is None:
-        service = AccountService(store, settings.auth)
-        if await store.get_domain(DOMAIN) is None:
+        service = AccountService(stores.directory, stores.mailbox, settings.auth)
+        if await stores.directory.get_domain(DOMAIN) is None:
             await service.add_domain(DOMAIN)
         account = await service.add_user(EMAIL, PASSWORD, "Bench")
-    inbox = await store.folder_by_role(account.id, "inbox")
+    inbox = await stores.mailbox.folder_by_role(account.id, "inbox")
     return account, inbox
 
 
 async def load(
-    store: MetadataStore, account: Account, inbox: Folder, count: int, batch: int
+    store: MailboxStore, account: Account, inbox: Folder, count: int, batch: int
 ) -> list[int]:
     """Stores ``count`` more messages in the Inbox, oldest first, received after
     those already there; returns their ids."""
@@ -290,7 +289,7 @@ async def load(
     return ids
 
 
-async def all_ids(store: MetadataStore, account: Account, inbox: Folder) -> list[int]:
+async def all_ids(store: MailboxStore, account: Account, inbox: Folder) -> list[int]:
     """Every message id of the Inbox, read back through ``list_messages``."""
     ids: list[int] = []
     cursor: ListCursor | None = None
@@ -345,7 +344,7 @@ async def run(args: argparse.Namespace, data_dir: Path) -> bool:
     stores = create_stores(settings)
     await stores.open()
     try:
-        store = stores.metadata
+        store = stores.mailbox
         account, inbox = await ensure_account(stores, settings)
         missing = max(0, args.messages - inbox.total)
         if missing:

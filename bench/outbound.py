@@ -131,10 +131,10 @@ async def preload(settings: Settings, count: int) -> None:
     try:
         await runtime.accounts.ensure_domain(DOMAIN, open_signup=False)
         email = f"sender@{DOMAIN}"
-        account = await runtime.stores.metadata.get_account_by_email(email)
+        account = await runtime.stores.directory.get_account_by_email(email)
         if account is None:
             await runtime.accounts.add_user(email, "bench password 1", "Sender")
-            account = await runtime.stores.metadata.get_account_by_email(email)
+            account = await runtime.stores.directory.get_account_by_email(email)
         assert account is not None
         for n in range(count):
             await runtime.sending.send(
@@ -319,7 +319,7 @@ async def outage(rate: float, total: float, start: float, down: float, scale: fl
     config = write_config(base / "bench.toml", settings)
     worker = start_worker(base / "data", config)
     runtime = await Runtime.open(settings)
-    account = await runtime.stores.metadata.get_account_by_email(f"sender@{DOMAIN}")
+    account = await runtime.stores.directory.get_account_by_email(f"sender@{DOMAIN}")
     assert account is not None
     print(
         f"\noutage: {rate:.0f} msg/s for {total:.0f} s; sink down from {start:.0f} s "

@@ -3,7 +3,7 @@
 Loads N messages (default 1,000,000) of generated mail in several languages
 (English, German, French, Korean, Japanese; words drawn with a Zipf-like
 skew, so some are everywhere and some rare) into one account through
-``MetadataStore.store_messages`` (which indexes them in the same transaction),
+``MailboxStore.store_messages`` (which indexes them in the same transaction),
 then runs 20 typical queries through ``SearchService.search`` (query parsing,
 folder lookup, FTS5 + join, first page of 50), each ``--iterations`` times
 after a warm-up, and prints p50 / p99 / max in ms against the target of p99
@@ -197,10 +197,10 @@ async def main() -> None:
         account, inbox = await ensure_account(stores, settings)
         folders = [
             inbox,
-            await stores.metadata.folder_by_role(account.id, "archive"),
-            await stores.metadata.folder_by_role(account.id, "sent"),
+            await stores.mailbox.folder_by_role(account.id, "archive"),
+            await stores.mailbox.folder_by_role(account.id, "sent"),
         ]
-        have = sum(f.total for f in await stores.metadata.list_folders(account.id))
+        have = sum(f.total for f in await stores.mailbox.list_folders(account.id))
         missing = max(args.messages - have, 0)
         print(f"mailbox: {have:,} messages; loading {missing:,} more")
         factory = MailFactory(account, folders, seed=have)
@@ -214,7 +214,7 @@ async def main() -> None:
                 factory.make(int(start + (have + first + i) * step))
                 for i in range(min(args.batch, missing - first))
             ]
-            await stores.metadata.store_messages(chunk)
+            await stores.mailbox.store_messages(chunk)
             if time.perf_counter() - last > 15 or first + args.batch >= missing:
                 last = time.perf_counter()
                 done = first + len(chunk)
@@ -223,7 +223,7 @@ async def main() -> None:
                     flush=True,
                 )
 
-        service = SearchService(stores.metadata, stores.search, stores.blobs)
+        service = SearchService(stores.directory, stores.mailbox, stores.search, stores.blobs)
         print()
         for name, value in machine_facts():
             print(f"{name}: {value}")

@@ -1,7 +1,7 @@
 """Folder listing grouped by thread (``?group=thread``) on a large mailbox.
 
 Loads N messages (default 200,000) into one account's Inbox through
-``MetadataStore.store_messages`` (so thread assignment runs as in service:
+``MailboxStore.store_messages`` (so thread assignment runs as in service:
 new threads and replies to recent ones, about three messages a thread), then
 times ``list_threads`` (first page, and a page deep in the folder by cursor)
 next to the flat ``list_messages`` and next to the naive query that groups the
@@ -24,8 +24,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from mailfleet.storage.embedded.sqlite import SqliteMetadataStore
-from mailfleet.storage.interfaces import FOLDER_ROLES, Account, Folder, ListCursor, NewMessage
+from mailfleet.storage.embedded.sqlite import SqliteDatabase
+from mailfleet.storage.embedded.sqlite_mailbox import SqliteMailboxStore
+from mailfleet.storage.interfaces import FOLDER_ROLES, Folder, ListCursor, NewMessage
 
 ACCOUNT = 1
 INBOX = 10
@@ -94,11 +95,10 @@ async def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir="/var/tmp") as tmp:
         path = Path(tmp) / "metadata.sqlite"
-        store = SqliteMetadataStore(path)
+        store = SqliteMailboxStore(SqliteDatabase(path))
         await store.open()
-        await store.create_account(
-            Account(ACCOUNT, "bench@bench.test", "", "x", False, 0),
-            [Folder(ACCOUNT, INBOX + i, r, r, 0, 0) for i, r in enumerate(FOLDER_ROLES)],
+        await store.create_mailbox(
+            ACCOUNT, [Folder(ACCOUNT, INBOX + i, r, r, 0, 0) for i, r in enumerate(FOLDER_ROLES)]
         )
         messages = generate(args.messages, 1_700_000_000_000)
         t = time.perf_counter()

@@ -28,7 +28,7 @@ SUPPORTED_SCHEMES: dict[str, set[str]] = {
     "blob_url": {"file"},
     "queue_url": {"sqlite"},
     "cache_url": {"memory"},
-    "events_url": {"memory"},
+    "events_url": {"memory", "local"},
 }
 PLANNED_SCHEMES = {"postgresql", "s3", "redis", "nats"}
 
@@ -65,7 +65,18 @@ class StorageSettings(_Section):
     blob_url: str = Field("", description="file:///DIR (later s3://)")
     queue_url: str = Field("", description="sqlite:///PATH (later nats://)")
     cache_url: str = Field("memory://", description="memory:// (later redis://)")
-    events_url: str = Field("memory://", description="memory:// (later nats:// or redis://)")
+    events_url: str = Field(
+        "",
+        description="local:///DIR (wake-ups between the processes sharing a data"
+        " directory, the default: DATA_DIR/events), memory:// (this process only;"
+        " later nats:// or redis://)",
+    )
+    change_log_keep: int = Field(
+        10_000,
+        ge=100,
+        description="changes kept per account in its change log; a client further"
+        " behind than this refetches its folders and lists (a 'reset' event)",
+    )
 
 
 class HttpSettings(_Section):
@@ -208,6 +219,7 @@ class Settings(_Section):
             "metadata_url": f"sqlite:///{base / 'metadata.sqlite'}",
             "blob_url": f"file://{base / 'blobs'}",
             "queue_url": f"sqlite:///{base / 'queue.sqlite'}",
+            "events_url": f"local://{base / 'events'}",
         }
         return defaults[role]
 

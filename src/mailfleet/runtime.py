@@ -37,10 +37,10 @@ class Runtime:
         limiter = RateLimiter(stores.cache)
         smtp = settings.smtp
         incoming = IncomingService(
-            stores.metadata,
+            stores.directory,
+            stores.mailbox,
             stores.blobs,
             stores.queue,
-            stores.events,
             smtp.hostname,
             stores.cache,
         )
@@ -54,20 +54,21 @@ class Runtime:
         runtime = cls(
             settings=settings,
             stores=stores,
-            accounts=AccountService(stores.metadata, settings.auth),
-            mailbox=MailboxService(stores.metadata, stores.blobs, stores.events),
+            accounts=AccountService(stores.directory, stores.mailbox, settings.auth),
+            mailbox=MailboxService(stores.mailbox, stores.blobs),
             sending=SendService(
-                stores.metadata,
+                stores.directory,
+                stores.mailbox,
                 stores.blobs,
                 stores.queue,
-                stores.events,
                 limiter,
                 settings.limits,
                 settings.smtp.hostname,
             ),
             incoming=incoming,
             outgoing=OutgoingService(
-                stores.metadata,
+                stores.directory,
+                stores.mailbox,
                 stores.blobs,
                 stores.queue,
                 incoming,
@@ -75,7 +76,7 @@ class Runtime:
                 settings.delivery,
                 smtp.hostname,
             ),
-            search=SearchService(stores.metadata, stores.search, stores.blobs),
+            search=SearchService(stores.directory, stores.mailbox, stores.search, stores.blobs),
             limiter=limiter,
         )
         for seed in settings.domains:

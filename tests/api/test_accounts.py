@@ -130,7 +130,7 @@ async def test_disabled_account_loses_its_sessions(service: Service) -> None:
 
 async def test_password_is_stored_as_argon2id(service: Service) -> None:
     user = await service.user("ivy")
-    account = await service.runtime.stores.metadata.get_account(int(user.id))
+    account = await service.runtime.stores.directory.get_account(int(user.id))
     assert account.password_hash.startswith("$argon2id$")
     assert PASSWORD not in account.password_hash
 

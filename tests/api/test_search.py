@@ -215,7 +215,7 @@ async def test_search_needs_a_token_and_a_valid_cursor(service: Service, bob: Us
 async def test_index_rebuild_restores_search(
     service: Service, bob: User, mailbox: dict[str, Any], tmp_path: Path
 ) -> None:
-    await service.runtime.stores.search.clear_search_index()
+    await service.runtime.stores.search.clear()
     assert await search(bob, "budget") == []
     added = await service.runtime.search.rebuild(int(bob.id))
     assert added == 7

@@ -138,7 +138,7 @@ def test_domain_dkim_makes_one_key_and_prints_records_that_verify(tmp_path: Path
         settings = load_settings(overrides={"data_dir": str(data)})
         runtime = await Runtime.open(settings)
         try:
-            keys = await runtime.stores.metadata.dkim_keys("example.com")
+            keys = await runtime.stores.directory.dkim_keys("example.com")
         finally:
             await runtime.close()
         assert [k.selector for k in keys] == ["s2", f"mf{datetime.now(UTC):%Y%m}"]  # newest first

@@ -288,7 +288,7 @@ async def test_mail_reaches_a_real_postfix_found_through_dns_dkim_signed_without
         dns_server.txt(dkim_name, dkim_value)
         dns_server.mx(REMOTE, f"mx.{REMOTE}", 10).a(f"mx.{REMOTE}", "127.0.0.1").start()
         service = await start_outbound(start_service, dns=dns_server, remote_port=postfix.port)
-        await service.runtime.stores.metadata.add_dkim_key(
+        await service.runtime.stores.directory.add_dkim_key(
             DkimKey("example.com", "s1", pem, now_ms())
         )
         alice = await service.user("alice", "Alice")

@@ -24,9 +24,10 @@ from mailfleet.storage.errors import DuplicateKey
 from mailfleet.storage.interfaces import (
     FOLDER_ROLES,
     Account,
+    DirectoryStore,
     Domain,
     Folder,
-    MetadataStore,
+    MailboxStore,
     Session,
 )
 
@@ -42,8 +43,11 @@ class IssuedToken:
 
 
 class AccountService:
-    def __init__(self, store: MetadataStore, settings: AuthSettings) -> None:
-        self.store = store
+    def __init__(
+        self, directory: DirectoryStore, mailboxes: MailboxStore, settings: AuthSettings
+    ) -> None:
+        self.directory = directory
+        self.mailboxes = mailboxes
         self.settings = settings
         self.hasher = PasswordHasher(
             time_cost=settings.argon2_time_cost,
@@ -60,28 +64,28 @@ class AccountService:
         except AddressError as exc:
             raise Invalid(str(exc), code="invalid_domain") from None
         try:
-            await self.store.add_domain(domain)
+            await self.directory.add_domain(domain)
         except DuplicateKey:
             raise Conflict(f"domain {domain.name} exists already", code="domain_exists") from None
         return domain
 
     async def ensure_domain(self, name: str, *, open_signup: bool) -> None:
         domain = normalize_domain(name)
-        existing = await self.store.get_domain(domain)
+        existing = await self.directory.get_domain(domain)
         if existing is None:
             await self.add_domain(domain, open_signup=open_signup)
         elif existing.open_signup != open_signup:
-            await self.store.set_domain_signup(domain, open_signup)
+            await self.directory.set_domain_signup(domain, open_signup)
 
     async def is_hosted(self, domain: str) -> bool:
-        return await self.store.get_domain(domain.lower()) is not None
+        return await self.directory.get_domain(domain.lower()) is not None
 
     # -- accounts -----------------------------------------------------------------
 
     async def sign_up(self, email: str, password: str, name: str) -> Account:
         """Self-service sign-up: only on domains opened for it."""
         address = self._valid_address(email)
-        domain = await self.store.get_domain(address.rpartition("@")[2])
+        domain = await self.directory.get_domain(address.rpartition("@")[2])
         if domain is None:
             raise Invalid(
                 f"{address.rpartition('@')[2]} is not a domain this server hosts",
@@ -94,7 +98,7 @@ class AccountService:
     async def add_user(self, email: str, password: str, name: str = "") -> Account:
         """Admin creation: any hosted domain, open or not."""
         address = self._valid_address(email)
-        if await self.store.get_domain(address.rpartition("@")[2]) is None:
+        if await self.directory.get_domain(address.rpartition("@")[2]) is None:
             raise Invalid(
                 f"{address.rpartition('@')[2]} is not a hosted domain; add it first",
                 code="unknown_domain",
@@ -135,14 +139,20 @@ class AccountService:
         folders = [
             Folder(account.id, new_id(), role.capitalize(), role, 0, 0) for role in FOLDER_ROLES
         ]
+        if await self.directory.get_account_by_email(address) is not None:
+            raise Conflict(f"{address} is taken", code="address_taken")
+        # The mailbox first (on its shard), then the directory entry that makes
+        # the account exist: a crash between the two leaves an unused mailbox,
+        # never an account without one.
+        await self.mailboxes.create_mailbox(account.id, folders)
         try:
-            await self.store.create_account(account, folders)
+            await self.directory.create_account(account)
         except DuplicateKey:
             raise Conflict(f"{address} is taken", code="address_taken") from None
         return account
 
     async def find(self, email: str) -> Account:
-        account = await self.store.get_account_by_email(email.strip().lower())
+        account = await self.directory.get_account_by_email(email.strip().lower())
         if account is None:
             raise NotFound(f"no account {email}", code="unknown_account")
         return account
@@ -151,17 +161,17 @@ class AccountService:
         account = await self.find(email)
         self._check_password(password)
         password_hash = await asyncio.to_thread(self.hasher.hash, password)
-        await self.store.update_account(account.id, password_hash=password_hash)
+        await self.directory.update_account(account.id, password_hash=password_hash)
         await self._end_sessions(account.id)
 
     async def set_disabled(self, email: str, disabled: bool) -> None:
         account = await self.find(email)
-        await self.store.update_account(account.id, disabled=disabled)
+        await self.directory.update_account(account.id, disabled=disabled)
         if disabled:
             await self._end_sessions(account.id)
 
     async def _end_sessions(self, account_id: int) -> None:
-        await self.store.delete_sessions(account_id)
+        await self.directory.delete_sessions(account_id)
 
     # -- sessions -----------------------------------------------------------------
 
@@ -172,7 +182,7 @@ class AccountService:
             address = mailbox_key(normalize_email(email))
         except AddressError:
             address = ""
-        account = await self.store.get_account_by_email(address) if address else None
+        account = await self.directory.get_account_by_email(address) if address else None
         if account is None and self._dummy_hash is None:
             self._dummy_hash = await asyncio.to_thread(self.hasher.hash, _DUMMY_PASSWORD)
         stored = account.password_hash if account else self._dummy_hash
@@ -185,14 +195,14 @@ class AccountService:
             raise failure
         if self.hasher.check_needs_rehash(stored):
             new_hash = await asyncio.to_thread(self.hasher.hash, password)
-            await self.store.update_account(account.id, password_hash=new_hash)
+            await self.directory.update_account(account.id, password_hash=new_hash)
         return account
 
     async def log_in(self, email: str, password: str) -> IssuedToken:
         account = await self.verify_password(email, password)
         secret = secrets.token_bytes(32)
         expires_at = now_ms() + self.settings.session_ttl_seconds * 1000
-        await self.store.create_session(
+        await self.directory.create_session(
             Session(account.id, hashlib.sha256(secret).digest(), expires_at)
         )
         token = f"{account.id}.{base64.urlsafe_b64encode(secret).decode().rstrip('=')}"
@@ -219,10 +229,10 @@ class AccountService:
         account_id, token_hash = parts
         # Not cached: a point lookup costs ~0.1 ms, and a cache would keep a
         # session alive after logout, password change or disable elsewhere.
-        session = await self.store.get_session(account_id, token_hash)
+        session = await self.directory.get_session(account_id, token_hash)
         if session is None or session.expires_at <= now_ms():
             raise failure
-        account = await self.store.get_account(account_id)
+        account = await self.directory.get_account(account_id)
         if account is None or account.disabled:
             raise failure
         return account
@@ -232,4 +242,4 @@ class AccountService:
         if parts is None:
             return
         account_id, token_hash = parts
-        await self.store.delete_session(account_id, token_hash)
+        await self.directory.delete_session(account_id, token_hash)

@@ -19,11 +19,7 @@ async def healthz() -> dict[str, str]:
 async def readyz(runtime: RuntimeDep) -> JSONResponse:
     checks: dict[str, str] = {}
     stores = runtime.stores
-    for name, ping in (
-        ("metadata", stores.metadata.ping),
-        ("blobs", stores.blobs.ping),
-        ("queue", stores.queue.ping),
-    ):
+    for name, ping in stores.pings():
         try:
             await ping()
             checks[name] = "ok"

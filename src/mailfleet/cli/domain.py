@@ -66,7 +66,7 @@ async def _add(args: argparse.Namespace, settings: Settings) -> int:
 async def _list(args: argparse.Namespace, settings: Settings) -> int:
     runtime = await Runtime.open(settings)
     try:
-        domains = await runtime.stores.metadata.list_domains()
+        domains = await runtime.stores.directory.list_domains()
     finally:
         await runtime.close()
     for domain in domains:
@@ -82,10 +82,10 @@ async def _dkim(args: argparse.Namespace, settings: Settings) -> int:
             selector = check_selector(args.selector) if args.selector else None
         except ValueError as exc:  # DkimError is one
             raise BadInput(str(exc)) from None
-        domain = await runtime.stores.metadata.get_domain(name)
+        domain = await runtime.stores.directory.get_domain(name)
         if domain is None:
             raise NotFound(f"{args.domain} is not a hosted domain; add it first")
-        keys = await runtime.stores.metadata.dkim_keys(domain.name)
+        keys = await runtime.stores.directory.dkim_keys(domain.name)
         if keys and not (args.rotate or args.selector):
             key = keys[0]
             print(f"; {domain.name} already has a key (selector {key.selector})", file=sys.stderr)
@@ -95,7 +95,7 @@ async def _dkim(args: argparse.Namespace, settings: Settings) -> int:
                 raise Conflict(f"{domain.name} already has a key with selector {selector}")
             pem, _ = await asyncio.to_thread(generate_key)
             key = DkimKey(domain.name, selector, pem, now_ms())
-            await runtime.stores.metadata.add_dkim_key(key)
+            await runtime.stores.directory.add_dkim_key(key)
             print(f"; new key for {domain.name}, selector {selector}", file=sys.stderr)
     finally:
         await runtime.close()

@@ -30,7 +30,7 @@ async def _rebuild(args: argparse.Namespace, settings: Settings) -> int:
     try:
         account_id = None
         if args.account:
-            account = await runtime.stores.metadata.get_account_by_email(mailbox_key(args.account))
+            account = await runtime.stores.directory.get_account_by_email(mailbox_key(args.account))
             if account is None:
                 raise NotFound(f"no account {args.account}")
             account_id = account.id

@@ -12,7 +12,7 @@ from typing import Any
 from mailfleet.config import Settings
 from mailfleet.errors import NotFound
 from mailfleet.storage.factory import create_stores
-from mailfleet.storage.interfaces import Delivery, MetadataStore, QueueItem
+from mailfleet.storage.interfaces import Delivery, MailboxStore, QueueItem
 
 QUEUES = ("incoming", "outgoing", "error")
 
@@ -137,14 +137,14 @@ async def _remove(args: argparse.Namespace, settings: Settings) -> int:
         if item is None or not await stores.queue.remove(args.queue, args.item_id):
             raise NotFound(f"no item {args.item_id} on {args.queue}")
         if args.queue == "outgoing":
-            await _cancel_delivery(stores.metadata, item)
+            await _cancel_delivery(stores.mailbox, item)
     finally:
         await stores.close()
     print(f"removed {args.item_id} from {args.queue}")
     return 0
 
 
-async def _cancel_delivery(store: MetadataStore, item: QueueItem) -> None:
+async def _cancel_delivery(store: MailboxStore, item: QueueItem) -> None:
     """The sender's Sent copy says which recipients will never get it."""
     account_id, message_id = int(item.payload["account_id"]), int(item.payload["message_id"])
     await store.set_deliveries(

@@ -64,7 +64,7 @@ async def _add(args: argparse.Namespace, settings: Settings) -> int:
 async def _list(args: argparse.Namespace, settings: Settings) -> int:
     runtime = await Runtime.open(settings)
     try:
-        accounts = await runtime.stores.metadata.list_accounts(args.domain)
+        accounts = await runtime.stores.directory.list_accounts(args.domain)
     finally:
         await runtime.close()
     for account in accounts:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
 
-from mailfleet.delivery.local import StoredParts, deliver_locally, store_parts
+from mailfleet.delivery.local import StoredParts, store_parts
 from mailfleet.ids import new_id
 from mailfleet.proto.addresses import AddressError, mailbox_key, normalize_email
 from mailfleet.proto.compose import snippet
@@ -26,8 +26,8 @@ from mailfleet.storage.errors import BackendUnavailable, BlobMissing
 from mailfleet.storage.interfaces import (
     BlobStore,
     Cache,
-    EventBus,
-    MetadataStore,
+    DirectoryStore,
+    MailboxStore,
     NewMessage,
     Queue,
     QueueItem,
@@ -65,17 +65,17 @@ class Envelope:
 class IncomingService:
     def __init__(
         self,
-        store: MetadataStore,
+        directory: DirectoryStore,
+        mailboxes: MailboxStore,
         blobs: BlobStore,
         queue: Queue,
-        events: EventBus,
         hostname: str,
         cache: Cache,
     ) -> None:
-        self.store = store
+        self.directory = directory
+        self.mailboxes = mailboxes
         self.blobs = blobs
         self.queue = queue
-        self.events = events
         self.hostname = hostname
         self.cache = cache
 
@@ -88,7 +88,7 @@ class IncomingService:
         mailbox = await self.mailbox(mailbox_key(email))
         if mailbox is not None:
             return RecipientVerdict.LOCAL, mailbox.email
-        if await self.store.get_domain(email.rpartition("@")[2]) is None:
+        if await self.directory.get_domain(email.rpartition("@")[2]) is None:
             return RecipientVerdict.FOREIGN, email
         return RecipientVerdict.UNKNOWN, email
 
@@ -102,10 +102,10 @@ class IncomingService:
         if cached is not None:
             account_id, inbox_id, email = cached.decode().split(" ", 2)
             return Mailbox(int(account_id), int(inbox_id), email)
-        account = await self.store.get_account_by_email(key)
+        account = await self.directory.get_account_by_email(key)
         if account is None or account.disabled:
             return None
-        inbox = await self.store.folder_by_role(account.id, "inbox")
+        inbox = await self.mailboxes.folder_by_role(account.id, "inbox")
         found = Mailbox(account.id, inbox.id, account.email)
         await self.cache.set(
             cache_key,
@@ -157,7 +157,7 @@ class IncomingService:
     async def process(self, item: QueueItem) -> int:
         """Delivers one queued mail; returns the number of new copies stored."""
         copies = await self.prepare(item)
-        ids = await deliver_locally(self.store, self.events, copies)
+        ids = await self.mailboxes.store_messages(copies)
         return sum(1 for copy, stored in zip(copies, ids, strict=True) if copy.id == stored)
 
     async def prepare(self, item: QueueItem) -> list[NewMessage]:
@@ -283,7 +283,7 @@ class IncomingWorker:
                 ready.append((item, outcome))
         copies = [copy for _, item_copies in ready for copy in item_copies]
         try:
-            await deliver_locally(self.service.store, self.service.events, copies)
+            await self.service.mailboxes.store_messages(copies)
         except Exception:
             log.warning("batch store of %d copies failed; one item at a time", len(copies))
             await asyncio.gather(*failed, *(self.handle(item) for item, _ in ready))

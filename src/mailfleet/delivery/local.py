@@ -1,24 +1,16 @@
-"""Delivery into hosted mailboxes: store the copies, then tell listeners.
-
-Shared by the send flow (no SMTP hop for hosted recipients) and by worker-in.
-Events go out only after the store has committed.
+"""A parsed mail's parts into the blob store, before its copies are stored in
+hosted mailboxes (``MailboxStore.store_messages``, which also wakes the
+accounts' listeners after its commit). Shared by the send flow (no SMTP hop
+for hosted recipients) and by worker-in.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from mailfleet.ids import new_id
 from mailfleet.proto.parse import ParsedMessage
-from mailfleet.storage.interfaces import (
-    Attachment,
-    BlobStore,
-    Event,
-    EventBus,
-    MetadataStore,
-    NewMessage,
-)
+from mailfleet.storage.interfaces import Attachment, BlobStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,19 +42,3 @@ async def store_parts(blobs: BlobStore, parsed: ParsedMessage) -> StoredParts:
     body_hash = (await blobs.put(parsed.text.encode())).hash
     html_hash = (await blobs.put(parsed.html.encode())).hash if parsed.html else None
     return StoredParts(attachments, body_hash, html_hash)
-
-
-async def deliver_locally(
-    store: MetadataStore, events: EventBus, copies: Sequence[NewMessage]
-) -> list[int]:
-    ids = await store.store_messages(copies)
-    for copy, stored_id in zip(copies, ids, strict=True):
-        if stored_id == copy.id:  # a repeated ingest_key stored nothing new
-            await events.publish(
-                Event(
-                    copy.account_id,
-                    "message.new",
-                    {"id": str(copy.id), "folder_id": str(copy.folder_id)},
-                )
-            )
-    return ids

@@ -36,8 +36,9 @@ from mailfleet.storage.errors import BackendUnavailable, BlobMissing
 from mailfleet.storage.interfaces import (
     BlobStore,
     Delivery,
+    DirectoryStore,
     DkimKey,
-    MetadataStore,
+    MailboxStore,
     Queue,
     QueueItem,
 )
@@ -68,7 +69,8 @@ OutgoingFilter = Callable[[bytes, str, Sequence[str]], Awaitable[FilterVerdict]]
 class OutgoingService:
     def __init__(
         self,
-        store: MetadataStore,
+        directory: DirectoryStore,
+        mailboxes: MailboxStore,
         blobs: BlobStore,
         queue: Queue,
         incoming: IncomingService,
@@ -78,7 +80,8 @@ class OutgoingService:
         filters: Sequence[OutgoingFilter] = (),
         rng: random.Random | None = None,
     ) -> None:
-        self.store = store
+        self.directory = directory
+        self.mailboxes = mailboxes
         self.blobs = blobs
         self.queue = queue
         self.incoming = incoming
@@ -112,7 +115,7 @@ class OutgoingService:
         # recipient still on the item is tried.
         settled = {
             d.email
-            for d in await self.store.get_deliveries(account_id, message_id)
+            for d in await self.mailboxes.get_deliveries(account_id, message_id)
             if d.status in ("delivered", "bounced")
         }
         pending = [r for r in payload["recipients"] if r not in settled]
@@ -150,7 +153,7 @@ class OutgoingService:
             # recipients, fails them again, and the DSN's queue id (from
             # the same recipients) keeps it from arriving twice.
             await self._bounce(item, raw, mail_from, failed)
-        await self.store.set_deliveries(account_id, message_id, updates)
+        await self.mailboxes.set_deliveries(account_id, message_id, updates)
         log.info(
             "%s to %s: %s",
             payload["message_id"],
@@ -168,7 +171,7 @@ class OutgoingService:
         outbox); items still waiting dedupe, so nothing is queued twice.
         Returns how many messages were looked at."""
         received_before = now_ms() - int(self.settings.stale_after_seconds * 1000)
-        stale = await self.store.stale_sends(received_before, limit=1000)
+        stale = await self.mailboxes.stale_sends(received_before, limit=1000)
         for send in stale:
             await queue_outgoing(
                 self.queue,
@@ -193,7 +196,7 @@ class OutgoingService:
         cached = self._keys.get(domain)
         if cached is not None and cached[0] > time.monotonic():
             return cached[1]
-        keys = await self.store.dkim_keys(domain)
+        keys = await self.directory.dkim_keys(domain)
         key = keys[0] if keys else None
         self._keys[domain] = (time.monotonic() + KEY_CACHE_SECONDS, key)
         return key

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from mailfleet.config import LimitSettings
-from mailfleet.delivery.local import deliver_locally, store_parts
+from mailfleet.delivery.local import store_parts
 from mailfleet.delivery.outbox import queue_outgoing
 from mailfleet.errors import Invalid, TooLarge
 from mailfleet.ids import new_id, now_ms, parse_id
@@ -40,9 +40,9 @@ from mailfleet.storage.interfaces import (
     Blob,
     BlobStore,
     Delivery,
-    EventBus,
+    DirectoryStore,
+    MailboxStore,
     Message,
-    MetadataStore,
     NewMessage,
     Queue,
     Upload,
@@ -95,18 +95,18 @@ class _Outgoing:
 class SendService:
     def __init__(
         self,
-        store: MetadataStore,
+        directory: DirectoryStore,
+        mailboxes: MailboxStore,
         blobs: BlobStore,
         queue: Queue,
-        events: EventBus,
         limiter: RateLimiter,
         limits: LimitSettings,
         hostname: str,
     ) -> None:
-        self.store = store
+        self.directory = directory
+        self.mailboxes = mailboxes
         self.blobs = blobs
         self.queue = queue
-        self.events = events
         self.limiter = limiter
         self.limits = limits
         self.hostname = hostname
@@ -130,7 +130,7 @@ class SendService:
             blob_hash=blob.hash,
             created_at=now_ms(),
         )
-        await self.store.create_upload(upload)
+        await self.mailboxes.create_upload(upload)
         return upload
 
     async def send(self, account: Account, draft: Draft) -> Sent:
@@ -357,7 +357,7 @@ class SendService:
                 body_text=message.body_text,
             )
 
-        sent_folder = await self.store.folder_by_role(account.id, "sent")
+        sent_folder = await self.mailboxes.folder_by_role(account.id, "sent")
         delivery = tuple(
             [Delivery(a.email, "delivered") for a in local]
             + [Delivery(a.email, "queued") for a in remote]
@@ -365,9 +365,9 @@ class SendService:
         sent_copy = copy(account.id, sent_folder.id, is_sender=True, delivery=delivery)
         inbox_copies = []
         for recipient_id in dict.fromkeys(local.values()):
-            inbox = await self.store.folder_by_role(recipient_id, "inbox")
+            inbox = await self.mailboxes.folder_by_role(recipient_id, "inbox")
             inbox_copies.append(copy(recipient_id, inbox.id, is_sender=False))
-        stored_ids = await deliver_locally(self.store, self.events, [sent_copy, *inbox_copies])
+        stored_ids = await self.mailboxes.store_messages([sent_copy, *inbox_copies])
         # A repeated ingest key returns the Sent copy stored the first time:
         # its id keeps the queue's dedupe keys the same.
         sent_id = stored_ids[0]
@@ -384,7 +384,7 @@ class SendService:
 
     async def _owned_upload(self, account: Account, ref: str) -> Upload:
         upload_id = parse_id(ref)
-        upload = await self.store.get_upload(account.id, upload_id) if upload_id else None
+        upload = await self.mailboxes.get_upload(account.id, upload_id) if upload_id else None
         if upload is None:
             raise Invalid(f"no uploaded attachment with id {ref!r}", code="unknown_attachment")
         return upload
@@ -400,11 +400,11 @@ class SendService:
         for address in recipients:
             domain = address.email.rpartition("@")[2]
             if domain not in hosted:
-                hosted[domain] = await self.store.get_domain(domain) is not None
+                hosted[domain] = await self.directory.get_domain(domain) is not None
             if not hosted[domain]:
                 remote.append(address)
                 continue
-            account = await self.store.get_account_by_email(mailbox_key(address.email))
+            account = await self.directory.get_account_by_email(mailbox_key(address.email))
             if account is None or account.disabled:
                 raise Invalid(f"no mailbox {address.email} here", code="unknown_recipient")
             local[address] = account.id
@@ -414,7 +414,7 @@ class SendService:
         if ref is None:
             return None
         message_id = parse_id(ref)
-        message = await self.store.get_message(account.id, message_id) if message_id else None
+        message = await self.mailboxes.get_message(account.id, message_id) if message_id else None
         if message is None:
             raise Invalid(f"no message {ref!r} to reply to", code="unknown_message")
         return message

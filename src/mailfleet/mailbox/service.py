@@ -17,14 +17,12 @@ from mailfleet.storage.errors import DuplicateKey
 from mailfleet.storage.interfaces import (
     Attachment,
     BlobStore,
-    Event,
-    EventBus,
     Folder,
     ListCursor,
+    MailboxStore,
     Message,
     MessagePatch,
     MessageSummary,
-    MetadataStore,
     ThreadSummary,
 )
 
@@ -75,10 +73,9 @@ class MessageView:
 
 
 class MailboxService:
-    def __init__(self, store: MetadataStore, blobs: BlobStore, events: EventBus) -> None:
+    def __init__(self, store: MailboxStore, blobs: BlobStore) -> None:
         self.store = store
         self.blobs = blobs
-        self.events = events
 
     # -- folders ------------------------------------------------------------------
 
@@ -114,7 +111,6 @@ class MailboxService:
             await self.store.create_folder(folder)
         except DuplicateKey:
             raise Conflict(f"a folder named {name!r} exists", code="folder_exists") from None
-        await self._folder_event(account_id, folder.id)
         return folder
 
     async def rename_folder(self, account_id: int, folder_id: str, name: str) -> Folder:
@@ -127,7 +123,6 @@ class MailboxService:
             await self.store.rename_folder(account_id, folder.id, name)
         except DuplicateKey:
             raise Conflict(f"a folder named {name!r} exists", code="folder_exists") from None
-        await self._folder_event(account_id, folder.id)
         return await self.folder(account_id, folder.id)
 
     async def delete_folder(self, account_id: int, folder_id: str) -> None:
@@ -136,13 +131,6 @@ class MailboxService:
             raise Invalid("system folders cannot be deleted", code="system_folder")
         trash = await self.store.folder_by_role(account_id, "trash")
         await self.store.delete_folder(account_id, folder.id, trash.id)
-        await self._folder_event(account_id, folder.id)
-        await self._folder_event(account_id, trash.id)
-
-    async def _folder_event(self, account_id: int, folder_id: int) -> None:
-        await self.events.publish(
-            Event(account_id, "folder.updated", {"folder_id": str(folder_id)})
-        )
 
     # -- messages -----------------------------------------------------------------
 
@@ -242,7 +230,6 @@ class MailboxService:
         )
         if updated is None:
             raise NotFound("no such message", code="message_not_found")
-        await self.events.publish(Event(account_id, "message.updated", {"id": str(updated.id)}))
         return updated
 
     async def delete(self, account_id: int, message_id: str) -> None:
@@ -253,8 +240,5 @@ class MailboxService:
             await self.store.delete_message(account_id, message.summary.id)
             # Blobs stay: they may be shared with other copies; a collector
             # that counts references removes orphans (not built yet).
-            await self.events.publish(
-                Event(account_id, "message.deleted", {"id": str(message.summary.id)})
-            )
         else:
             await self.update(account_id, str(message.summary.id), folder_id=str(trash.id))

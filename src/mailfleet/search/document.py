@@ -12,10 +12,6 @@ from mailfleet.storage.interfaces import Address, NewMessage, SearchDocument
 MAX_BODY_CHARS = 200_000
 
 
-def owner_token(account_id: int) -> str:
-    return f"a{account_id}"
-
-
 def _addresses(addresses: Iterable[Address | None]) -> str:
     return " ".join(f"{a.name} {a.email}" for a in addresses if a is not None)
 
@@ -36,7 +32,6 @@ def build_document(
     return SearchDocument(
         account_id=account_id,
         message_id=message_id,
-        owner=owner_token(account_id),
         subject=joined(subject),
         sender=joined(_addresses([sender])),
         recipients=joined(_addresses(recipients)),

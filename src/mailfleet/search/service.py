@@ -15,10 +15,11 @@ from mailfleet.search.query import And, Filter, Node, Not, Or, QuerySyntaxError,
 from mailfleet.storage.errors import BlobMissing
 from mailfleet.storage.interfaces import (
     BlobStore,
+    DirectoryStore,
     Folder,
     ListCursor,
+    MailboxStore,
     MessageSummary,
-    MetadataStore,
     SearchDocument,
     SearchIndex,
 )
@@ -79,8 +80,15 @@ def decode_search_cursor(cursor: str) -> int:
 
 
 class SearchService:
-    def __init__(self, store: MetadataStore, index: SearchIndex, blobs: BlobStore) -> None:
-        self.store = store
+    def __init__(
+        self,
+        directory: DirectoryStore,
+        mailboxes: MailboxStore,
+        index: SearchIndex,
+        blobs: BlobStore,
+    ) -> None:
+        self.directory = directory
+        self.mailboxes = mailboxes
         self.index = index
         self.blobs = blobs
 
@@ -90,7 +98,7 @@ class SearchService:
         except QuerySyntaxError as exc:
             raise BadInput(str(exc), code="bad_query") from None
         node = with_default_scope(node)
-        folders = await self.store.list_folders(account_id)
+        folders = await self.mailboxes.list_folders(account_id)
         scope = resolve_folders(node, folders)
         before = decode_search_cursor(cursor) if cursor else None
         rows = await self.index.search(
@@ -105,8 +113,8 @@ class SearchService:
         or of all after emptying the index (whole rebuild). Returns how many
         messages were indexed."""
         if account_id is None:
-            await self.index.clear_search_index()
-            accounts = [a.id for a in await self.store.list_accounts()]
+            await self.index.clear()
+            accounts = [a.id for a in await self.directory.list_accounts()]
         else:
             accounts = [account_id]
         added = 0
@@ -115,17 +123,17 @@ class SearchService:
             async for document in self._documents(account):
                 batch.append(document)
                 if len(batch) >= REBUILD_BATCH:
-                    added += await self.index.index_documents(batch)
+                    added += await self.index.index(batch)
                     batch = []
             if batch:
-                added += await self.index.index_documents(batch)
+                added += await self.index.index(batch)
         return added
 
     async def _documents(self, account_id: int) -> AsyncIterator[SearchDocument]:
-        for folder in await self.store.list_folders(account_id):
+        for folder in await self.mailboxes.list_folders(account_id):
             after = None
             while True:
-                page = await self.store.list_messages(
+                page = await self.mailboxes.list_messages(
                     account_id, folder.id, is_read=None, limit=REBUILD_BATCH, after=after
                 )
                 for summary in page:
@@ -137,7 +145,7 @@ class SearchService:
                 after = ListCursor(page[-1].received_at, page[-1].id)
 
     async def _document(self, account_id: int, summary: MessageSummary) -> SearchDocument | None:
-        message = await self.store.get_message(account_id, summary.id)
+        message = await self.mailboxes.get_message(account_id, summary.id)
         if message is None:  # deleted meanwhile
             return None
         body = b""

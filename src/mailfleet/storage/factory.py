@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
 
 from mailfleet.config import Settings
 from mailfleet.storage.embedded.files import FileBlobStore, file_url_path
-from mailfleet.storage.embedded.memory import MemoryCache, MemoryEventBus
-from mailfleet.storage.embedded.sqlite import sqlite_metadata_store
+from mailfleet.storage.embedded.local_bus import LocalEventBus
+from mailfleet.storage.embedded.memory import MemoryCache
+from mailfleet.storage.embedded.sqlite import SqliteDatabase, SqliteDirectoryStore, sqlite_path
+from mailfleet.storage.embedded.sqlite_mailbox import SqliteMailboxStore
 from mailfleet.storage.embedded.sqlite_queue import SqliteQueue
+from mailfleet.storage.embedded.sqlite_search import SqliteSearchIndex
 from mailfleet.storage.interfaces import (
     BlobStore,
     Cache,
+    DirectoryStore,
     EventBus,
-    MetadataStore,
+    MailboxStore,
     Queue,
     SearchIndex,
 )
@@ -21,35 +28,84 @@ from mailfleet.storage.interfaces import (
 
 @dataclass
 class Stores:
-    metadata: MetadataStore
-    # On SQLite the index lives in the metadata database (it is written in the
-    # same transaction as the messages): the same object, opened once.
+    directory: DirectoryStore
+    mailbox: MailboxStore
     search: SearchIndex
     blobs: BlobStore
     queue: Queue
     cache: Cache
     events: EventBus
 
+    def pings(self) -> list[tuple[str, Callable[[], Awaitable[None]]]]:
+        return [
+            ("events", self.events.ping),
+            ("directory", self.directory.ping),
+            ("mailbox", self.mailbox.ping),
+            ("search", self.search.ping),
+            ("blobs", self.blobs.ping),
+            ("queue", self.queue.ping),
+            ("cache", self.cache.ping),
+        ]
+
+    def _lifecycle(self) -> list[_Lifecycle]:
+        # The bus first: the mailbox store wakes it from its first commit.
+        return [
+            self.events,
+            self.directory,
+            self.mailbox,
+            self.search,
+            self.blobs,
+            self.queue,
+            self.cache,
+        ]
+
     async def open(self) -> None:
-        await self.metadata.open()
-        await self.blobs.open()
-        await self.queue.open()
+        opened: list[_Lifecycle] = []
+        try:
+            for store in self._lifecycle():
+                await store.open()
+                opened.append(store)
+        except BaseException:
+            for store in reversed(opened):
+                await store.close()
+            raise
 
     async def close(self) -> None:
-        await self.queue.close()
-        await self.blobs.close()
-        await self.metadata.close()
+        for store in reversed(self._lifecycle()):
+            await store.close()
+
+
+class _Lifecycle(Protocol):
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+
+
+def _event_bus(url: str) -> EventBus:
+    if url.startswith("local://"):
+        return LocalEventBus(Path(url[len("local://") :]))
+    return LocalEventBus(None)  # memory://: this process only
 
 
 def create_stores(settings: Settings) -> Stores:
     """Builds (does not open) the stores the settings name. ``load_settings``
     has already refused schemes with no implementation."""
-    metadata = sqlite_metadata_store(settings.storage_url("metadata_url"))
+    events = _event_bus(settings.storage_url("events_url"))
+    # On SQLite one database fills three roles: the directory, the mailboxes
+    # and the search index, which the mailbox store writes in the same
+    # transaction as the messages it indexes.
+    database = SqliteDatabase(sqlite_path(settings.storage_url("metadata_url")))
+    search = SqliteSearchIndex(database)
     return Stores(
-        metadata=metadata,
-        search=metadata,
+        directory=SqliteDirectoryStore(database),
+        mailbox=SqliteMailboxStore(
+            database,
+            search=search,
+            on_commit=events.publish,
+            keep_changes=settings.storage.change_log_keep,
+        ),
+        search=search,
         blobs=FileBlobStore(file_url_path(settings.storage_url("blob_url"))),
         queue=SqliteQueue(settings.storage_url("queue_url")),
         cache=MemoryCache(),
-        events=MemoryEventBus(),
+        events=events,
     )

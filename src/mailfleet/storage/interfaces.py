@@ -6,7 +6,11 @@ Redis) with no change here. Rules that make that possible:
 
 - every mailbox record and every method is keyed by ``account_id`` first, so a
   mailbox lives on one shard and a user's request touches one shard;
-- the directory (domains, accounts by address) is the only global part;
+- the directory (domains, accounts by address, sessions, DKIM keys) is the
+  only global part, a role of its own (``DirectoryStore``); everything else
+  of a mailbox is a ``MailboxStore`` (shardable by account) with its change
+  log; search is a ``SearchIndex`` role, which an engine may fill in the same
+  database as the mailbox (SQLite does, written in the same transaction);
 - nothing here exposes a transaction, a connection or SQL: each method is one
   atomic step, and the few multi-record steps the flows need
   (``store_messages``, ``delete_folder``) are methods of their own;
@@ -16,7 +20,7 @@ Redis) with no change here. Rules that make that possible:
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -220,12 +224,43 @@ class SearchDocument:
 
     account_id: int
     message_id: int
-    owner: str
     subject: str
     sender: str
     recipients: str
     body: str
     attachments: str
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One committed change to a mailbox, numbered by the account's sequence.
+
+    ``kind`` is what changed: ``message.new``, ``message.updated``,
+    ``message.deleted`` (``data``: ``id``, ``folder_id`` and what changed),
+    ``folder.updated`` (``data``: ``id``, ``name``, ``role``, ``total``,
+    ``unread``; ``deleted: true`` when it is gone). A folder's counts change
+    with the messages in it, so every message change that moves a count is
+    followed, in the same transaction, by that folder's ``folder.updated``.
+    """
+
+    seq: int
+    kind: str
+    data: dict[str, Any]
+    at: int  # ms since the Unix epoch, UTC
+
+
+@dataclass(frozen=True, slots=True)
+class ChangePage:
+    """``MailboxStore.changes``: the changes after a cursor, in order.
+
+    ``head`` is the account's newest sequence number when read. ``reset`` is
+    true when the cursor is older than what the log keeps (or not one of this
+    account's): the caller refetches its state and continues from ``head``.
+    """
+
+    changes: list[Change]
+    head: int
+    reset: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,16 +291,16 @@ class MessagePatch:
 # -- interfaces -----------------------------------------------------------------
 
 
-class MetadataStore(Protocol):
-    """Directory (domains, accounts, sessions) and mailboxes (folders, messages,
-    uploads). Raises ``storage.errors.DuplicateKey`` for taken unique keys and
-    ``storage.errors.BackendUnavailable`` when the backend cannot be reached."""
+class DirectoryStore(Protocol):
+    """The global part: hosted domains and their DKIM keys, accounts by
+    address, sessions. Raises ``storage.errors.DuplicateKey`` for taken unique
+    keys and ``storage.errors.BackendUnavailable`` when the backend cannot be
+    reached (as every store does)."""
 
     async def open(self) -> None: ...
     async def close(self) -> None: ...
     async def ping(self) -> None: ...
 
-    # directory
     async def add_domain(self, domain: Domain) -> None: ...
     async def get_domain(self, name: str) -> Domain | None: ...
     async def list_domains(self) -> list[Domain]: ...
@@ -278,7 +313,12 @@ class MetadataStore(Protocol):
         """The domain's keys, newest first."""
         ...
 
-    async def create_account(self, account: Account, folders: Sequence[Folder]) -> None: ...
+    async def create_account(self, account: Account) -> None:
+        """Raises DuplicateKey when the address is taken. The account's
+        mailbox (``MailboxStore.create_mailbox``) is made first: an account
+        the directory shows always has one."""
+        ...
+
     async def get_account(self, account_id: int) -> Account | None: ...
     async def get_account_by_email(self, email: str) -> Account | None: ...
     async def list_accounts(self, domain: str | None = None) -> list[Account]: ...
@@ -290,11 +330,38 @@ class MetadataStore(Protocol):
     async def delete_session(self, account_id: int, token_hash: bytes) -> None: ...
     async def delete_sessions(self, account_id: int) -> None: ...
 
+
+class MailboxStore(Protocol):
+    """Everything of a mailbox, every method keyed by ``account_id``: folders,
+    messages, threads, delivery status of sent mail, uploads, and the
+    account's change log.
+
+    Every change to folders or messages takes the account's next sequence
+    numbers in the change log in the same transaction (``changes``), so a
+    reader that resumes from its last sequence number misses nothing and sees
+    nothing twice. After the commit, the store calls the ``on_commit``
+    callback it was built with (``{account_id: newest sequence number}``):
+    the event bus wakes whoever watches those accounts. Methods of another
+    account's folder or message find nothing and change nothing.
+    """
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def ping(self) -> None: ...
+
+    async def create_mailbox(self, account_id: int, folders: Sequence[Folder]) -> None:
+        """The account's first folders and an empty change log; doing it again
+        for the same account changes nothing."""
+        ...
+
     # folders
     async def list_folders(self, account_id: int) -> list[Folder]: ...
     async def get_folder(self, account_id: int, folder_id: int) -> Folder | None: ...
     async def folder_by_role(self, account_id: int, role: str) -> Folder: ...
-    async def create_folder(self, folder: Folder) -> None: ...
+    async def create_folder(self, folder: Folder) -> None:
+        """Raises DuplicateKey when the account has a folder of that name."""
+        ...
+
     async def rename_folder(self, account_id: int, folder_id: int, name: str) -> None: ...
     async def delete_folder(self, account_id: int, folder_id: int, move_to: int) -> None:
         """Moves the folder's mail to ``move_to``, then removes the folder."""
@@ -302,10 +369,12 @@ class MetadataStore(Protocol):
 
     # messages
     async def store_messages(self, messages: Sequence[NewMessage]) -> list[int]:
-        """Stores every copy atomically per account (ids returned in order;
-        an already stored ingest_key answers the existing id). Each new copy
-        is placed in its thread by ``mailbox/threads.py`` (its ``thread_id``
-        is replaced), merging threads it links, in the same transaction."""
+        """Stores every copy atomically (ids returned in order; an already
+        stored ``(account_id, ingest_key)`` answers the existing id and adds
+        nothing). Each new copy is placed in its thread by ``threadkeys``
+        rules (its ``thread_id`` is replaced), merging threads it links, in
+        the same transaction; it is searchable (``SearchIndex``) once this
+        returns."""
         ...
 
     async def list_messages(
@@ -316,14 +385,19 @@ class MetadataStore(Protocol):
         is_read: bool | None,
         limit: int,
         after: ListCursor | None,
-    ) -> list[MessageSummary]: ...
+    ) -> list[MessageSummary]:
+        """Newest first by ``(received_at, id)``, after the keyset cursor."""
+        ...
+
     async def get_message(self, account_id: int, message_id: int) -> Message | None: ...
+    async def get_summaries(self, account_id: int, ids: Sequence[int]) -> list[MessageSummary]:
+        """The summaries of those of ``ids`` the account has, in any order."""
+        ...
+
     async def find_by_message_id_header(
         self, account_id: int, header: str
     ) -> MessageSummary | None: ...
 
-    # threads (mailbox/threads.py): ``store_messages`` gives each new message
-    # its ``thread_id`` and merges the threads it links, in its transaction.
     async def thread_messages(
         self, account_id: int, thread_id: int, *, limit: int
     ) -> list[MessageSummary]:
@@ -347,6 +421,8 @@ class MetadataStore(Protocol):
         self, account_id: int, message_id: int, patch: MessagePatch
     ) -> MessageSummary | None: ...
     async def delete_message(self, account_id: int, message_id: int) -> bool: ...
+
+    # delivery status of sent mail (the Sent copy's recipients)
     async def set_deliveries(
         self, account_id: int, message_id: int, updates: Sequence[Delivery]
     ) -> None:
@@ -366,6 +442,14 @@ class MetadataStore(Protocol):
     # uploads
     async def create_upload(self, upload: Upload) -> None: ...
     async def get_upload(self, account_id: int, upload_id: int) -> Upload | None: ...
+
+    # change log
+    async def changes(self, account_id: int, after: int, *, limit: int) -> ChangePage:
+        """The account's changes with a sequence number above ``after``, in
+        order, at most ``limit``. The log keeps a bounded number of recent
+        changes per account; a cursor older than the oldest kept (or newer
+        than the head: not this account's) answers ``reset``, never a gap."""
+        ...
 
 
 class BlobStore(Protocol):
@@ -448,11 +532,18 @@ class Queue(Protocol):
 class SearchIndex(Protocol):
     """Full-text search over one account's mail, newest first.
 
-    The store keeps it up to date by itself: ``MetadataStore.store_messages``
-    indexes new messages in the same transaction as their rows, and a search
-    reads folders, flags and deletions from the messages themselves, so moving,
-    flagging or deleting a message needs no index write.
+    A message is searchable once ``MailboxStore.store_messages`` returns
+    (an engine that keeps the index in the mailbox's database writes it in the
+    same transaction). A search sees the message as it is now: moved, flagged,
+    read or deleted mail is found (or not) by its current state, with no index
+    write by the caller. What matches is ``search.query.matches`` over the
+    fields of ``search.document``: the contract suite checks it against that
+    brute-force definition.
     """
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def ping(self) -> None: ...
 
     async def search(
         self,
@@ -467,12 +558,12 @@ class SearchIndex(Protocol):
         value to folder ids), ids below ``before_id``, newest first."""
         ...
 
-    async def index_documents(self, documents: Sequence[SearchDocument]) -> int:
+    async def index(self, documents: Sequence[SearchDocument]) -> int:
         """Indexes the documents of messages not indexed yet (rebuild);
         returns how many were added."""
         ...
 
-    async def clear_search_index(self) -> None:
+    async def clear(self) -> None:
         """Empties the index of every account (before a full rebuild)."""
         ...
 
@@ -480,6 +571,9 @@ class SearchIndex(Protocol):
 class Cache(Protocol):
     """Short-lived shared state: sessions, recent mail, rate-limit counters."""
 
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def ping(self) -> None: ...
     async def get(self, key: str) -> bytes | None: ...
     async def set(self, key: str, value: bytes, ttl_seconds: float) -> None: ...
     async def delete(self, key: str) -> None: ...
@@ -489,15 +583,22 @@ class Cache(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    account_id: int
-    type: str
-    data: dict[str, Any] = field(default_factory=dict)
-
-
 class EventBus(Protocol):
-    """Fan-out of committed changes to whoever listens for an account."""
+    """Wake-ups: "account N has changes up to M". Never the source of truth:
+    a listener reads what changed from ``MailboxStore.changes``; a wake-up
+    lost or late delays a reader, never loses it anything. Delivered to every
+    process that watches the account (embedded: the processes sharing a data
+    directory; distributed: NATS subjects or Redis pub/sub)."""
 
-    async def publish(self, event: Event) -> None: ...
-    def subscribe(self, account_id: int) -> AsyncIterator[Event]: ...
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def ping(self) -> None: ...
+    async def publish(self, heads: Mapping[int, int]) -> None:
+        """``{account_id: newest sequence number}`` after a commit."""
+        ...
+
+    def watch(self, account_id: int) -> AsyncIterator[int]:
+        """The account's newest sequence numbers as wake-ups arrive,
+        increasing; several wake-ups a listener has not read yet are
+        coalesced into the newest."""
+        ...

@@ -1,14 +1,10 @@
-"""In-process cache and event bus: the embedded stand-ins for Redis and NATS
-subjects. Shared by every role of the one ``mailfleet serve`` process."""
+"""In-process cache: the embedded stand-in for Redis, shared by every role of
+the one ``mailfleet serve`` process."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
-
-from mailfleet.storage.interfaces import Event
 
 
 class MemoryCache:
@@ -17,6 +13,15 @@ class MemoryCache:
     def __init__(self, max_entries: int = 100_000) -> None:
         self.max_entries = max_entries
         self._data: OrderedDict[str, tuple[float, bytes | int]] = OrderedDict()
+
+    async def open(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        self._data.clear()
+
+    async def ping(self) -> None:
+        pass
 
     def _live(self, key: str) -> tuple[float, bytes | int] | None:
         entry = self._data.get(key)
@@ -53,28 +58,3 @@ class MemoryCache:
             expires, count = entry[0], entry[1] + 1
         self._store(key, expires, count)
         return count, expires - now
-
-
-class MemoryEventBus:
-    def __init__(self, queue_size: int = 1000) -> None:
-        self.queue_size = queue_size
-        self._subscribers: dict[int, set[asyncio.Queue[Event]]] = {}
-
-    async def publish(self, event: Event) -> None:
-        for queue in self._subscribers.get(event.account_id, ()):
-            if queue.full():  # a stalled listener loses the oldest, never blocks us
-                queue.get_nowait()
-            queue.put_nowait(event)
-
-    async def subscribe(self, account_id: int) -> AsyncIterator[Event]:
-        queue: asyncio.Queue[Event] = asyncio.Queue(self.queue_size)
-        self._subscribers.setdefault(account_id, set()).add(queue)
-        try:
-            while True:
-                yield await queue.get()
-        finally:
-            subscribers = self._subscribers.get(account_id)
-            if subscribers is not None:
-                subscribers.discard(queue)
-                if not subscribers:
-                    del self._subscribers[account_id]

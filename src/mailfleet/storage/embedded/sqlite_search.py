@@ -1,4 +1,6 @@
-"""``SearchIndex`` on SQLite FTS5 (the ``search_index`` table of migration 0003).
+"""``SearchIndex`` on SQLite FTS5 (the ``search_index`` table of migration 0003),
+in the metadata database: ``SqliteMailboxStore.store_messages`` writes a new
+message's document in the same transaction as its row (``insert_sync``).
 
 A query tree (``mailfleet.search.query``) becomes, where it can, one FTS5
 MATCH expression scoped by the account's owner token and walked in rowid
@@ -17,14 +19,19 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
 from mailfleet.search.query import And, Filter, Node, Not, Or, Text
-from mailfleet.storage.interfaces import SearchDocument
+from mailfleet.storage.interfaces import MessageSummary, SearchDocument
+from mailfleet.storage.sql.rows import SUMMARY_COLUMNS, summary_from_row
 from mailfleet.storage.sql.schema import messages
+from mailfleet.storage.sql.transaction import Transaction
+
+if TYPE_CHECKING:
+    from mailfleet.storage.embedded.sqlite import SqliteDatabase
 
 search_index = sa.table("search_index", sa.column("rowid", sa.BigInteger))
 _MATCH: sa.ColumnClause[Any] = sa.literal_column("search_index")
@@ -36,12 +43,25 @@ INSERT_DOCUMENT = (
 )
 
 
+def owner_token(account_id: int) -> str:
+    """The token naming the account in the ``owner`` column: every query is
+    scoped by it inside the index."""
+    return f"a{account_id}"
+
+
 def document_row(d: SearchDocument) -> tuple[object, ...]:
-    return (d.message_id, d.owner, d.subject, d.sender, d.recipients, d.body, d.attachments)
+    return (
+        d.message_id,
+        owner_token(d.account_id),
+        d.subject,
+        d.sender,
+        d.recipients,
+        d.body,
+        d.attachments,
+    )
 
 
 def insert_documents(conn: sqlite3.Connection, documents: Sequence[SearchDocument]) -> None:
-    """In the caller's transaction (``store_messages``)."""
     conn.executemany(INSERT_DOCUMENT, [document_row(d) for d in documents])
 
 
@@ -174,3 +194,75 @@ def search_statement(
     if before_id is not None:
         statement = statement.where(messages.c.id < before_id)
     return statement.limit(limit)
+
+
+class SqliteSearchIndex:
+    """Reads on the database's reader engine; ``index`` and ``clear`` on its
+    writer thread."""
+
+    def __init__(self, database: SqliteDatabase) -> None:
+        self.database = database
+
+    async def open(self) -> None:
+        await self.database.open()
+
+    async def close(self) -> None:
+        await self.database.close()
+
+    async def ping(self) -> None:
+        async with Transaction(self.database.read_engine, write=False) as conn:
+            await conn.execute(sa.text("SELECT 1 FROM search_index LIMIT 0"))
+
+    def insert_sync(self, conn: sqlite3.Connection, documents: Sequence[SearchDocument]) -> None:
+        """In the caller's transaction (``store_messages``)."""
+        insert_documents(conn, documents)
+
+    async def search(
+        self,
+        account_id: int,
+        query: Node,
+        *,
+        folders: Mapping[str, frozenset[int]],
+        limit: int,
+        before_id: int | None,
+    ) -> list[MessageSummary]:
+        statement = search_statement(
+            account_id,
+            query,
+            owner=owner_token(account_id),
+            folders=folders,
+            columns=SUMMARY_COLUMNS,
+            limit=limit,
+            before_id=before_id,
+        )
+        async with Transaction(self.database.read_engine, write=False) as conn:
+            rows = (await conn.execute(statement)).all()
+        return [summary_from_row(row) for row in rows]
+
+    async def index(self, documents: Sequence[SearchDocument]) -> int:
+        batch = list(documents)
+
+        def add(conn: sqlite3.Connection) -> int:
+            added = 0
+            for start in range(0, len(batch), 500):
+                chunk = batch[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                present = {
+                    row[0]
+                    for row in conn.execute(
+                        f"SELECT rowid FROM search_index WHERE rowid IN ({marks})",
+                        [d.message_id for d in chunk],
+                    )
+                }
+                missing = [d for d in chunk if d.message_id not in present]
+                insert_documents(conn, missing)
+                added += len(missing)
+            return added
+
+        return await self.database.writer.run(add)
+
+    async def clear(self) -> None:
+        def clear(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT INTO search_index (search_index) VALUES ('delete-all')")
+
+        await self.database.writer.run(clear)

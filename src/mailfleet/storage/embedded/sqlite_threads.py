@@ -9,14 +9,18 @@ import sqlite3
 from collections.abc import Sequence
 
 from mailfleet.mailbox.threads import ThreadKey, plan_threads
+from mailfleet.storage.embedded.sqlite_changes import ChangeLog
 from mailfleet.storage.interfaces import NewMessage
 from mailfleet.storage.sql.threads import keys_by_account, rethreaded
 
 _CHUNK = 500
 
 
-def assign_threads_sync(conn: sqlite3.Connection, fresh: Sequence[NewMessage]) -> list[NewMessage]:
-    """The new messages with their threads; threads they link are merged."""
+def assign_threads_sync(
+    conn: sqlite3.Connection, fresh: Sequence[NewMessage], log: ChangeLog
+) -> list[NewMessage]:
+    """The new messages with their threads; threads they link are merged
+    (each stored message that changes thread is a ``message.updated``)."""
     stored: dict[tuple[int, str], ThreadKey] = {}
     for account_id, keys in keys_by_account(fresh).items():
         for start in range(0, len(keys), _CHUNK):
@@ -30,11 +34,22 @@ def assign_threads_sync(conn: sqlite3.Connection, fresh: Sequence[NewMessage]) -
     plan = plan_threads(fresh, stored)
     for (account_id, survivor), absorbed in plan.merge_groups().items():
         marks = ",".join("?" * len(absorbed))
-        for table in ("messages", "thread_keys"):
-            conn.execute(
-                f"UPDATE {table} SET thread_id = ? WHERE account_id = ? AND thread_id IN ({marks})",
-                [survivor, account_id, *absorbed],
+        moved = conn.execute(
+            "UPDATE messages SET thread_id = ?"
+            f" WHERE account_id = ? AND thread_id IN ({marks})"
+            " RETURNING id, folder_id, is_read, is_flagged",
+            [survivor, account_id, *absorbed],
+        ).fetchall()
+        for message_id, folder_id, is_read, is_flagged in moved:
+            log.add(
+                account_id,
+                "message.updated",
+                message_state(message_id, folder_id, survivor, is_read, is_flagged),
             )
+        conn.execute(
+            f"UPDATE thread_keys SET thread_id = ? WHERE account_id = ? AND thread_id IN ({marks})",
+            [survivor, account_id, *absorbed],
+        )
     conn.executemany(
         "UPDATE thread_keys SET thread_id = ?, seen_at = ? WHERE account_id = ? AND ref = ?",
         [(k.thread_id, k.seen_at, k.account_id, k.ref) for k in plan.updates],
@@ -44,3 +59,16 @@ def assign_threads_sync(conn: sqlite3.Connection, fresh: Sequence[NewMessage]) -
         [(k.account_id, k.ref, k.thread_id, k.seen_at) for k in plan.inserts],
     )
     return rethreaded(fresh, plan)
+
+
+def message_state(
+    message_id: int, folder_id: int, thread_id: int, is_read: object, is_flagged: object
+) -> dict[str, object]:
+    """What a ``message.*`` change carries: where the message is and its flags."""
+    return {
+        "id": message_id,
+        "folder_id": folder_id,
+        "thread_id": thread_id,
+        "is_read": bool(is_read),
+        "is_flagged": bool(is_flagged),
+    }

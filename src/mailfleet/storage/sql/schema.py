@@ -149,3 +149,24 @@ thread_keys = sa.Table(
     sa.Column("seen_at", sa.BigInteger, nullable=False),
     sa.Index("ix_thread_keys_thread", "account_id", "thread_id"),
 )
+
+# The change log (decision 0010): ``modseq`` is the account's newest sequence
+# number; ``changes`` keeps those above ``kept_after``, one row per change,
+# written in the same transaction as the change itself.
+mailbox_state = sa.Table(
+    "mailbox_state",
+    metadata,
+    sa.Column("account_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("modseq", sa.BigInteger, nullable=False),
+    sa.Column("kept_after", sa.BigInteger, nullable=False),
+)
+
+changes = sa.Table(
+    "changes",
+    metadata,
+    sa.Column("account_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("data", sa.Text, nullable=False),  # JSON object
+    sa.Column("at", sa.BigInteger, nullable=False),
+)

@@ -1,8 +1,7 @@
-"""Thread assignment inside ``store_messages`` (decision 0006), for the SQL
-store on any dialect: look up the batch's thread keys, let
-``mailbox.threads.plan_threads`` decide, write merges and keys in the same
-transaction as the message rows. ``storage/embedded/sqlite_threads.py`` does
-the same on SQLite's plain writer connection.
+"""Threads in SQL stores (decision 0006): what every engine's thread
+assignment shares (the batch's keys, the plan applied to the new messages;
+SQLite's assignment is ``storage/embedded/sqlite_threads.py``), and the
+queries of thread reads.
 
 The grouped listing's query lives here too: a thread's row is its newest
 message in the folder, found by walking the folder index newest first and
@@ -18,11 +17,10 @@ from dataclasses import replace
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from mailfleet.mailbox.threads import ThreadKey, ThreadPlan, keys_of, plan_threads
+from mailfleet.mailbox.threads import ThreadPlan, keys_of
 from mailfleet.storage.interfaces import ListCursor, NewMessage
-from mailfleet.storage.sql.schema import messages, thread_keys
+from mailfleet.storage.sql.schema import messages
 
 _CHUNK = 500
 
@@ -39,61 +37,6 @@ def rethreaded(fresh: Sequence[NewMessage], plan: ThreadPlan) -> list[NewMessage
         m if m.thread_id == t else replace(m, thread_id=t)
         for m, t in zip(fresh, plan.thread_ids, strict=True)
     ]
-
-
-async def assign_threads(conn: AsyncConnection, fresh: Sequence[NewMessage]) -> list[NewMessage]:
-    """The new messages with their threads; other threads they link are
-    merged. Runs in the caller's transaction, before the rows are inserted."""
-    stored: dict[tuple[int, str], ThreadKey] = {}
-    for account_id, keys in keys_by_account(fresh).items():
-        if conn.dialect.name == "postgresql":
-            # Writers of one account take turns (in account order, so two
-            # batches cannot deadlock): two stores of the same new key would
-            # otherwise both insert it.
-            await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(account_id)))
-        for start in range(0, len(keys), _CHUNK):
-            rows = await conn.execute(
-                sa.select(thread_keys.c.ref, thread_keys.c.thread_id, thread_keys.c.seen_at).where(
-                    thread_keys.c.account_id == account_id,
-                    thread_keys.c.ref.in_(keys[start : start + _CHUNK]),
-                )
-            )
-            stored.update({(account_id, r.ref): ThreadKey(r.thread_id, r.seen_at) for r in rows})
-    plan = plan_threads(fresh, stored)
-    for (account_id, survivor), absorbed in plan.merge_groups().items():
-        for table in (messages, thread_keys):
-            await conn.execute(
-                table.update()
-                .where(table.c.account_id == account_id, table.c.thread_id.in_(absorbed))
-                .values(thread_id=survivor)
-            )
-    if plan.updates:
-        await conn.execute(
-            thread_keys.update()
-            .where(
-                thread_keys.c.account_id == sa.bindparam("b_account_id"),
-                thread_keys.c.ref == sa.bindparam("b_ref"),
-            )
-            .values(thread_id=sa.bindparam("b_thread_id"), seen_at=sa.bindparam("b_seen_at")),
-            [
-                dict(
-                    b_account_id=k.account_id,
-                    b_ref=k.ref,
-                    b_thread_id=k.thread_id,
-                    b_seen_at=k.seen_at,
-                )
-                for k in plan.updates
-            ],
-        )
-    if plan.inserts:
-        await conn.execute(
-            thread_keys.insert(),
-            [
-                dict(account_id=k.account_id, ref=k.ref, thread_id=k.thread_id, seen_at=k.seen_at)
-                for k in plan.inserts
-            ],
-        )
-    return rethreaded(fresh, plan)
 
 
 def thread_heads(

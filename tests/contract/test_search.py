@@ -1,12 +1,12 @@
-"""Property: for random mailboxes and random queries built from every
-operator, the index answers exactly what a brute-force filter over all the
-messages answers (``mailfleet.search.query.matches``), newest first, and
-never a message of another account."""
+"""SearchIndex contract, as a property: for random mailboxes and random
+queries built from every operator, the index answers exactly what a
+brute-force filter over all the messages answers
+(``mailfleet.search.query.matches``), newest first, and never a message of
+another account. Runs against every selected implementation."""
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,21 +14,21 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from mailfleet.config import load_settings
 from mailfleet.ids import new_id
 from mailfleet.search.document import document_for
 from mailfleet.search.query import Candidate, matches, parse
 from mailfleet.search.service import resolve_folders, with_default_scope
 from mailfleet.search.tokens import tokens
-from mailfleet.storage.factory import Stores, create_stores
 from mailfleet.storage.interfaces import (
     FOLDER_ROLES,
-    Account,
     Address,
     Attachment,
     Folder,
     NewMessage,
 )
+
+from . import backends
+from .implementations.mailbox import MailboxBackend
 
 WORDS = ["budget", "review", "Müller", "muller", "회의를", "회의", "会議室", "lunch", "2026", "ok"]
 PEOPLE = [
@@ -94,31 +94,26 @@ def _combine(children: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
 query = st.recursive(term, _combine, max_leaves=5)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=backends.params("search"))
 def store(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[asyncio.AbstractEventLoop, Stores]]:
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[asyncio.AbstractEventLoop, MailboxBackend]]:
     loop = asyncio.new_event_loop()
     data = Path(tmp_path_factory.mktemp("search-property"))
-    stores = create_stores(load_settings(None, {"data_dir": str(data)}))
-    loop.run_until_complete(stores.open())
-    yield loop, stores
-    loop.run_until_complete(stores.close())
+    opened = request.param.open(data)
+    backend = loop.run_until_complete(opened.__aenter__())
+    yield loop, backend
+    loop.run_until_complete(opened.__aexit__(None, None, None))
     loop.close()
 
 
-_accounts = itertools.count(1)
-
-
 async def _mailbox(
-    stores: Stores, messages: list[dict[str, object]]
+    backend: MailboxBackend, messages: list[dict[str, object]]
 ) -> tuple[int, list[Folder], list[NewMessage]]:
     account_id = new_id()
-    n = next(_accounts)
-    account = Account(account_id, f"user{n}@example.com", "", "x", False, 0)
     folders = [Folder(account_id, new_id(), role.capitalize(), role, 0, 0) for role in FOLDER_ROLES]
     folders.append(Folder(account_id, new_id(), "Projects", None, 0, 0))
-    await stores.metadata.create_account(account, folders)
+    await backend.mailbox.create_mailbox(account_id, folders)
     by_name = {f.role or f.name: f for f in folders}
     copies = []
     for m in messages:
@@ -153,7 +148,7 @@ async def _mailbox(
                 body_text=str(m["body"]),
             )
         )
-    await stores.metadata.store_messages(copies)
+    await backend.mailbox.store_messages(copies)
     return account_id, folders, copies
 
 
@@ -214,17 +209,19 @@ _EDGES = [
 )
 @given(messages=st.lists(message(), min_size=1, max_size=25), q=query)
 def test_index_agrees_with_brute_force(
-    store: tuple[asyncio.AbstractEventLoop, Stores], messages: list[dict[str, object]], q: str
+    store: tuple[asyncio.AbstractEventLoop, MailboxBackend],
+    messages: list[dict[str, object]],
+    q: str,
 ) -> None:
-    loop, stores = store
+    loop, backend = store
     node = with_default_scope(parse(q))
 
     async def run() -> tuple[list[int], list[int]]:
-        account_id, folders, copies = await _mailbox(stores, messages)
+        account_id, folders, copies = await _mailbox(backend, messages)
         # Another account with the same mail must never show up.
-        await _mailbox(stores, messages)
+        await _mailbox(backend, messages)
         scope = resolve_folders(node, folders)
-        found = await stores.search.search(
+        found = await backend.search.search(
             account_id, node, folders=scope, limit=1000, before_id=None
         )
         expected = sorted(

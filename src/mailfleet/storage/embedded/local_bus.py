@@ -1,0 +1,162 @@
+"""``EventBus`` for the processes sharing one data directory (the embedded
+profile: ``mailfleet serve``, its worker-in child, the admin CLI).
+
+Each process binds a Unix datagram socket in the bus directory; a wake-up
+("account N has changes up to M", a few bytes) goes to the process's own
+watchers directly and to every other socket there with one non-blocking
+``sendto`` each. Nothing polls and nothing is stored: a wake-up is a hint, the
+change log is the truth, so a datagram dropped (a full receive buffer, a
+process starting) only delays a reader until the next one. A socket whose
+process died answers ``ECONNREFUSED`` and is removed by the first sender that
+meets it. The directory listing is re-read only when the directory changes.
+
+``memory://`` gives the same bus without the sockets: one process only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import hashlib
+import os
+import secrets
+import socket
+import tempfile
+import time
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+
+# sockaddr_un holds 108 bytes; a longer bus directory gets its sockets in a
+# short directory of the temp dir named after it (every process finds the same).
+_MAX_SOCKET_PATH = 100
+
+
+def socket_directory(directory: Path) -> Path:
+    if len(str(directory)) + 30 <= _MAX_SOCKET_PATH:
+        return directory
+    digest = hashlib.sha256(str(directory.resolve()).encode()).hexdigest()[:20]
+    return Path(tempfile.gettempdir()) / f"mailfleet-bus-{digest}"
+
+
+class _Watch:
+    """One watcher: the newest head not yet read, and a wake-up flag."""
+
+    def __init__(self) -> None:
+        self.head = 0
+        self.event = asyncio.Event()
+
+    def offer(self, head: int) -> None:
+        if head > self.head:
+            self.head = head
+            self.event.set()
+
+
+class LocalEventBus:
+    def __init__(self, directory: Path | None) -> None:
+        self.directory = socket_directory(directory) if directory is not None else None
+        self._watches: dict[int, set[_Watch]] = {}
+        self._socket: socket.socket | None = None
+        self._path: Path | None = None
+        self._peers: list[str] = []
+        self._peers_mtime = -1
+        self._peers_read_at = 0.0
+
+    async def open(self) -> None:
+        if self.directory is None or self._socket is not None:
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.setblocking(False)
+        self._path = self.directory / f"{os.getpid()}-{secrets.token_hex(4)}.sock"
+        sock.bind(str(self._path))
+        self._socket = sock
+        asyncio.get_running_loop().add_reader(sock.fileno(), self._receive)
+
+    async def close(self) -> None:
+        sock, self._socket = self._socket, None
+        if sock is not None:
+            asyncio.get_running_loop().remove_reader(sock.fileno())
+            sock.close()
+        if self._path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self._path.unlink()
+            self._path = None
+
+    async def ping(self) -> None:
+        if self.directory is not None and self._socket is None:
+            raise OSError("event bus socket is not open")
+
+    async def publish(self, heads: Mapping[int, int]) -> None:
+        if not heads:
+            return
+        self._deliver(heads)
+        if self._socket is None:
+            return
+        payload = " ".join(f"{a}:{h}" for a, h in heads.items()).encode()
+        for peer in self._peer_paths():
+            try:
+                self._socket.sendto(payload, peer)
+            except (ConnectionRefusedError, FileNotFoundError):
+                # Its process is gone: nobody will read it again.
+                with contextlib.suppress(OSError):
+                    os.unlink(peer)
+            except OSError as exc:
+                # EAGAIN / ENOBUFS: the reader is behind; it catches up from
+                # the change log at its next wake-up.
+                if exc.errno not in (errno.EAGAIN, errno.ENOBUFS, errno.EWOULDBLOCK):
+                    raise
+
+    async def watch(self, account_id: int) -> AsyncIterator[int]:
+        entry = _Watch()
+        self._watches.setdefault(account_id, set()).add(entry)
+        try:
+            while True:
+                await entry.event.wait()
+                entry.event.clear()
+                yield entry.head
+        finally:
+            watches = self._watches.get(account_id)
+            if watches is not None:
+                watches.discard(entry)
+                if not watches:
+                    del self._watches[account_id]
+
+    def _deliver(self, heads: Mapping[int, int]) -> None:
+        for account_id, head in heads.items():
+            for entry in self._watches.get(account_id, ()):
+                entry.offer(head)
+
+    def _receive(self) -> None:
+        assert self._socket is not None
+        heads: dict[int, int] = {}
+        while True:
+            try:
+                data = self._socket.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                break
+            for part in data.split():
+                account, _, head = part.partition(b":")
+                try:
+                    a, h = int(account), int(head)
+                except ValueError:
+                    continue  # not ours: a wake-up is only ever account:head
+                heads[a] = max(h, heads.get(a, 0))
+        self._deliver(heads)
+
+    def _peer_paths(self) -> list[str]:
+        assert self.directory is not None
+        try:
+            mtime = self.directory.stat().st_mtime_ns
+        except FileNotFoundError:
+            return []
+        now = time.monotonic()
+        # A directory's mtime can miss two changes within one clock tick: the
+        # listing is also re-read every second.
+        if mtime != self._peers_mtime or now - self._peers_read_at > 1:
+            self._peers_mtime, self._peers_read_at = mtime, now
+            own = str(self._path)
+            self._peers = [
+                str(p) for p in self.directory.iterdir() if p.suffix == ".sock" and str(p) != own
+            ]
+        return self._peers

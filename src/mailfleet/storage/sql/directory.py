@@ -1,0 +1,163 @@
+"""``DirectoryStore`` over SQLAlchemy Core: domains, DKIM keys, accounts,
+sessions. Portable SQL; the engines come from each backend (SQLite's shares the
+mailbox database; PostgreSQL's is the directory database of a fleet)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from mailfleet.storage.interfaces import Account, DkimKey, Domain, Session
+from mailfleet.storage.sql.rows import account_from_row
+from mailfleet.storage.sql.schema import accounts, dkim_keys, domains, sessions
+from mailfleet.storage.sql.transaction import Transaction
+
+
+class SqlDirectoryStore:
+    """Reads through ``reader``, writes through ``writer`` (SQLite wants one
+    writer connection taking its lock up front; PostgreSQL gives both the same
+    pool). ``open`` and ``close`` belong to whoever owns the engines."""
+
+    def __init__(self, writer: AsyncEngine, reader: AsyncEngine | None = None) -> None:
+        self.writer = writer
+        self.reader = reader or writer
+
+    async def open(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    async def ping(self) -> None:
+        async with self._read() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+
+    def _write(self) -> Transaction:
+        return Transaction(self.writer, write=True)
+
+    def _read(self) -> Transaction:
+        return Transaction(self.reader, write=False)
+
+    async def add_domain(self, domain: Domain) -> None:
+        async with self._write() as conn:
+            await conn.execute(
+                domains.insert().values(
+                    name=domain.name, open_signup=domain.open_signup, created_at=domain.created_at
+                )
+            )
+
+    async def get_domain(self, name: str) -> Domain | None:
+        async with self._read() as conn:
+            row = (await conn.execute(domains.select().where(domains.c.name == name))).first()
+        return Domain(row.name, bool(row.open_signup), row.created_at) if row else None
+
+    async def list_domains(self) -> list[Domain]:
+        async with self._read() as conn:
+            rows = await conn.execute(domains.select().order_by(domains.c.name))
+        return [Domain(r.name, bool(r.open_signup), r.created_at) for r in rows]
+
+    async def set_domain_signup(self, name: str, open_signup: bool) -> None:
+        async with self._write() as conn:
+            await conn.execute(
+                domains.update().where(domains.c.name == name).values(open_signup=open_signup)
+            )
+
+    async def add_dkim_key(self, key: DkimKey) -> None:
+        async with self._write() as conn:
+            await conn.execute(
+                dkim_keys.insert().values(
+                    domain=key.domain,
+                    selector=key.selector,
+                    private_key_pem=key.private_key_pem,
+                    created_at=key.created_at,
+                )
+            )
+
+    async def dkim_keys(self, domain: str) -> list[DkimKey]:
+        async with self._read() as conn:
+            rows = await conn.execute(
+                dkim_keys.select()
+                .where(dkim_keys.c.domain == domain)
+                .order_by(dkim_keys.c.created_at.desc(), dkim_keys.c.selector)
+            )
+        return [DkimKey(r.domain, r.selector, r.private_key_pem, r.created_at) for r in rows]
+
+    async def create_account(self, account: Account) -> None:
+        async with self._write() as conn:
+            await conn.execute(
+                accounts.insert().values(
+                    id=account.id,
+                    email=account.email,
+                    name=account.name,
+                    password_hash=account.password_hash,
+                    disabled=account.disabled,
+                    created_at=account.created_at,
+                )
+            )
+
+    async def get_account(self, account_id: int) -> Account | None:
+        async with self._read() as conn:
+            row = (await conn.execute(accounts.select().where(accounts.c.id == account_id))).first()
+        return account_from_row(row) if row else None
+
+    async def get_account_by_email(self, email: str) -> Account | None:
+        async with self._read() as conn:
+            row = (await conn.execute(accounts.select().where(accounts.c.email == email))).first()
+        return account_from_row(row) if row else None
+
+    async def list_accounts(self, domain: str | None = None) -> list[Account]:
+        query = accounts.select().order_by(accounts.c.email)
+        if domain is not None:
+            query = query.where(accounts.c.email.endswith("@" + domain, autoescape=True))
+        async with self._read() as conn:
+            rows = await conn.execute(query)
+        return [account_from_row(r) for r in rows]
+
+    async def update_account(
+        self, account_id: int, *, password_hash: str | None = None, disabled: bool | None = None
+    ) -> None:
+        values: dict[str, Any] = {}
+        if password_hash is not None:
+            values["password_hash"] = password_hash
+        if disabled is not None:
+            values["disabled"] = disabled
+        if values:
+            async with self._write() as conn:
+                await conn.execute(
+                    accounts.update().where(accounts.c.id == account_id).values(**values)
+                )
+
+    async def create_session(self, session: Session) -> None:
+        async with self._write() as conn:
+            await conn.execute(
+                sessions.insert().values(
+                    account_id=session.account_id,
+                    token_hash=session.token_hash,
+                    expires_at=session.expires_at,
+                )
+            )
+
+    async def get_session(self, account_id: int, token_hash: bytes) -> Session | None:
+        async with self._read() as conn:
+            row = (
+                await conn.execute(
+                    sessions.select().where(
+                        sessions.c.account_id == account_id, sessions.c.token_hash == token_hash
+                    )
+                )
+            ).first()
+        return Session(row.account_id, row.token_hash, row.expires_at) if row else None
+
+    async def delete_session(self, account_id: int, token_hash: bytes) -> None:
+        async with self._write() as conn:
+            await conn.execute(
+                sessions.delete().where(
+                    sessions.c.account_id == account_id, sessions.c.token_hash == token_hash
+                )
+            )
+
+    async def delete_sessions(self, account_id: int) -> None:
+        async with self._write() as conn:
+            await conn.execute(sessions.delete().where(sessions.c.account_id == account_id))

@@ -1,0 +1,81 @@
+"""EventBus contract: a wake-up published by one process reaches the watchers
+of that account in every other process (and its own) at once; wake-ups not
+read yet coalesce into the newest; other accounts' wake-ups are not seen."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from mailfleet.storage.interfaces import EventBus
+
+from . import backends
+from .implementations.events import OpenBus
+
+
+@pytest.fixture(params=backends.params("events"))
+async def open_bus(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[OpenBus]:
+    async with request.param.open(tmp_path) as opened:
+        yield opened
+
+
+async def next_head(bus: EventBus, account_id: int, started: asyncio.Event) -> int:
+    watch = bus.watch(account_id)
+    try:
+        waiting = asyncio.ensure_future(anext(watch))
+        await asyncio.sleep(0)  # the watch is registered once the generator runs
+        started.set()
+        return await asyncio.wait_for(waiting, 5)
+    finally:
+        await watch.aclose()  # type: ignore[attr-defined]
+
+
+async def test_a_wake_up_reaches_another_process_at_once(open_bus: OpenBus) -> None:
+    publisher, listener = await open_bus(), await open_bus()
+    started = asyncio.Event()
+    task = asyncio.create_task(next_head(listener, 7, started))
+    await started.wait()
+    t0 = time.perf_counter()
+    await publisher.publish({8: 99, 7: 3})
+    assert await task == 3
+    assert time.perf_counter() - t0 < 0.1
+
+
+async def test_the_publishing_process_hears_itself(open_bus: OpenBus) -> None:
+    bus = await open_bus()
+    started = asyncio.Event()
+    task = asyncio.create_task(next_head(bus, 7, started))
+    await started.wait()
+    await bus.publish({7: 5})
+    assert await task == 5
+
+
+async def test_unread_wake_ups_coalesce_into_the_newest(open_bus: OpenBus) -> None:
+    publisher, listener = await open_bus(), await open_bus()
+    watch = listener.watch(1)
+    first = asyncio.ensure_future(anext(watch))
+    await asyncio.sleep(0)
+    await publisher.publish({1: 1})
+    assert await asyncio.wait_for(first, 5) == 1
+    for head in (2, 3, 4):
+        await publisher.publish({1: head})
+    await publisher.publish({2: 50})
+    await asyncio.sleep(0.05)
+    assert await asyncio.wait_for(anext(watch), 5) == 4
+    await watch.aclose()  # type: ignore[attr-defined]
+
+
+async def test_a_process_that_went_away_does_not_stop_publishing(
+    open_bus: OpenBus, tmp_path: Path
+) -> None:
+    publisher, gone, listener = await open_bus(), await open_bus(), await open_bus()
+    await gone.close()
+    started = asyncio.Event()
+    task = asyncio.create_task(next_head(listener, 1, started))
+    await started.wait()
+    await publisher.publish({1: 1})
+    assert await task == 1
