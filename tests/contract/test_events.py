@@ -66,6 +66,10 @@ async def test_unread_wake_ups_coalesce_into_the_newest(open_bus: OpenBus) -> No
     await publisher.publish({2: 50})
     await asyncio.sleep(0.05)
     assert await asyncio.wait_for(anext(watch), 5) == 4
+    # The same from within the listener's own process.
+    for head in (5, 6, 7):
+        await listener.publish({1: head})
+    assert await asyncio.wait_for(anext(watch), 5) == 7
     await watch.aclose()  # type: ignore[attr-defined]
 
 
