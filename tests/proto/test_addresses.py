@@ -7,12 +7,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mailfleet.proto.addresses import (
+    Address,
     AddressError,
     format_address,
     normalize_email,
     parse_address,
 )
-from mailfleet.storage.interfaces import Address
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mailfleet.proto.addresses import Address
 from mailfleet.proto.compose import sanitize_html
 from mailfleet.proto.parse import (
     MAX_DEPTH,
@@ -22,7 +23,6 @@ from mailfleet.proto.parse import (
     ParsedMessage,
     parse_message,
 )
-from mailfleet.storage.interfaces import Address
 
 PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256))
 PDF = b"%PDF-1.4\n" + bytes(range(255, -1, -1)) + b"\r\n%%EOF\r\n"

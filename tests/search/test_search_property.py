@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from mailfleet.config import load_settings
 from mailfleet.ids import new_id
+from mailfleet.proto.addresses import Address
 from mailfleet.search.document import document_for
 from mailfleet.search.query import Candidate, matches, parse
 from mailfleet.search.service import resolve_folders, with_default_scope
@@ -24,7 +25,6 @@ from mailfleet.storage.factory import Stores, create_stores
 from mailfleet.storage.interfaces import (
     FOLDER_ROLES,
     Account,
-    Address,
     Attachment,
     Folder,
     NewMessage,

@@ -20,7 +20,7 @@ from mailfleet.delivery.local import deliver_locally, store_parts
 from mailfleet.delivery.outbox import queue_outgoing
 from mailfleet.errors import Invalid, TooLarge
 from mailfleet.ids import new_id, now_ms, parse_id
-from mailfleet.proto.addresses import AddressError, mailbox_key, normalize_email
+from mailfleet.proto.addresses import Address, AddressError, mailbox_key, normalize_email
 from mailfleet.proto.compose import (
     OutgoingAttachment,
     compose,
@@ -35,7 +35,6 @@ from mailfleet.ratelimit import RateLimiter
 from mailfleet.storage.errors import BlobTooLarge
 from mailfleet.storage.interfaces import (
     Account,
-    Address,
     Attachment,
     Blob,
     BlobStore,

@@ -9,13 +9,20 @@ refused: legal, but used for tricks far more than for mail.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from email.headerregistry import Address as HeaderAddress
-
-from mailfleet.storage.interfaces import Address
 
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-\u0080-\U0010FFFF]"
 _LOCAL = re.compile(rf"{_ATEXT}+(?:\.{_ATEXT}+)*")
 _LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """A mailbox as mail names it: an address and an optional display name."""
+
+    email: str
+    name: str = ""
 
 
 class AddressError(ValueError):

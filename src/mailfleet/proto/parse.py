@@ -32,8 +32,8 @@ from email.parser import BytesParser
 from email.utils import parsedate_to_datetime
 from urllib.parse import unquote_to_bytes
 
+from mailfleet.proto.addresses import Address
 from mailfleet.proto.compose import html_to_text, sanitize_html
-from mailfleet.storage.interfaces import Address
 
 MAX_DEPTH = 100  # multipart levels below the message that are read
 MAX_PARTS = 1000  # MIME parts read in one message

@@ -16,9 +16,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from mailfleet.proto.addresses import Address
 from mailfleet.storage.interfaces import (
     Account,
-    Address,
     Attachment,
     Delivery,
     DkimKey,
