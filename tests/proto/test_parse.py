@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from mailfleet.proto.addresses import Address
 from mailfleet.proto.compose import sanitize_html
-from mailfleet.proto.parse import (
+from mailfleet.proto.mime import (
     MAX_DEPTH,
     MAX_PARTS,
     ParsedAttachment,

@@ -21,7 +21,7 @@ from mailfleet.delivery.local import StoredParts, deliver_locally, store_parts
 from mailfleet.ids import new_id
 from mailfleet.proto.addresses import AddressError, mailbox_key, normalize_email
 from mailfleet.proto.compose import snippet
-from mailfleet.proto.parse import ParsedMessage, parse_message
+from mailfleet.proto.mime import ParsedMessage, parse_message
 from mailfleet.storage.errors import BackendUnavailable, BlobMissing
 from mailfleet.storage.interfaces import (
     BlobStore,

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from mailfleet.ids import new_id
-from mailfleet.proto.parse import ParsedMessage
+from mailfleet.proto.mime import ParsedMessage
 from mailfleet.storage.interfaces import (
     Attachment,
     BlobStore,

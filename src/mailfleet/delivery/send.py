@@ -29,7 +29,7 @@ from mailfleet.proto.compose import (
     sanitize_html,
     snippet,
 )
-from mailfleet.proto.parse import parse_message
+from mailfleet.proto.mime import parse_message
 from mailfleet.proto.submission import AuthorError, HeaderError, prepare_submission
 from mailfleet.ratelimit import RateLimiter
 from mailfleet.storage.errors import BlobTooLarge

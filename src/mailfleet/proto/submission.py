@@ -29,7 +29,7 @@ from mailfleet.proto.addresses import (
 )
 from mailfleet.proto.compose import new_message_id
 
-# Line ends as the stdlib parser (and so proto/parse.py) reads them: a bare CR
+# Line ends as the stdlib parser (and so proto/mime/) reads them: a bare CR
 # ends a line too. Reading them differently would let a field hide from one
 # reader and show to the other.
 _LINE_END = re.compile(rb"\r\n|\r|\n")
