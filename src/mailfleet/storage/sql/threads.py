@@ -20,9 +20,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from mailfleet.mailbox.threads import ThreadKey, ThreadPlan, keys_of, plan_threads
 from mailfleet.storage.interfaces import ListCursor, NewMessage
 from mailfleet.storage.sql.schema import messages, thread_keys
+from mailfleet.threadkeys import ThreadKey, ThreadPlan, keys_of, plan_threads
 
 _CHUNK = 500
 
