@@ -66,6 +66,12 @@ class StorageSettings(_Section):
     queue_url: str = Field("", description="sqlite:///PATH (later nats://)")
     cache_url: str = Field("memory://", description="memory:// (later redis://)")
     events_url: str = Field("memory://", description="memory:// (later nats:// or redis://)")
+    migrate_on_start: bool = Field(
+        True,
+        description="bring the metadata schema to the newest revision when a process "
+        "opens it; a fleet sets false and runs `mailfleet db upgrade` once per release, "
+        "and then a process refuses a database not at the newest revision",
+    )
 
 
 class HttpSettings(_Section):

@@ -44,7 +44,9 @@ class Stores:
 def create_stores(settings: Settings) -> Stores:
     """Builds (does not open) the stores the settings name. ``load_settings``
     has already refused schemes with no implementation."""
-    metadata = sqlite_metadata_store(settings.storage_url("metadata_url"))
+    metadata = sqlite_metadata_store(
+        settings.storage_url("metadata_url"), migrate=settings.storage.migrate_on_start
+    )
     return Stores(
         metadata=metadata,
         search=metadata,

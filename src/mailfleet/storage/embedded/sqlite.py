@@ -136,9 +136,9 @@ class SqliteMetadataStore(SqlMetadataStore):
     by a writer thread on a plain connection (the other writes are rare and go
     through SQLAlchemy; both take the write lock with ``BEGIN IMMEDIATE``)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, migrate: bool = True) -> None:
         writer, reader = create_sqlite_engines(path)
-        super().__init__(writer, reader)
+        super().__init__(writer, reader, migrate=migrate)
         self._messages_writer = SqliteWriter(path)
 
     async def open(self) -> None:
@@ -229,5 +229,5 @@ class SqliteMetadataStore(SqlMetadataStore):
         await self._messages_writer.run(clear)
 
 
-def sqlite_metadata_store(url: str) -> SqliteMetadataStore:
-    return SqliteMetadataStore(sqlite_path(url))
+def sqlite_metadata_store(url: str, *, migrate: bool = True) -> SqliteMetadataStore:
+    return SqliteMetadataStore(sqlite_path(url), migrate=migrate)

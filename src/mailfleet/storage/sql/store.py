@@ -34,7 +34,7 @@ from mailfleet.storage.interfaces import (
     ThreadSummary,
     Upload,
 )
-from mailfleet.storage.migrations import upgrade_to_head
+from mailfleet.storage.migrations import ensure_schema
 from mailfleet.storage.sql.group_commit import GroupCommit
 from mailfleet.storage.sql.schema import (
     accounts,
@@ -103,9 +103,12 @@ def _account(row: Any) -> Account:
 
 
 class SqlMetadataStore:
-    def __init__(self, writer: AsyncEngine, reader: AsyncEngine | None = None) -> None:
+    def __init__(
+        self, writer: AsyncEngine, reader: AsyncEngine | None = None, *, migrate: bool = True
+    ) -> None:
         self.writer = writer
         self.reader = reader or writer
+        self.migrate = migrate  # at open: upgrade the schema, or refuse one not at head
         # Concurrent deliveries (worker-in, the send flow) share commits.
         self._group = GroupCommit(writer)
 
@@ -113,7 +116,7 @@ class SqlMetadataStore:
 
     async def open(self) -> None:
         async with self._write() as conn:
-            await conn.run_sync(upgrade_to_head)
+            await conn.run_sync(ensure_schema, migrate=self.migrate)
 
     async def close(self) -> None:
         await self.writer.dispose()
