@@ -1,5 +1,5 @@
-"""parse_message: what a reader is shown of received mail, decoded exactly, and
-that no input, however broken, makes it raise."""
+"""proto/mime (parse_message): what a reader is shown of received mail, decoded
+exactly, and that no input, however broken, makes it raise."""
 
 from __future__ import annotations
 
