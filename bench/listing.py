@@ -54,11 +54,11 @@ from typing import Any
 from mailfleet.accounts.service import AccountService
 from mailfleet.config import Settings, load_settings
 from mailfleet.ids import new_id
+from mailfleet.proto.addresses import Address
 from mailfleet.storage.embedded.sqlite import sqlite_path
 from mailfleet.storage.factory import Stores, create_stores
 from mailfleet.storage.interfaces import (
     Account,
-    Address,
     Folder,
     ListCursor,
     MailboxStore,

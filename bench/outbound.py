@@ -43,9 +43,9 @@ from pathlib import Path
 
 from mailfleet.config import Settings, load_settings
 from mailfleet.delivery.send import Draft
+from mailfleet.proto.addresses import Address
 from mailfleet.runtime import Runtime
 from mailfleet.storage.factory import create_stores
-from mailfleet.storage.interfaces import Address
 
 DOMAIN = "bench.test"
 REMOTE = "sink.test"

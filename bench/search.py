@@ -30,9 +30,10 @@ from pathlib import Path
 from listing import DOMAIN, EMAIL, ensure_account, machine_facts, measure
 from mailfleet.config import load_settings
 from mailfleet.ids import new_id
+from mailfleet.proto.addresses import Address
 from mailfleet.search.service import SearchService
 from mailfleet.storage.factory import create_stores
-from mailfleet.storage.interfaces import Account, Address, Attachment, Folder, NewMessage
+from mailfleet.storage.interfaces import Account, Attachment, Folder, NewMessage
 
 TARGET_MS = 50.0
 SPAN_MS = 2 * 365 * 24 * 3600 * 1000

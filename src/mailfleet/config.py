@@ -77,6 +77,12 @@ class StorageSettings(_Section):
         description="changes kept per account in its change log; a client further"
         " behind than this refetches its folders and lists (a 'reset' event)",
     )
+    migrate_on_start: bool = Field(
+        True,
+        description="bring the metadata schema to the newest revision when a process "
+        "opens it; a fleet sets false and runs `mailfleet db upgrade` once per release, "
+        "and then a process refuses a database not at the newest revision",
+    )
 
 
 class HttpSettings(_Section):

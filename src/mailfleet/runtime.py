@@ -33,7 +33,11 @@ class Runtime:
     @classmethod
     async def open(cls, settings: Settings) -> Runtime:
         stores = create_stores(settings)
-        await stores.open()
+        try:
+            await stores.open()
+        except BaseException:
+            await stores.close()  # a refused schema (SchemaOutOfDate) leaves nothing open
+            raise
         limiter = RateLimiter(stores.cache)
         smtp = settings.smtp
         incoming = IncomingService(

@@ -6,9 +6,9 @@ import itertools
 from dataclasses import dataclass
 
 from mailfleet.ids import new_id
+from mailfleet.proto.addresses import Address
 from mailfleet.storage.interfaces import (
     FOLDER_ROLES,
-    Address,
     Delivery,
     Folder,
     MailboxStore,

@@ -15,13 +15,13 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from mailfleet.ids import new_id
+from mailfleet.proto.addresses import Address
 from mailfleet.search.document import document_for
 from mailfleet.search.query import Candidate, matches, parse
 from mailfleet.search.service import resolve_folders, with_default_scope
 from mailfleet.search.tokens import tokens
 from mailfleet.storage.interfaces import (
     FOLDER_ROLES,
-    Address,
     Attachment,
     Folder,
     NewMessage,

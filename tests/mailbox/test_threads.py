@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mailfleet.mailbox.threads import (
+from mailfleet.storage.interfaces import NewMessage
+from mailfleet.threadkeys import (
     MAX_REFERENCES,
     SUBJECT_WINDOW_MS,
     ThreadKey,
@@ -19,7 +20,6 @@ from mailfleet.mailbox.threads import (
     plan_threads,
     subject_key,
 )
-from mailfleet.storage.interfaces import NewMessage
 
 DAY = 24 * 3600 * 1000
 

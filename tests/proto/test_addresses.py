@@ -7,12 +7,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mailfleet.proto.addresses import (
+    Address,
     AddressError,
     format_address,
     normalize_email,
     parse_address,
+    read_address_list,
 )
-from mailfleet.storage.interfaces import Address
 
 
 @pytest.mark.parametrize(
@@ -90,3 +91,37 @@ def test_parse_address_shapes() -> None:
     for bad in (5, None, {"name": "x"}, {"email": 3}, {"email": "a@b.com", "name": 7}):
         with pytest.raises(AddressError):
             parse_address(bad)
+
+
+# -- the lenient reading of received address fields ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected", "skipped"),
+    [
+        ("a@B.example", [Address("a@b.example")], []),
+        ('"Smith, J" <j@x.example>', [Address("j@x.example", "Smith, J")], []),
+        # an unquoted comma in a display name is joined back
+        ("Smith, John <j@x.example>", [Address("j@x.example", "Smith, John")], []),
+        # groups flattened, the group's name is no address
+        ("team: a@x.example, b@x.example;", [Address("a@x.example"), Address("b@x.example")], []),
+        ("Ann ann@x.example", [Address("ann@x.example", "Ann")], []),
+        ("<mailto:m@x.example> (Mia)", [Address("m@x.example", "Mia")], []),
+        # encoded-words are left for the caller to decode
+        (
+            "=?utf-8?q?J=C3=B6rg?= <j@x.example>",
+            [Address("j@x.example", "=?utf-8?q?J=C3=B6rg?=")],
+            [],
+        ),
+        ("<nobody>, ok@x.example", [Address("ok@x.example")], ["nobody"]),
+        ("undisclosed recipients", [], ["undisclosed recipients"]),
+    ],
+)
+def test_read_address_list(text: str, expected: list[Address], skipped: list[str]) -> None:
+    assert read_address_list(text) == (expected, skipped)
+
+
+@given(st.text(max_size=200))
+def test_read_address_list_never_raises(text: str) -> None:
+    found, _ = read_address_list(text)
+    assert all("@" in a.email for a in found)

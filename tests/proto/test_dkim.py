@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from dkim.util import parse_tag_value
 
+from mailfleet.proto.addresses import Address
 from mailfleet.proto.compose import OutgoingAttachment, compose
 from mailfleet.proto.dkim import (
     DkimError,
@@ -27,7 +28,6 @@ from mailfleet.proto.dkim import (
     txt_strings,
     zone_file,
 )
-from mailfleet.storage.interfaces import Address
 
 DOMAIN = "example.com"
 SELECTOR = "mf2025"

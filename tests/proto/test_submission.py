@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
+from mailfleet.proto.addresses import Address
 from mailfleet.proto.submission import AuthorError, HeaderError, prepare_submission
-from mailfleet.storage.interfaces import Address
 
 ALICE = Address("alice@example.com", "Alice Example")
 NOW = datetime(2026, 11, 24, 20, 0, tzinfo=UTC)

@@ -23,8 +23,7 @@ from mailfleet.api.schemas import (
 )
 from mailfleet.delivery.send import Draft
 from mailfleet.errors import BadInput, Invalid, TooLarge
-from mailfleet.proto.addresses import AddressError, parse_address
-from mailfleet.storage.interfaces import Address
+from mailfleet.proto.addresses import Address, AddressError, parse_address
 
 router = APIRouter(prefix="/v1", tags=["messages"])
 

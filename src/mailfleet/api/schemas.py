@@ -8,8 +8,8 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
 from mailfleet.mailbox.service import MessageView
+from mailfleet.proto.addresses import Address
 from mailfleet.storage.interfaces import (
-    Address,
     Attachment,
     Delivery,
     Folder,

@@ -1,5 +1,5 @@
 """``mailfleet`` entry point: global options, then one sub-command group per
-module (serve, domain, user)."""
+module (serve, domain, user, queue, index, db)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-from mailfleet.cli import domain, index, queue, serve, user
+from mailfleet.cli import db, domain, index, queue, serve, user
 from mailfleet.config import ConfigError, Settings, load_settings
 from mailfleet.errors import MailfleetError
 from mailfleet.loop import run
-from mailfleet.storage.errors import StorageError
+from mailfleet.storage.errors import SchemaOutOfDate, StorageError
 
 Handler = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
 
@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mailfleet", description="mailfleet email service")
     _common(parser)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (serve, domain, user, queue, index):
+    for module in (serve, domain, user, queue, index, db):
         module.register(commands, _common)
     return parser
 
@@ -63,6 +63,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except MailfleetError as exc:
         print(f"mailfleet: {exc.message}", file=sys.stderr)
+        return 1
+    except SchemaOutOfDate as exc:  # a role refuses to start: say why and what to run
+        print(f"mailfleet: {exc}", file=sys.stderr)
         return 1
     except StorageError as exc:
         print(f"mailfleet: storage error: {exc}", file=sys.stderr)

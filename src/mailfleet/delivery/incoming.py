@@ -21,7 +21,7 @@ from mailfleet.delivery.local import StoredParts, store_parts
 from mailfleet.ids import new_id
 from mailfleet.proto.addresses import AddressError, mailbox_key, normalize_email
 from mailfleet.proto.compose import snippet
-from mailfleet.proto.parse import ParsedMessage, parse_message
+from mailfleet.proto.mime import ParsedMessage, parse_message
 from mailfleet.storage.errors import BackendUnavailable, BlobMissing
 from mailfleet.storage.interfaces import (
     BlobStore,
@@ -188,7 +188,7 @@ class IncomingService:
         parts: StoredParts,
     ) -> NewMessage:
         message_id = new_id()
-        # store_messages places the copy in its thread (mailbox/threads.py)
+        # store_messages places the copy in its thread (threadkeys.py)
         # in the transaction that stores it: no lookups here.
         thread_id = message_id
         queue_id = str(payload["queue_id"])

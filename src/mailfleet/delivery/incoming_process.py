@@ -11,7 +11,10 @@ so it never outlives ``serve``. Exactly-once delivery does not depend on any
 of this: a mail the child leased when it died comes back after its lease and
 its ingest key stops a second copy.
 
-    python -m mailfleet.delivery.incoming_process   # settings as JSON on stdin
+The child's own entry point is a composition root (it opens a ``Runtime``),
+so it lives beside the others, in ``mailfleet/worker_in_child.py``:
+
+    python -m mailfleet.worker_in_child   # settings as JSON on stdin
 """
 
 from __future__ import annotations
@@ -19,15 +22,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import signal
 import sys
 
 from mailfleet.config import Settings
-from mailfleet.loop import run
 
 log = logging.getLogger("mailfleet.worker_in")
 RESTART_DELAY = 1.0
+CHILD_MODULE = "mailfleet.worker_in_child"  # run with ``python -m``
 
 
 class WorkerInProcess:
@@ -47,7 +48,7 @@ class WorkerInProcess:
         self.process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "mailfleet.delivery.incoming_process",
+            CHILD_MODULE,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
         )
@@ -86,42 +87,3 @@ class WorkerInProcess:
             self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch
-
-
-async def _child_main() -> int:
-    from mailfleet.delivery.incoming import IncomingWorker
-    from mailfleet.runtime import Runtime
-
-    loop = asyncio.get_running_loop()
-    stdin = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
-    settings = Settings.model_validate_json(await stdin.readline())
-    runtime = await Runtime.open(settings)
-    worker = IncomingWorker(runtime.incoming, runtime.stores.queue)
-    stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-
-    async def parent_gone() -> None:
-        await stdin.read()  # EOF: the parent closed the pipe or died
-        stop.set()
-
-    watch = asyncio.create_task(parent_gone())
-    try:
-        worker.start()
-        sys.stdout.write("ready\n")
-        sys.stdout.flush()
-        # The parent reads nothing more from that pipe: anything printed
-        # later goes to stderr, so a full pipe can never block the worker.
-        os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
-        await stop.wait()
-    finally:
-        watch.cancel()
-        await worker.stop()
-        await runtime.close()
-    return 0
-
-
-if __name__ == "__main__":
-    logging.basicConfig(level=logging.WARNING, format="worker-in: %(levelname)s %(message)s")
-    sys.exit(run(_child_main()))

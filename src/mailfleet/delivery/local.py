@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mailfleet.ids import new_id
-from mailfleet.proto.parse import ParsedMessage
+from mailfleet.proto.mime import ParsedMessage
 from mailfleet.storage.interfaces import Attachment, BlobStore
 
 

@@ -20,7 +20,7 @@ from mailfleet.delivery.local import store_parts
 from mailfleet.delivery.outbox import queue_outgoing
 from mailfleet.errors import Invalid, TooLarge
 from mailfleet.ids import new_id, now_ms, parse_id
-from mailfleet.proto.addresses import AddressError, mailbox_key, normalize_email
+from mailfleet.proto.addresses import Address, AddressError, mailbox_key, normalize_email
 from mailfleet.proto.compose import (
     OutgoingAttachment,
     compose,
@@ -29,13 +29,12 @@ from mailfleet.proto.compose import (
     sanitize_html,
     snippet,
 )
-from mailfleet.proto.parse import parse_message
+from mailfleet.proto.mime import parse_message
 from mailfleet.proto.submission import AuthorError, HeaderError, prepare_submission
 from mailfleet.ratelimit import RateLimiter
 from mailfleet.storage.errors import BlobTooLarge
 from mailfleet.storage.interfaces import (
     Account,
-    Address,
     Attachment,
     Blob,
     BlobStore,
@@ -321,7 +320,7 @@ class SendService:
         per remote domain. Repeating a call with the same ingest key stores
         and queues nothing new (the copies and the queue items dedupe). The
         store places each copy in its account's thread by its In-Reply-To and
-        References (mailbox/threads.py)."""
+        References (threadkeys.py)."""
 
         def copy(
             account_id: int,

@@ -153,7 +153,7 @@ class MailboxService:
         items = rows[:limit]
         return Page(items, encode_cursor(items[-1]) if more else None)
 
-    # -- threads (assigned on arrival: mailbox/threads.py) -------------------------
+    # -- threads (assigned on arrival: threadkeys.py) -------------------------
 
     async def list_threads(
         self,

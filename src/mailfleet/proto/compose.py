@@ -14,8 +14,7 @@ from email.utils import format_datetime
 
 import nh3
 
-from mailfleet.proto.addresses import format_address
-from mailfleet.storage.interfaces import Address
+from mailfleet.proto.addresses import Address, format_address
 
 SNIPPET_LENGTH = 200
 # SMTP policy: CRLF line ends, lines folded at 78, non-ASCII headers encoded.

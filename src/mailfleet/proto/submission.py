@@ -20,11 +20,16 @@ from datetime import datetime
 from email.header import decode_header, make_header
 from email.utils import format_datetime, getaddresses
 
-from mailfleet.proto.addresses import AddressError, format_address, mailbox_key, normalize_email
+from mailfleet.proto.addresses import (
+    Address,
+    AddressError,
+    format_address,
+    mailbox_key,
+    normalize_email,
+)
 from mailfleet.proto.compose import new_message_id
-from mailfleet.storage.interfaces import Address
 
-# Line ends as the stdlib parser (and so proto/parse.py) reads them: a bare CR
+# Line ends as the stdlib parser (and so proto/mime/) reads them: a bare CR
 # ends a line too. Reading them differently would let a field hide from one
 # reader and show to the other.
 _LINE_END = re.compile(rb"\r\n|\r|\n")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from mailfleet.proto.addresses import Address
 from mailfleet.search.tokens import tokens
-from mailfleet.storage.interfaces import Address, NewMessage, SearchDocument
+from mailfleet.storage.interfaces import NewMessage, SearchDocument
 
 # The body is searched up to here: enough for any mail people write; a
 # 20 MB log pasted into a mail would cost index space for nothing.

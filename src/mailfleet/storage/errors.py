@@ -21,3 +21,35 @@ class BlobMissing(StorageError):
 
 class BackendUnavailable(StorageError):
     """The backend cannot be reached or refused the write: try later."""
+
+
+UPGRADE_COMMAND = "mailfleet db upgrade"
+
+
+class SchemaOutOfDate(StorageError):
+    """The metadata database's schema is not the one this code is written for:
+    older, and this process does not migrate (``storage.migrate_on_start`` is
+    false), or newer than this code knows (code downgraded under a migrated
+    database). A role refuses to start on it."""
+
+    def __init__(
+        self, database: str, revision: str | None, head: str, *, newer: bool = False
+    ) -> None:
+        self.database = database
+        self.revision = revision
+        self.head = head
+        self.newer = newer
+        if newer:
+            message = (
+                f"metadata database {database} is at schema revision {revision}, newer "
+                f"than this mailfleet knows (its newest is {head}): it was migrated by a "
+                "newer mailfleet; run that version"
+            )
+        else:
+            found = f"at schema revision {revision}" if revision else "without a schema"
+            message = (
+                f"metadata database {database} is {found}; this mailfleet needs revision "
+                f"{head} and does not migrate on start (storage.migrate_on_start is false): "
+                f"run `{UPGRADE_COMMAND}` with the same settings, then start again"
+            )
+        super().__init__(message)

@@ -93,7 +93,10 @@ def create_stores(settings: Settings) -> Stores:
     # On SQLite one database fills three roles: the directory, the mailboxes
     # and the search index, which the mailbox store writes in the same
     # transaction as the messages it indexes.
-    database = SqliteDatabase(sqlite_path(settings.storage_url("metadata_url")))
+    database = SqliteDatabase(
+        sqlite_path(settings.storage_url("metadata_url")),
+        migrate=settings.storage.migrate_on_start,
+    )
     search = SqliteSearchIndex(database)
     return Stores(
         directory=SqliteDirectoryStore(database),

@@ -23,16 +23,12 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from mailfleet.proto.addresses import Address
+
 if TYPE_CHECKING:
     from mailfleet.search.query import Node as SearchNode
 
 # -- records ------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Address:
-    email: str
-    name: str = ""
 
 
 @dataclass(frozen=True, slots=True)

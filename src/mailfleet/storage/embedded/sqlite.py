@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 
 from mailfleet.storage.embedded.sqlite_writer import SqliteWriter
-from mailfleet.storage.migrations import upgrade_to_head
+from mailfleet.storage.migrations import ensure_schema
 from mailfleet.storage.sql.directory import SqlDirectoryStore
 from mailfleet.storage.sql.transaction import Transaction
 
@@ -70,8 +70,10 @@ class SqliteDatabase:
     """One metadata file shared by the roles it fills. Opened by the first of
     them (migrating the schema), closed by the last."""
 
-    def __init__(self, path: Path, *, readers: int = 4) -> None:
+    def __init__(self, path: Path, *, migrate: bool = True, readers: int = 4) -> None:
         self.path = path
+        # At open: upgrade the schema, or refuse one not at head (``mailfleet db upgrade``).
+        self.migrate = migrate
         self.write_engine, self.read_engine = create_sqlite_engines(path, readers)
         # Mailbox writes: a plain sqlite3 connection owned by one thread, where
         # the writes of concurrent callers commit together (decision 0003).
@@ -81,7 +83,7 @@ class SqliteDatabase:
     async def open(self) -> None:
         if self._users == 0:
             async with Transaction(self.write_engine, write=True) as conn:
-                await conn.run_sync(upgrade_to_head)
+                await conn.run_sync(ensure_schema, migrate=self.migrate)
             self.writer.start()
         self._users += 1
 

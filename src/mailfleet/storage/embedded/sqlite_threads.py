@@ -8,10 +8,10 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
-from mailfleet.mailbox.threads import ThreadKey, plan_threads
 from mailfleet.storage.embedded.sqlite_changes import ChangeLog
 from mailfleet.storage.interfaces import NewMessage
 from mailfleet.storage.sql.threads import keys_by_account, rethreaded
+from mailfleet.threadkeys import ThreadKey, plan_threads
 
 _CHUNK = 500
 

@@ -1,12 +1,13 @@
 """Alembic environment: runs on the connection handed over by
-``upgrade_to_head``, or on ``-x url=...`` from the alembic command line."""
+``upgrade_to_head``/``ensure_schema``, or on ``-x url=...`` from the alembic
+command line. Imports no live mailfleet code: the schema to compare against
+when autogenerating a revision is handed over by ``scripts/new-migration``
+(``config.attributes["target_metadata"]``)."""
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import context
-
-from mailfleet.storage.sql.schema import metadata
 
 config = context.config
 connection = config.attributes.get("connection")
@@ -15,7 +16,7 @@ connection = config.attributes.get("connection")
 def _run(conn: sa.engine.Connection) -> None:
     context.configure(
         connection=conn,
-        target_metadata=metadata,
+        target_metadata=config.attributes.get("target_metadata"),
         render_as_batch=conn.dialect.name == "sqlite",
     )
     with context.begin_transaction():

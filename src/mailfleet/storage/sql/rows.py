@@ -7,9 +7,9 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from mailfleet.proto.addresses import Address
 from mailfleet.storage.interfaces import (
     Account,
-    Address,
     Attachment,
     Delivery,
     Folder,

@@ -137,7 +137,7 @@ uploads = sa.Table(
     sa.Column("created_at", sa.BigInteger, nullable=False),
 )
 
-# Threading (mailbox/threads.py, decision 0006): every Message-ID an account's
+# Threading (threadkeys.py, decision 0006): every Message-ID an account's
 # mail names (``<...>``) and every normalized subject (``subject:...``), mapped
 # to its thread; ``seen_at`` is when the newest message carrying it arrived.
 thread_keys = sa.Table(

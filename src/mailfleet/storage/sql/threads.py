@@ -18,9 +18,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from mailfleet.mailbox.threads import ThreadPlan, keys_of
 from mailfleet.storage.interfaces import ListCursor, NewMessage
 from mailfleet.storage.sql.schema import messages
+from mailfleet.threadkeys import ThreadPlan, keys_of
 
 _CHUNK = 500
 

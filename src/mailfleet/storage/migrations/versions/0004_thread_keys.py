@@ -15,16 +15,53 @@ key keeps it; no merges).
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
-
-from mailfleet.mailbox.threads import message_id_keys, subject_key
 
 revision = "0004"
 down_revision = "0003"
 branch_labels = None
 depends_on = None
+
+
+# -- the thread-key rules as they were at this revision --------------------------
+# Frozen copy of ``mailfleet/threadkeys.py`` (then ``mailbox/threads.py``):
+# a revision never imports live code, which may change after it is written.
+
+_MAX_REFERENCES = 20
+_MAX_ID_LENGTH = 250
+_MAX_SUBJECT_KEY = 200
+_SUBJECT_KEY_PREFIX = "subject:"
+_MSG_ID = re.compile(r"<[^<>\s@]+@[^<>\s@]+>")
+_REPLY_WORDS = r"re|fwd?|aw|wg|sv|vs|antw"
+_PREFIX = re.compile(
+    rf"\s*(?:(?P<tag>\[[^\[\]]*\])|(?:{_REPLY_WORDS})\s*(?:\[\d+\]|\(\d+\))?\s*[:：])",
+    re.IGNORECASE,
+)
+
+
+def _valid_message_id(value: str | None) -> bool:
+    return value is not None and len(value) <= _MAX_ID_LENGTH and bool(_MSG_ID.fullmatch(value))
+
+
+def _message_id_keys(
+    message_id: str | None, in_reply_to: str | None, references: Sequence[str]
+) -> list[str]:
+    candidates = [message_id, in_reply_to]
+    valid_refs = [r for r in references if _valid_message_id(r)]
+    candidates.extend(valid_refs[-_MAX_REFERENCES:])
+    return [c for c in dict.fromkeys(candidates) if c is not None and _valid_message_id(c)]
+
+
+def _subject_key(subject: str) -> str | None:
+    text = " ".join(subject.casefold().split())
+    while match := _PREFIX.match(text):
+        text = text[match.end() :]
+    normalized = text.strip()[:_MAX_SUBJECT_KEY].rstrip()
+    return _SUBJECT_KEY_PREFIX + normalized if normalized else None
 
 
 def upgrade() -> None:
@@ -81,9 +118,9 @@ def _backfill(conn: sa.Connection) -> None:
         )
         for row in rows:
             refs = json.loads(row.references)
-            for ref in message_id_keys(row.message_id_header, row.in_reply_to, refs):
+            for ref in _message_id_keys(row.message_id_header, row.in_reply_to, refs):
                 table.setdefault(ref, (row.thread_id, row.received_at))
-            subject = subject_key(row.subject)
+            subject = _subject_key(row.subject)
             if subject:  # the newest message with the subject names it
                 table[subject] = (row.thread_id, row.received_at)
         values = [

@@ -1,5 +1,10 @@
 """Conversations: which thread a new message of an account joins (decision 0006).
 
+Pure rules, no I/O, at the top of the package so that both the mailbox
+service and the stores that apply them (``storage/sql/threads.py``,
+``storage/embedded/sqlite_threads.py``) may import them without storage
+depending on a service.
+
 After JWZ's threading algorithm (https://www.jwz.org/doc/threading.html),
 reduced to what can be decided on arrival with indexed lookups:
 

@@ -1,5 +1,5 @@
-"""parse_message: what a reader is shown of received mail, decoded exactly, and
-that no input, however broken, makes it raise."""
+"""proto/mime (parse_message): what a reader is shown of received mail, decoded
+exactly, and that no input, however broken, makes it raise."""
 
 from __future__ import annotations
 
@@ -14,15 +14,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mailfleet.proto.addresses import Address
 from mailfleet.proto.compose import sanitize_html
-from mailfleet.proto.parse import (
+from mailfleet.proto.mime import (
     MAX_DEPTH,
     MAX_PARTS,
     ParsedAttachment,
     ParsedMessage,
     parse_message,
 )
-from mailfleet.storage.interfaces import Address
 
 PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256))
 PDF = b"%PDF-1.4\n" + bytes(range(255, -1, -1)) + b"\r\n%%EOF\r\n"
