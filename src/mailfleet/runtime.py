@@ -33,11 +33,7 @@ class Runtime:
     @classmethod
     async def open(cls, settings: Settings) -> Runtime:
         stores = create_stores(settings)
-        try:
-            await stores.open()
-        except BaseException:
-            await stores.close()  # a refused schema (SchemaOutOfDate) leaves nothing open
-            raise
+        await stores.open()  # on failure it closes what it opened
         limiter = RateLimiter(stores.cache)
         smtp = settings.smtp
         incoming = IncomingService(

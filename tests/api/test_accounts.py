@@ -128,6 +128,14 @@ async def test_disabled_account_loses_its_sessions(service: Service) -> None:
     assert login.status_code == 401
 
 
+async def test_readyz_says_which_backend_is_down(service: Service) -> None:
+    await service.runtime.stores.events.close()
+    ready = await service.client().get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["events"].startswith("down")
+    assert ready.json()["checks"]["mailbox"] == "ok"
+
+
 async def test_password_is_stored_as_argon2id(service: Service) -> None:
     user = await service.user("ivy")
     account = await service.runtime.stores.directory.get_account(int(user.id))
@@ -141,6 +149,16 @@ async def test_health_and_openapi(service: Service) -> None:
     ready = await client.get("/readyz")
     assert ready.status_code == 200
     assert ready.json()["status"] == "ok"
+    # Every storage role the process uses is checked.
+    assert set(ready.json()["checks"]) == {
+        "directory",
+        "mailbox",
+        "search",
+        "blobs",
+        "queue",
+        "cache",
+        "events",
+    }
     spec = (await client.get("/openapi.json")).json()
     for path in (
         "/v1/accounts",

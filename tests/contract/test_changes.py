@@ -5,8 +5,6 @@ older than what the log keeps answers ``reset``, never a gap."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,20 +13,13 @@ from mailfleet.ids import new_id
 from mailfleet.storage.errors import DuplicateKey
 from mailfleet.storage.interfaces import Change, Delivery, Folder, MailboxStore, MessagePatch
 
-from . import backends
 from .implementations.mailbox import KEEP_CHANGES, MailboxBackend
 from .mailboxes import Box, mail, new_box
 
 
-@pytest.fixture(params=backends.params("mailbox"))
-async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MailboxBackend]:
-    async with request.param.open(tmp_path) as opened:
-        yield opened
-
-
 @pytest.fixture
-def store(backend: MailboxBackend) -> MailboxStore:
-    return backend.mailbox
+def store(mailbox_backend: MailboxBackend) -> MailboxStore:
+    return mailbox_backend.mailbox
 
 
 async def everything(store: MailboxStore, box: Box, after: int = 0) -> list[Change]:
@@ -47,7 +38,8 @@ async def test_a_new_mailbox_has_an_empty_log(store: MailboxStore) -> None:
     assert (page.changes, page.head, page.reset) == ([], 0, False)
 
 
-async def test_every_kind_of_change_in_order(backend: MailboxBackend) -> None:
+async def test_every_kind_of_change_in_order(mailbox_backend: MailboxBackend) -> None:
+    backend = mailbox_backend
     store = backend.mailbox
     box = await new_box(store, "Projects")
     a, inbox, projects = box.account_id, box.folder("inbox"), box.folder("Projects")

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
@@ -25,20 +23,13 @@ from mailfleet.storage.interfaces import (
     Upload,
 )
 
-from . import backends
 from .implementations.mailbox import MailboxBackend
 from .mailboxes import Box, counted, counters, mail, new_box
 
 
-@pytest.fixture(params=backends.params("mailbox"))
-async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MailboxBackend]:
-    async with request.param.open(tmp_path) as opened:
-        yield opened
-
-
 @pytest.fixture
-def store(backend: MailboxBackend) -> MailboxStore:
-    return backend.mailbox
+def store(mailbox_backend: MailboxBackend) -> MailboxStore:
+    return mailbox_backend.mailbox
 
 
 async def test_create_mailbox_is_idempotent(store: MailboxStore) -> None:

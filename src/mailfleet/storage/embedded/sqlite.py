@@ -82,12 +82,19 @@ class SqliteDatabase:
 
     async def open(self) -> None:
         if self._users == 0:
-            async with Transaction(self.write_engine, write=True) as conn:
-                await conn.run_sync(ensure_schema, migrate=self.migrate)
+            try:
+                async with Transaction(self.write_engine, write=True) as conn:
+                    await conn.run_sync(ensure_schema, migrate=self.migrate)
+            except BaseException:  # a refused schema (SchemaOutOfDate) leaves nothing open
+                await self.write_engine.dispose()
+                await self.read_engine.dispose()
+                raise
             self.writer.start()
         self._users += 1
 
     async def close(self) -> None:
+        if self._users == 0:
+            return
         self._users -= 1
         if self._users == 0:
             await self.writer.stop()
