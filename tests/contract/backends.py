@@ -9,8 +9,9 @@ written once and runs against each.
 Each role's implementations are registered in
 ``tests/contract/implementations/<role>.py`` (imported on first use) as
 factories: an async context manager taking a fresh directory (for the embedded
-ones) and yielding an opened store, closed and cleaned up on exit. Distributed implementations register the same
-way and create their own databases, streams and keys with unique names.
+ones) and yielding an opened store, closed and cleaned up on exit. Distributed
+implementations register the same way and create their own databases, streams
+and keys with unique names.
 """
 
 from __future__ import annotations
