@@ -350,11 +350,33 @@ class MetadataStore(Protocol):
     async def set_deliveries(
         self, account_id: int, message_id: int, updates: Sequence[Delivery]
     ) -> None:
-        """Where recipients of a sent message stand now (by ``email``)."""
+        """Where recipients of a sent message stand now (by ``email``);
+        clears their claims (``claim_deliveries``)."""
         ...
 
     async def get_deliveries(self, account_id: int, message_id: int) -> list[Delivery]:
         """Every recipient's standing; empty when the message is gone."""
+        ...
+
+    async def claim_deliveries(
+        self,
+        account_id: int,
+        message_id: int,
+        emails: Sequence[str],
+        *,
+        claimant: str,
+        now_ms: int,
+        until_ms: int,
+    ) -> list[Delivery]:
+        """Atomically takes, of ``emails``, the recipients still to try
+        (``queued`` or ``deferred``) that no other attempt holds: unclaimed,
+        claimed until ``now_ms`` or earlier, or claimed by ``claimant``
+        itself (an earlier attempt of the same queue item that could not
+        clear its claim). Marks them claimed by ``claimant`` until
+        ``until_ms`` and returns them as they stand; ``set_deliveries``
+        clears the claim. worker-out claims before it sends and sends only
+        to what it got, so two queue items for the same recipients never
+        deliver side by side."""
         ...
 
     async def stale_sends(self, received_before: int, limit: int) -> list[StaleSend]:

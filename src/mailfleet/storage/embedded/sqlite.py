@@ -29,6 +29,7 @@ from mailfleet.storage.embedded.sqlite_writer import SqliteWriter
 from mailfleet.storage.interfaces import Delivery, MessageSummary, NewMessage, SearchDocument
 from mailfleet.storage.sql.schema import deliveries, folders, message_attachments, messages
 from mailfleet.storage.sql.store import (
+    CLAIMABLE,
     SUMMARY_COLUMNS,
     SqlMetadataStore,
     attachment_rows,
@@ -169,12 +170,54 @@ class SqliteMetadataStore(SqlMetadataStore):
 
         def write(conn: sqlite3.Connection) -> None:
             conn.executemany(
-                f"UPDATE {deliveries.name} SET status = ?, detail = ?, next_attempt_at = ?"
+                f"UPDATE {deliveries.name} SET status = ?, detail = ?, next_attempt_at = ?,"
+                " claimed_until = NULL, claimed_by = NULL"
                 " WHERE account_id = ? AND message_id = ? AND email = ?",
                 rows,
             )
 
         await self._messages_writer.run(write)
+
+    async def claim_deliveries(
+        self,
+        account_id: int,
+        message_id: int,
+        emails: Sequence[str],
+        *,
+        claimant: str,
+        now_ms: int,
+        until_ms: int,
+    ) -> list[Delivery]:
+        # Through the writer thread like set_deliveries: one statement, and
+        # the writer's transaction makes take-and-mark one atomic step.
+        wanted = list(dict.fromkeys(emails))
+        if not wanted:
+            return []
+        marks = ", ".join("?" for _ in wanted)
+        statuses = ", ".join("?" for _ in CLAIMABLE)
+        sql = (
+            f"UPDATE {deliveries.name} SET claimed_until = ?, claimed_by = ?"
+            f" WHERE account_id = ? AND message_id = ? AND email IN ({marks})"
+            f" AND status IN ({statuses})"
+            " AND (claimed_until IS NULL OR claimed_until <= ? OR claimed_by = ?)"
+            " RETURNING email, status, detail, next_attempt_at"
+        )
+        params = (
+            until_ms,
+            claimant,
+            account_id,
+            message_id,
+            *wanted,
+            *CLAIMABLE,
+            now_ms,
+            claimant,
+        )
+
+        def claim(conn: sqlite3.Connection) -> list[Delivery]:
+            rows = conn.execute(sql, params).fetchall()
+            return [Delivery(r[0], r[1], r[2], r[3]) for r in rows]
+
+        return await self._messages_writer.run(claim)
 
     # -- SearchIndex -------------------------------------------------------------
 

@@ -50,6 +50,9 @@ from mailfleet.storage.sql.schema import (
 from mailfleet.storage.sql.threads import assign_threads, thread_counts, thread_heads
 from mailfleet.storage.sql.transaction import Transaction
 
+# Recipients a delivery attempt may take (``claim_deliveries``).
+CLAIMABLE = ("queued", "deferred")
+
 SUMMARY_COLUMNS = (
     messages.c.account_id,
     messages.c.id,
@@ -516,12 +519,57 @@ class SqlMetadataStore:
                         status=delivery.status,
                         detail=delivery.detail,
                         next_attempt_at=delivery.next_attempt_at,
+                        claimed_until=None,
+                        claimed_by=None,
                     )
                 )
 
         # worker-out records each delivery as it happens: concurrent
         # deliveries share one commit.
         await self._group.run(step)
+
+    async def claim_deliveries(
+        self,
+        account_id: int,
+        message_id: int,
+        emails: Sequence[str],
+        *,
+        claimant: str,
+        now_ms: int,
+        until_ms: int,
+    ) -> list[Delivery]:
+        if not emails:
+            return []
+        # One UPDATE ... RETURNING (SQLite 3.35+, PostgreSQL): the rows it
+        # returns are the ones it took; a concurrent claim waits on the row
+        # lock and then no longer matches.
+        statement = (
+            deliveries.update()
+            .where(
+                deliveries.c.account_id == account_id,
+                deliveries.c.message_id == message_id,
+                deliveries.c.email.in_(list(emails)),
+                deliveries.c.status.in_(CLAIMABLE),
+                sa.or_(
+                    deliveries.c.claimed_until.is_(None),
+                    deliveries.c.claimed_until <= now_ms,
+                    deliveries.c.claimed_by == claimant,
+                ),
+            )
+            .values(claimed_until=until_ms, claimed_by=claimant)
+            .returning(
+                deliveries.c.email,
+                deliveries.c.status,
+                deliveries.c.detail,
+                deliveries.c.next_attempt_at,
+            )
+        )
+
+        async def step(conn: AsyncConnection) -> list[Delivery]:
+            rows = (await conn.execute(statement)).all()
+            return [Delivery(r.email, r.status, r.detail, r.next_attempt_at) for r in rows]
+
+        return await self._group.run(step)
 
     async def stale_sends(self, received_before: int, limit: int) -> list[StaleSend]:
         query = (
@@ -720,6 +768,8 @@ def delivery_rows(fresh: Sequence[NewMessage]) -> list[dict[str, Any]]:
             status=d.status,
             detail=d.detail,
             next_attempt_at=d.next_attempt_at,
+            claimed_until=None,
+            claimed_by=None,
         )
         for m in fresh
         for d in m.delivery

@@ -1,0 +1,102 @@
+"""``claim_deliveries`` on both implementations of it (the portable SQL store,
+what PostgreSQL runs, and the SQLite store's writer-thread path): an attempt
+takes the recipients still to try that no other attempt holds."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from mailfleet.storage.embedded.sqlite import SqliteMetadataStore, create_sqlite_engines
+from mailfleet.storage.interfaces import FOLDER_ROLES, Account, Delivery, Folder
+from mailfleet.storage.sql.store import SqlMetadataStore
+from tests.mailbox.test_threads import _message
+
+A, B, C, D = "a@x.test", "b@x.test", "c@x.test", "d@x.test"
+
+
+@pytest.fixture(params=["sql", "sqlite"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SqlMetadataStore]:
+    path = tmp_path / "metadata.sqlite"
+    store = SqlMetadataStore(*create_sqlite_engines(path)) if request.param == "sql" else None
+    store = store or SqliteMetadataStore(path)
+    await store.open()
+    await store.create_account(
+        Account(1, "u1@example.com", "", "x", False, 0),
+        [Folder(1, 10 + i, r, r, 0, 0) for i, r in enumerate(FOLDER_ROLES)],
+    )
+    sent = replace(
+        _message(1),
+        folder_id=11,
+        delivery=(
+            Delivery(A, "queued"),
+            Delivery(B, "deferred", "451 later", 5),
+            Delivery(C, "delivered"),
+            Delivery(D, "queued"),
+        ),
+    )
+    await store.store_messages([sent])
+    yield store
+    await store.close()
+
+
+async def test_claim_takes_recipients_still_to_try_once(store: SqlMetadataStore) -> None:
+    message_id = _message(1).id
+    got = await store.claim_deliveries(
+        1, message_id, [A, B, C], claimant="item1", now_ms=100, until_ms=200
+    )
+    assert sorted(got, key=lambda d: d.email) == [
+        Delivery(A, "queued"),
+        Delivery(B, "deferred", "451 later", 5),
+    ]
+    # Another item, while the claim runs: nothing (D was not asked for).
+    assert (
+        await store.claim_deliveries(
+            1, message_id, [A, B, C], claimant="item2", now_ms=150, until_ms=250
+        )
+        == []
+    )
+    # The same item again (its earlier attempt could not clear the claim).
+    assert (
+        len(
+            await store.claim_deliveries(
+                1, message_id, [A, B], claimant="item1", now_ms=150, until_ms=250
+            )
+        )
+        == 2
+    )
+    # Once the claim has run out, anyone.
+    assert {
+        d.email
+        for d in await store.claim_deliveries(
+            1, message_id, [A, B, D], claimant="item2", now_ms=250, until_ms=350
+        )
+    } == {A, B, D}
+    # set_deliveries clears the claim; a settled recipient is never taken.
+    await store.set_deliveries(1, message_id, [Delivery(A, "delivered"), Delivery(B, "deferred")])
+    assert [
+        d.email
+        for d in await store.claim_deliveries(
+            1, message_id, [A, B, D], claimant="item3", now_ms=260, until_ms=400
+        )
+    ] == [B]
+    assert await store.claim_deliveries(1, 999, [A], claimant="x", now_ms=0, until_ms=1) == []
+    assert await store.claim_deliveries(1, message_id, [], claimant="x", now_ms=0, until_ms=1) == []
+
+
+async def test_concurrent_claims_split_the_recipients(store: SqlMetadataStore) -> None:
+    message_id = _message(1).id
+    results = await asyncio.gather(
+        *(
+            store.claim_deliveries(
+                1, message_id, [A, B, D], claimant=f"item{n}", now_ms=100, until_ms=200
+            )
+            for n in range(8)
+        )
+    )
+    taken = [d.email for result in results for d in result]
+    assert sorted(taken) == [A, B, D]
