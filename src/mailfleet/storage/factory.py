@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
-from mailfleet.config import Settings
+from mailfleet.config import DeliverySettings, Settings
 from mailfleet.storage.embedded.files import FileBlobStore, file_url_path
 from mailfleet.storage.embedded.memory import MemoryCache, MemoryEventBus
 from mailfleet.storage.embedded.sqlite import sqlite_metadata_store
@@ -15,8 +16,17 @@ from mailfleet.storage.interfaces import (
     EventBus,
     MetadataStore,
     Queue,
+    QueuePolicy,
     SearchIndex,
 )
+
+# What each queue guarantees (decision 0009). ``incoming``: worker-in holds a
+# batch of 64 for two minutes and gives up on a mail after ten deliveries.
+INCOMING_POLICY = QueuePolicy(lease_seconds=120, max_deliveries=10, dedupe_window_seconds=120)
+# Keys remembered as long as JetStream's default ``duplicate_window``: the
+# window covers a client or a worker repeating itself at once; what repeats
+# later is made harmless by ingest keys and delivery claims instead.
+OUTGOING_DEDUPE_WINDOW_SECONDS = 120.0
 
 
 @dataclass
@@ -41,6 +51,43 @@ class Stores:
         await self.metadata.close()
 
 
+def queue_policies(settings: Settings) -> dict[str, QueuePolicy]:
+    """Each queue's lease, delivery limit and dedupe window. ``outgoing``
+    leases for ``delivery.lease_seconds`` (every attempt is bounded under
+    it) and allows twice the deliveries its retry schedule needs to reach
+    ``delivery.max_age_seconds``: worker-out bounces by age, and the queue's
+    limit only catches an item that keeps failing in ways the worker does
+    not see (its process dying mid-attempt)."""
+    delivery = settings.delivery
+    return {
+        "incoming": INCOMING_POLICY,
+        "outgoing": QueuePolicy(
+            lease_seconds=delivery.lease_seconds,
+            max_deliveries=2 * _deliveries_within_max_age(delivery) + 10,
+            dedupe_window_seconds=OUTGOING_DEDUPE_WINDOW_SECONDS,
+        ),
+        "error": QueuePolicy(),
+    }
+
+
+def _deliveries_within_max_age(delivery: DeliverySettings) -> int:
+    """Attempts the retry schedule makes before ``max_age_seconds``, every
+    delay at its shortest (jitter); capped for a schedule of zeros."""
+    scale = delivery.time_scale * (1 - delivery.jitter)
+    steps = [s * scale for s in delivery.retry_schedule_seconds]
+    budget = delivery.max_age_seconds * delivery.time_scale
+    attempts = 1
+    for step in steps[:-1]:
+        if budget < 0:
+            return attempts
+        budget -= step
+        attempts += 1
+    last = steps[-1]
+    if budget < 0:
+        return attempts
+    return attempts + (10_000 if last <= 0 else min(10_000, math.ceil(budget / last) + 1))
+
+
 def create_stores(settings: Settings) -> Stores:
     """Builds (does not open) the stores the settings name. ``load_settings``
     has already refused schemes with no implementation."""
@@ -49,7 +96,7 @@ def create_stores(settings: Settings) -> Stores:
         metadata=metadata,
         search=metadata,
         blobs=FileBlobStore(file_url_path(settings.storage_url("blob_url"))),
-        queue=SqliteQueue(settings.storage_url("queue_url")),
+        queue=SqliteQueue(settings.storage_url("queue_url"), queue_policies(settings)),
         cache=MemoryCache(),
         events=MemoryEventBus(),
     )
