@@ -381,7 +381,8 @@ class SqliteQueue:
             rows = await conn.execute(
                 items.select()
                 .where(items.c.queue == queue)
-                .order_by(items.c.enqueued_at, items.c.id)
+                # Put order within a millisecond (ids end in random digits).
+                .order_by(items.c.enqueued_at, sa.literal_column("rowid"))
                 .limit(limit)
             )
             return [_item(r) for r in rows]
