@@ -12,11 +12,21 @@ from mailfleet.storage.interfaces import Event
 
 
 class MemoryCache:
-    """LRU with per-key expiry."""
+    """LRU with per-key expiry. Lives as long as the process: ``open`` and
+    ``close`` have nothing to do, ``close`` forgets every key."""
 
     def __init__(self, max_entries: int = 100_000) -> None:
         self.max_entries = max_entries
         self._data: OrderedDict[str, tuple[float, bytes | int]] = OrderedDict()
+
+    async def open(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        self._data.clear()
+
+    async def ping(self) -> None:
+        pass
 
     def _live(self, key: str) -> tuple[float, bytes | int] | None:
         entry = self._data.get(key)
