@@ -134,6 +134,9 @@ class IncomingService:
         A caller that may repeat itself (worker-out's bounces) passes its
         own ``queue_id``: the same id is queued and delivered only once."""
         now = datetime.now(UTC)
+        # Only a caller's own id can come again: a fresh one needs no dedupe
+        # key (and the MX's hot path writes none).
+        dedupe_key = queue_id
         queue_id = queue_id or f"{new_id():x}"
         blob = await self.blobs.put(self.trace_headers(envelope, queue_id, now) + raw)
         await self.queue.put(
@@ -147,7 +150,7 @@ class IncomingService:
                 "received_at": int(now.timestamp() * 1000),
                 "client_ip": envelope.client_ip,
             },
-            dedupe_key=queue_id,
+            dedupe_key=dedupe_key,
         )
         return queue_id
 
