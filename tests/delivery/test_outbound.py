@@ -501,6 +501,36 @@ async def test_a_send_whose_outgoing_item_was_lost_is_queued_again(
     await peer.stop()
 
 
+async def test_a_send_queued_twice_is_delivered_once(
+    start_service: StartService, tmp_path: Path
+) -> None:
+    """The queue dedupes for a window only, so the sweep may queue a send
+    beside an item still in flight: the recipient claims on the Sent copy
+    let one attempt deliver and the other find nothing left to do."""
+    release = asyncio.Event()
+    peer = await SmtpPeer().start()
+    peer.stall_data = release
+    service = await start_outbound(start_service, routes={REMOTE: f"127.0.0.1:{peer.port}"})
+    alice = await service.user("alice")
+    sent = await alice.send(to=[{"email": f"carol@{REMOTE}"}], body="once")
+    await asyncio.wait_for(peer.stalled.wait(), 10)  # the first attempt holds DATA
+    queue = service.runtime.stores.queue
+    (item,) = await queue.list("outgoing")
+    await queue.put("outgoing", item.payload)  # what a sweep past the window adds
+    deadline = asyncio.get_running_loop().time() + 10
+    while (await queue.stats("outgoing")).depth > 1:  # the copy found carol claimed
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.05)
+    release.set()
+    await wait_delivery(alice, sent["id"], {f"carol@{REMOTE}": "delivered"})
+    while (await queue.stats("outgoing")).depth:
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.05)
+    assert len(peer.accepted(f"carol@{REMOTE}")) == 1
+    assert peer.connections == 1
+    await peer.stop()
+
+
 async def test_mx_hosts_on_internal_addresses_are_refused_unless_allowed(
     start_service: StartService, dns_server: DnsServer
 ) -> None:

@@ -307,7 +307,7 @@ async def test_unprocessable_mail_goes_to_error_queue_and_replays(
     (item,) = await queue.list("incoming")
     raw = await service.runtime.stores.blobs.get(item.payload["raw_hash"])
     await service.runtime.stores.blobs.delete(item.payload["raw_hash"])
-    (leased,) = await queue.lease("incoming", limit=1, lease_seconds=60)
+    (leased,) = await queue.fetch("incoming", limit=1, timeout=0)
     await service.server.worker_in.handle(leased)
     (failed,) = await queue.list("error")
     assert failed.origin == "incoming"
@@ -315,7 +315,7 @@ async def test_unprocessable_mail_goes_to_error_queue_and_replays(
     # The operator restores the blob and replays the item.
     await service.runtime.stores.blobs.put(raw)
     assert await queue.replay(failed.id)
-    (again,) = await queue.lease("incoming", limit=1, lease_seconds=60)
+    (again,) = await queue.fetch("incoming", limit=1, timeout=0)
     await service.server.worker_in.handle(again)
     assert [m["subject"] for m in await bob.messages("inbox")] == ["lost blob"]
 

@@ -1,5 +1,10 @@
 """``mailfleet queue list|show|retry|remove|purge QUEUE``: inspect and replay
-the work queues (``incoming``, ``outgoing``, ``error``)."""
+the work queues (``incoming``, ``outgoing``, ``error``).
+
+A live item carries no reason (a JetStream nak cannot, decision 0009): for
+``outgoing`` the reason and the next try of each recipient are on the Sent
+copy's delivery rows, which ``list`` and ``show`` print beside the item; items
+on ``error`` carry the reason they failed with."""
 
 from __future__ import annotations
 
@@ -29,7 +34,8 @@ def register(commands: Any, common: Callable[[argparse.ArgumentParser], None]) -
     show.add_argument("item_id")
     show.set_defaults(handler=_show)
     retry = sub.add_parser(
-        "retry", help="put an error item back on its queue, or make an item due now"
+        "retry",
+        help="put an error item back on its queue, or make an item due now (under a new id)",
     )
     retry.add_argument("queue", choices=QUEUES)
     retry.add_argument("item_id")
@@ -50,7 +56,7 @@ def _when(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _line(item: QueueItem) -> str:
+def _line(item: QueueItem, deliveries: list[Delivery]) -> str:
     summary = {k: item.payload[k] for k in ("domain", "recipients") if k in item.payload}
     parts = [
         item.id,
@@ -61,6 +67,9 @@ def _line(item: QueueItem) -> str:
     if item.origin:
         parts.append(f"from={item.origin}")
     parts.append(json.dumps(summary, ensure_ascii=False))
+    for d in deliveries:
+        if d.status in ("queued", "deferred"):
+            parts.append(f"{d.email}: {d.status}" + (f" {d.detail!r}" if d.detail else ""))
     if item.last_error:
         parts.append(f"error={item.last_error!r}")
     return "  ".join(parts)
@@ -75,57 +84,99 @@ async def _with_queue(settings: Settings, action: Callable[[Any], Any]) -> Any:
         await stores.queue.close()
 
 
+async def _item_deliveries(store: MailboxStore | None, item: QueueItem) -> list[Delivery]:
+    """Where the recipients of an ``outgoing`` item stand on the Sent copy
+    (reason and next try of each); nothing for other items."""
+    if store is None or item.queue != "outgoing":
+        return []
+    try:
+        account_id, message_id = int(item.payload["account_id"]), int(item.payload["message_id"])
+    except (KeyError, TypeError, ValueError):
+        return []
+    names = set(item.payload.get("recipients", ()))
+    return [d for d in await store.get_deliveries(account_id, message_id) if d.email in names]
+
+
+async def _with_stores(
+    settings: Settings, queue: str, action: Callable[[Any, MailboxStore | None], Any]
+) -> Any:
+    """The queue, and the metadata store when ``queue`` is ``outgoing``."""
+    if queue != "outgoing":
+        return await _with_queue(settings, lambda q: action(q, None))
+    stores = create_stores(settings)
+    await stores.open()
+    try:
+        return await action(stores.queue, stores.mailbox)
+    finally:
+        await stores.close()
+
+
 async def _list(args: argparse.Namespace, settings: Settings) -> int:
-    async def run(queue: Any) -> None:
+    async def run(queue: Any, store: MailboxStore | None) -> None:
         stats = await queue.stats(args.queue)
         print(f"{args.queue}: {stats.depth} items, oldest {stats.oldest_age_seconds:.0f} s")
         for item in await queue.list(args.queue, limit=args.limit):
-            print(_line(item))
+            print(_line(item, await _item_deliveries(store, item)))
 
-    await _with_queue(settings, run)
+    await _with_stores(settings, args.queue, run)
     return 0
 
 
 async def _show(args: argparse.Namespace, settings: Settings) -> int:
-    async def run(queue: Any) -> QueueItem | None:
+    async def run(
+        queue: Any, store: MailboxStore | None
+    ) -> tuple[QueueItem, list[Delivery]] | None:
         item: QueueItem | None = await queue.get(args.queue, args.item_id)
-        return item
+        if item is None:
+            return None
+        return item, await _item_deliveries(store, item)
 
-    item = await _with_queue(settings, run)
-    if item is None:
+    found = await _with_stores(settings, args.queue, run)
+    if found is None:
         raise NotFound(f"no item {args.item_id} on {args.queue}")
-    print(
-        json.dumps(
+    item, deliveries = found
+    shown: dict[str, Any] = {
+        "queue": item.queue,
+        "id": item.id,
+        "attempts": item.attempts,
+        "enqueued_at": _when(item.enqueued_at),
+        "next_attempt_at": _when(item.not_before),
+        "origin": item.origin or None,
+        "last_error": item.last_error or None,
+        "payload": item.payload,
+    }
+    if item.queue == "outgoing":
+        shown["delivery"] = [
             {
-                "queue": item.queue,
-                "id": item.id,
-                "attempts": item.attempts,
-                "enqueued_at": _when(item.enqueued_at),
-                "next_attempt_at": _when(item.not_before),
-                "origin": item.origin or None,
-                "last_error": item.last_error or None,
-                "payload": item.payload,
-            },
-            indent=2,
-            ensure_ascii=False,
-        )
-    )
+                "email": d.email,
+                "status": d.status,
+                "detail": d.detail or None,
+                "next_attempt_at": _when(d.next_attempt_at) if d.next_attempt_at else None,
+            }
+            for d in deliveries
+        ]
+    print(json.dumps(shown, indent=2, ensure_ascii=False))
     return 0
 
 
 async def _retry(args: argparse.Namespace, settings: Settings) -> int:
-    async def run(queue: Any) -> bool:
-        if args.queue == "error":
-            return bool(await queue.replay(args.item_id))
-        item = await queue.get(args.queue, args.item_id)
-        if item is None:
-            return False
-        await queue.retry(item, delay_seconds=0, error=item.last_error)
-        return True
+    """An ``error`` item goes back on its queue with its id; an item waiting
+    on ``incoming`` or ``outgoing`` is put again, due now, under a new id
+    (``Queue.retry_now``: a JetStream message cannot be made due in place)."""
 
-    if not await _with_queue(settings, run):
+    async def run(queue: Any) -> str | None:
+        if args.queue == "error":
+            return args.item_id if await queue.replay(args.item_id) else None
+        again: str | None = await queue.retry_now(args.queue, args.item_id)
+        return again
+
+    item_id = await _with_queue(settings, run)
+    if item_id is None:
         raise NotFound(f"no item {args.item_id} on {args.queue}")
-    print(f"{args.item_id} is due now")
+    if item_id == args.item_id:
+        print(f"{args.item_id} is due now")
+    else:
+        print(f"{args.item_id} is due now as {item_id}")
     return 0
 
 

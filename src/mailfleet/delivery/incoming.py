@@ -34,7 +34,6 @@ from mailfleet.storage.interfaces import (
 )
 
 INCOMING = "incoming"
-MAX_ATTEMPTS = 10
 RECIPIENT_CACHE_SECONDS = 30
 log = logging.getLogger("mailfleet.worker_in")
 
@@ -135,6 +134,9 @@ class IncomingService:
         A caller that may repeat itself (worker-out's bounces) passes its
         own ``queue_id``: the same id is queued and delivered only once."""
         now = datetime.now(UTC)
+        # Only a caller's own id can come again: a fresh one needs no dedupe
+        # key (and the MX's hot path writes none).
+        dedupe_key = queue_id
         queue_id = queue_id or f"{new_id():x}"
         blob = await self.blobs.put(self.trace_headers(envelope, queue_id, now) + raw)
         await self.queue.put(
@@ -148,7 +150,7 @@ class IncomingService:
                 "received_at": int(now.timestamp() * 1000),
                 "client_ip": envelope.client_ip,
             },
-            dedupe_key=queue_id,
+            dedupe_key=dedupe_key,
         )
         return queue_id
 
@@ -218,7 +220,8 @@ class IncomingService:
 
 
 class IncomingWorker:
-    """The ``worker-in`` role: consumes ``incoming`` until stopped."""
+    """The ``worker-in`` role: consumes ``incoming`` until stopped, a batch of
+    up to ``batch`` items at a time (each held for the queue's lease)."""
 
     def __init__(
         self,
@@ -226,13 +229,11 @@ class IncomingWorker:
         queue: Queue,
         *,
         batch: int = 64,
-        lease_seconds: float = 120,
         idle_wait: float = 1.0,
     ) -> None:
         self.service = service
         self.queue = queue
         self.batch = batch
-        self.lease_seconds = lease_seconds
         self.idle_wait = idle_wait
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -250,22 +251,18 @@ class IncomingWorker:
     async def _run(self) -> None:
         while not self._stopping:
             try:
-                items = await self.queue.lease(
-                    INCOMING, limit=self.batch, lease_seconds=self.lease_seconds
-                )
+                items = await self.queue.fetch(INCOMING, limit=self.batch, timeout=self.idle_wait)
             except BackendUnavailable as exc:
                 log.warning("incoming queue unavailable: %s", exc)
                 await asyncio.sleep(self.idle_wait)
                 continue
-            if not items:
-                await self.queue.wait(INCOMING, self.idle_wait)
-                continue
-            await self.handle_batch(items)
+            if items:
+                await self.handle_batch(items)
 
     async def handle_batch(self, items: list[QueueItem]) -> None:
         """Prepares the items concurrently (their blob writes share commits),
         stores every copy of the batch in one ``store_messages`` call, then
-        acks them (the acks share a commit too). An item that fails to prepare
+        acks them with one call. An item that fails to prepare
         is retried or dead-lettered alone; if the shared store fails, each
         item goes through ``handle`` on its own, so one bad item cannot hold
         back the others."""
@@ -288,7 +285,7 @@ class IncomingWorker:
             log.warning("batch store of %d copies failed; one item at a time", len(copies))
             await asyncio.gather(*failed, *(self.handle(item) for item, _ in ready))
             return
-        await asyncio.gather(*failed, *(self.queue.ack(item) for item, _ in ready))
+        await asyncio.gather(*failed, self.queue.ack_many([item for item, _ in ready]))
 
     async def handle(self, item: QueueItem) -> None:
         try:
@@ -302,12 +299,14 @@ class IncomingWorker:
         if isinstance(exc, BlobMissing):
             await self.queue.dead_letter(item, error=f"raw message missing: {exc}")
         elif isinstance(exc, BackendUnavailable):
-            if item.attempts >= MAX_ATTEMPTS:
-                await self.queue.dead_letter(item, error=f"gave up: {exc}")
+            # On the last delivery the queue would dead-letter the retry with
+            # no reason of ours: say why here (a retry keeps no reason).
+            if item.attempts >= self.queue.policy(INCOMING).max_deliveries:
+                error = f"gave up after {item.attempts} deliveries: {exc}"
+                await self.queue.dead_letter(item, error=error)
             else:
-                await self.queue.retry(
-                    item, delay_seconds=min(300, 2**item.attempts), error=str(exc)
-                )
+                log.warning("incoming %s: %s; trying again", item.id, exc)
+                await self.queue.retry(item, delay_seconds=min(300, 2**item.attempts))
         else:  # a bug or an unforeseen input: keep the mail, say why
             log.error("cannot process incoming %s", item.id, exc_info=exc)
             await self.queue.dead_letter(item, error=f"{type(exc).__name__}: {exc}")

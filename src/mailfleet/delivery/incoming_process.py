@@ -4,8 +4,8 @@ In one process the MX, the API and worker-in share one event loop and, in
 CPython, one core: at 20 SMTP sessions the worker's parsing and storing took
 CPU the MX needed to say 250. Here the worker runs as a child process on the
 same settings and the same stores (the embedded stores are files that several
-processes may open; the queue is shared through its database, and the child
-notices new items by polling the database's change counter). The parent
+processes may open; the queue is shared through its database, and the child's
+``Queue.fetch`` notices new items by polling the database's change counter). The parent
 restarts the child if it dies; the child exits when the parent's pipe closes,
 so it never outlives ``serve``. Exactly-once delivery does not depend on any
 of this: a mail the child leased when it died comes back after its lease and

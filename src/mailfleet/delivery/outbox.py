@@ -19,9 +19,16 @@ async def queue_outgoing(
     raw_hash: str,
     mail_from: str,
     recipients: Iterable[str],
+    round_key: str = "",
 ) -> None:
-    """Queues ``recipients`` by domain. Idempotent while an item waits: its
-    dedupe key is the message and the domain."""
+    """Queues ``recipients`` by domain. The dedupe key is the message, the
+    domain and ``round_key``: the send flow (no round) repeating itself
+    within the queue's dedupe window queues nothing new. The sweep passes
+    the sweep round, so that its items never depend on the send flow's key,
+    whose item may be gone while the key is still remembered; sweeps of one
+    round in several worker-out processes dedupe each other. A send queued
+    twice this way is harmless: worker-out claims each recipient before it
+    sends (``MailboxStore.claim_deliveries``)."""
     by_domain: dict[str, list[str]] = {}
     for email in recipients:
         by_domain.setdefault(email.rpartition("@")[2], []).append(email)
@@ -36,5 +43,5 @@ async def queue_outgoing(
                 "domain": domain,
                 "recipients": emails,
             },
-            dedupe_key=f"{message_id}:{domain}",
+            dedupe_key=f"{message_id}:{domain}{round_key}",
         )

@@ -9,6 +9,14 @@ record, not the queue item, decides who is still to be tried, so a worker
 killed mid-delivery and restarted never sends again to a recipient whose
 server already said 250 (the window between that 250 and our write is the
 one RFC 5321 section 6.1 duplicate every MTA has).
+
+An attempt first claims the recipients it will try on that record
+(``claim_deliveries``, until the attempt's deadline, under the queue's
+lease) and sends only to those. The queue dedupes a send for a bounded
+window only, so the outbox sweep may queue a send again beside an item
+still waiting (decision 0009): whichever attempt claims a recipient first
+owns it, and an item whose recipients are all done or owned elsewhere is
+acked.
 """
 
 from __future__ import annotations
@@ -103,24 +111,45 @@ class OutgoingService:
         age_ms = now_ms() - item.enqueued_at
         return age_ms > self.settings.max_age_seconds * self.settings.time_scale * 1000
 
-    async def process(self, item: QueueItem) -> Retry | None:
-        """One attempt for one item. Returns None when the item is done (every
-        recipient delivered or bounced), else when and why to try again."""
+    async def process(self, item: QueueItem, *, deadline_ms: int | None = None) -> Retry | None:
+        """One attempt for one item, to end by ``deadline_ms`` (the worker's
+        attempt timeout). Returns None when the item is done (every
+        recipient it names is delivered, bounced, or being tried by another
+        attempt that claimed it), else when and why to try again."""
+        payload = item.payload
+        account_id = int(payload["account_id"])
+        message_id = int(payload["message_id"])
+        recipients = [str(r) for r in payload["recipients"]]
+        now = now_ms()
+        until = deadline_ms or now + int(self.settings.attempt_timeout_seconds * 1000)
+        claimed = await self.mailboxes.claim_deliveries(
+            account_id, message_id, recipients, claimant=item.id, now_ms=now, until_ms=until
+        )
+        pending = [d.email for d in claimed]
+        if not pending:
+            if await self.mailboxes.get_deliveries(account_id, message_id):
+                return None  # done, or another attempt owns them
+            # A Sent copy deleted for good takes its record along: then
+            # every recipient on the item is tried, unclaimed.
+            pending = recipients
+        try:
+            return await self._attempt(item, pending)
+        except Exception:
+            if claimed:
+                # Let the recipients go as they stood, so that another item
+                # for them (a retry_now copy) need not wait out the claim;
+                # if this fails too, the claim runs out at the deadline.
+                with contextlib.suppress(Exception):
+                    await self.mailboxes.set_deliveries(account_id, message_id, claimed)
+            raise
+
+    async def _attempt(self, item: QueueItem, pending: list[str]) -> Retry | None:
+        """Sends to ``pending`` (claimed) and records where each stands."""
         payload = item.payload
         account_id = int(payload["account_id"])
         message_id = int(payload["message_id"])
         domain = str(payload["domain"])
         mail_from = str(payload["mail_from"])
-        # A Sent copy deleted for good takes its record along: then every
-        # recipient still on the item is tried.
-        settled = {
-            d.email
-            for d in await self.mailboxes.get_deliveries(account_id, message_id)
-            if d.status in ("delivered", "bounced")
-        }
-        pending = [r for r in payload["recipients"] if r not in settled]
-        if not pending:
-            return None
         raw = normalize_crlf(await self.blobs.get(str(payload["raw_hash"])))
 
         outcomes: dict[str, RecipientOutcome]
@@ -168,10 +197,16 @@ class OutgoingService:
     async def requeue_stale(self) -> int:
         """Queues again the sends that a crash left between the Sent copy and
         their ``outgoing`` items (the recipients' ``queued`` rows are the
-        outbox); items still waiting dedupe, so nothing is queued twice.
-        Returns how many messages were looked at."""
+        outbox). Returns how many messages were looked at."""
         received_before = now_ms() - int(self.settings.stale_after_seconds * 1000)
         stale = await self.mailboxes.stale_sends(received_before, limit=1000)
+        # The queue remembers dedupe keys for a window only, and a key it
+        # remembers may name an item that is gone: the sweep's puts carry
+        # their round instead. A send whose item still waits gets a second
+        # one, and the recipient claims keep the two from delivering side by
+        # side (the later of them finds nothing left and is acked).
+        sweep_ms = max(1, int(self.settings.sweep_interval_seconds * 1000))
+        round_key = f":sweep{now_ms() // sweep_ms}"
         for send in stale:
             await queue_outgoing(
                 self.queue,
@@ -180,6 +215,7 @@ class OutgoingService:
                 raw_hash=send.raw_hash,
                 mail_from=send.mail_from,
                 recipients=send.recipients,
+                round_key=round_key,
             )
         return len(stale)
 
@@ -276,15 +312,10 @@ class OutgoingWorker:
                 await asyncio.wait(self._running, return_when=asyncio.FIRST_COMPLETED)
                 continue
             try:
-                items = await self.queue.lease(
-                    OUTGOING, limit=free, lease_seconds=self.settings.lease_seconds
-                )
+                items = await self.queue.fetch(OUTGOING, limit=free, timeout=IDLE_POLL_SECONDS)
             except BackendUnavailable as exc:
                 log.warning("outgoing queue unavailable: %s", exc)
                 await asyncio.sleep(1)
-                continue
-            if not items:
-                await self.queue.wait(OUTGOING, IDLE_POLL_SECONDS)
                 continue
             for item in items:
                 task = asyncio.create_task(self.handle(item), name=f"deliver {item.id}")
@@ -300,9 +331,11 @@ class OutgoingWorker:
                 log.warning("sweep for unqueued sends failed: %s", exc)
 
     async def handle(self, item: QueueItem) -> None:
+        timeout = self.settings.attempt_timeout_seconds
+        deadline_ms = now_ms() + int(timeout * 1000)
         try:
-            async with asyncio.timeout(self.settings.attempt_timeout_seconds):
-                retry = await self.service.process(item)
+            async with asyncio.timeout(timeout):
+                retry = await self.service.process(item, deadline_ms=deadline_ms)
         except BlobMissing as exc:
             await self.queue.dead_letter(item, error=f"raw message missing: {exc}")
             return
@@ -320,9 +353,13 @@ class OutgoingWorker:
         if retry is None:
             await self.queue.ack(item)
         else:
-            await self.queue.retry(item, delay_seconds=retry.delay_seconds, error=retry.reason)
+            # The reason is on the Sent copy's delivery rows already.
+            await self.queue.retry(item, delay_seconds=retry.delay_seconds)
 
     async def _retry(self, item: QueueItem, reason: str) -> None:
+        """After an attempt that failed in our code or our backends: the
+        queue keeps no reason, so the log says it."""
         delay = self.service.retry_delay(item.attempts)
+        log.warning("outgoing %s: %s; trying again in %.0f s", item.id, reason, delay)
         with contextlib.suppress(BackendUnavailable):
-            await self.queue.retry(item, delay_seconds=delay, error=reason)
+            await self.queue.retry(item, delay_seconds=delay)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from mailfleet.config import Settings
+from mailfleet.config import DeliverySettings, Settings
 from mailfleet.storage.embedded.files import FileBlobStore, file_url_path
 from mailfleet.storage.embedded.local_bus import LocalEventBus
 from mailfleet.storage.embedded.memory import MemoryCache
@@ -22,8 +23,17 @@ from mailfleet.storage.interfaces import (
     EventBus,
     MailboxStore,
     Queue,
+    QueuePolicy,
     SearchIndex,
 )
+
+# What each queue guarantees (decision 0009). ``incoming``: worker-in holds a
+# batch of 64 for two minutes and gives up on a mail after ten deliveries.
+INCOMING_POLICY = QueuePolicy(lease_seconds=120, max_deliveries=10, dedupe_window_seconds=120)
+# Keys remembered as long as JetStream's default ``duplicate_window``: the
+# window covers a client or a worker repeating itself at once; what repeats
+# later is made harmless by ingest keys and delivery claims instead.
+OUTGOING_DEDUPE_WINDOW_SECONDS = 120.0
 
 
 @dataclass
@@ -86,6 +96,43 @@ def _event_bus(url: str) -> EventBus:
     return LocalEventBus(None)  # memory://: this process only
 
 
+def queue_policies(settings: Settings) -> dict[str, QueuePolicy]:
+    """Each queue's lease, delivery limit and dedupe window. ``outgoing``
+    leases for ``delivery.lease_seconds`` (every attempt is bounded under
+    it) and allows twice the deliveries its retry schedule needs to reach
+    ``delivery.max_age_seconds``: worker-out bounces by age, and the queue's
+    limit only catches an item that keeps failing in ways the worker does
+    not see (its process dying mid-attempt)."""
+    delivery = settings.delivery
+    return {
+        "incoming": INCOMING_POLICY,
+        "outgoing": QueuePolicy(
+            lease_seconds=delivery.lease_seconds,
+            max_deliveries=2 * _deliveries_within_max_age(delivery) + 10,
+            dedupe_window_seconds=OUTGOING_DEDUPE_WINDOW_SECONDS,
+        ),
+        "error": QueuePolicy(),
+    }
+
+
+def _deliveries_within_max_age(delivery: DeliverySettings) -> int:
+    """Attempts the retry schedule makes before ``max_age_seconds``, every
+    delay at its shortest (jitter); capped for a schedule of zeros."""
+    scale = delivery.time_scale * (1 - delivery.jitter)
+    steps = [s * scale for s in delivery.retry_schedule_seconds]
+    budget = delivery.max_age_seconds * delivery.time_scale
+    attempts = 1
+    for step in steps[:-1]:
+        if budget < 0:
+            return attempts
+        budget -= step
+        attempts += 1
+    last = steps[-1]
+    if budget < 0:
+        return attempts
+    return attempts + (10_000 if last <= 0 else min(10_000, math.ceil(budget / last) + 1))
+
+
 def create_stores(settings: Settings) -> Stores:
     """Builds (does not open) the stores the settings name. ``load_settings``
     has already refused schemes with no implementation."""
@@ -108,7 +155,7 @@ def create_stores(settings: Settings) -> Stores:
         ),
         search=search,
         blobs=FileBlobStore(file_url_path(settings.storage_url("blob_url"))),
-        queue=SqliteQueue(settings.storage_url("queue_url")),
+        queue=SqliteQueue(settings.storage_url("queue_url"), queue_policies(settings)),
         cache=MemoryCache(),
         events=events,
     )

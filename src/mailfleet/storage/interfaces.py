@@ -422,11 +422,33 @@ class MailboxStore(Protocol):
     async def set_deliveries(
         self, account_id: int, message_id: int, updates: Sequence[Delivery]
     ) -> None:
-        """Where recipients of a sent message stand now (by ``email``)."""
+        """Where recipients of a sent message stand now (by ``email``);
+        clears their claims (``claim_deliveries``)."""
         ...
 
     async def get_deliveries(self, account_id: int, message_id: int) -> list[Delivery]:
         """Every recipient's standing; empty when the message is gone."""
+        ...
+
+    async def claim_deliveries(
+        self,
+        account_id: int,
+        message_id: int,
+        emails: Sequence[str],
+        *,
+        claimant: str,
+        now_ms: int,
+        until_ms: int,
+    ) -> list[Delivery]:
+        """Atomically takes, of ``emails``, the recipients still to try
+        (``queued`` or ``deferred``) that no other attempt holds: unclaimed,
+        claimed until ``now_ms`` or earlier, or claimed by ``claimant``
+        itself (an earlier attempt of the same queue item that could not
+        clear its claim). Marks them claimed by ``claimant`` until
+        ``until_ms`` and returns them as they stand; ``set_deliveries``
+        clears the claim. worker-out claims before it sends and sends only
+        to what it got, so two queue items for the same recipients never
+        deliver side by side."""
         ...
 
     async def stale_sends(self, received_before: int, limit: int) -> list[StaleSend]:
@@ -468,15 +490,42 @@ class BlobStore(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class QueuePolicy:
+    """What one queue guarantees, fixed when the queue store is built (not
+    per call): JetStream keeps these on the stream and its consumer."""
+
+    lease_seconds: float = 60.0
+    """How long a fetched item is held for its consumer before it is
+    delivered again (JetStream: the consumer's ``ack_wait``)."""
+    max_deliveries: int = 10
+    """Deliveries an item gets; the one after the last goes to ``error``
+    instead (JetStream: counted from ``num_delivered``; the consumer's own
+    ``max_deliver`` is left unlimited, see ``Queue.fetch``)."""
+    dedupe_window_seconds: float = 120.0
+    """How long a ``dedupe_key`` is remembered (JetStream: the stream's
+    ``duplicate_window``)."""
+
+
+@dataclass(frozen=True, slots=True)
 class QueueItem:
     queue: str
     id: str
     payload: dict[str, Any]
     attempts: int
+    """Deliveries so far, the one that returned it included (JetStream:
+    ``num_delivered`` of the delivery metadata). Exact on fetched items; on
+    ``list``/``get`` as far as the queue can tell without delivering it
+    (JetStream: 0, the stream keeps no delivery state)."""
     enqueued_at: int
+    """When it was first put (ms); ``replay`` and ``retry_now`` keep it."""
     not_before: int
+    """Fetched: when the lease runs out (ms). Waiting: when it is due, as
+    far as the queue can tell (JetStream: a delayed put's due time, else the
+    time it was put; a retry's delay is the consumer's, not visible)."""
     last_error: str = ""
-    origin: str = ""  # for items on ``error``: the queue they failed on
+    """Items on ``error`` only: why they are there."""
+    origin: str = ""
+    """Items on ``error`` only: the queue they failed on."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -486,16 +535,24 @@ class QueueStats:
 
 
 class Queue(Protocol):
-    """Durable work queues (``incoming``, ``outgoing``, ``error``).
+    """Durable work queues (``incoming``, ``outgoing``, ``error``), one
+    ``QueuePolicy`` each. Every guarantee below is one NATS JetStream 2.9 can
+    give without a store on the side (decision 0009): one work-queue stream
+    per queue, one subject per item, one durable pull consumer.
 
-    At-least-once: a leased item comes back after its lease runs out unless it
-    is acked, so consumers must be idempotent. ``put`` with an existing
-    ``dedupe_key`` on the same queue is a no-op (NATS ``Nats-Msg-Id``).
+    Delivery is at least once: a fetched item comes back after its lease
+    unless it is acked, retried or dead-lettered, so consumers must be
+    idempotent. An ack, retry or dead letter after the lease ran out may
+    land on an item already delivered again.
     """
 
     async def open(self) -> None: ...
     async def close(self) -> None: ...
     async def ping(self) -> None: ...
+    def policy(self, queue: str) -> QueuePolicy:
+        """The queue's guarantees (JetStream: stream and consumer config)."""
+        ...
+
     async def put(
         self,
         queue: str,
@@ -503,25 +560,98 @@ class Queue(Protocol):
         *,
         dedupe_key: str | None = None,
         delay_seconds: float = 0,
-    ) -> str: ...
-    async def lease(self, queue: str, *, limit: int, lease_seconds: float) -> list[QueueItem]: ...
-    async def ack(self, item: QueueItem) -> None: ...
-    async def retry(self, item: QueueItem, *, delay_seconds: float, error: str) -> None: ...
+    ) -> str:
+        """Stores an item durably and returns its id. A ``dedupe_key`` put on
+        the same queue within the queue's dedupe window makes this a no-op
+        answering the first put's id, whether or not that item is still
+        there; after the window the same key is accepted again, so a caller
+        repeating itself later must not count on it (JetStream:
+        ``Nats-Msg-Id`` and the stream's ``duplicate_window``). A delayed
+        item is not delivered before ``delay_seconds`` have passed, and the
+        wait counts as no delivery (JetStream 2.9 has no delayed publish:
+        the item goes on the queue's delay subject with its due time, a
+        consumer of that subject naks it until then and moves it onto the
+        item subject when it is due)."""
+        ...
+
+    async def fetch(self, queue: str, *, limit: int, timeout: float) -> list[QueueItem]:
+        """Waits up to ``timeout`` seconds for an item to be due and returns
+        up to ``limit`` due items, each leased to the caller for the queue's
+        ``lease_seconds`` and counted as a delivery; ``[]`` after the timeout.
+        An item that would be delivered beyond ``max_deliveries`` is not
+        returned: the queue moves it to ``error`` with the reason "gave up
+        after N deliveries (last lease expired)" (JetStream: its
+        ``max_deliver`` would strand the message in the stream with only an
+        advisory, so the consumer is unlimited and the queue dead-letters it
+        on that delivery)."""
+        ...
+
+    async def ack(self, item: QueueItem) -> None:
+        """Done: the item is gone (JetStream: ack; the work-queue stream
+        deletes it)."""
+        ...
+
+    async def ack_many(self, items: Sequence[QueueItem]) -> None:
+        """``ack`` for a batch, in one round trip where the backend allows
+        (SQLite: one statement in one commit; JetStream: acks sent together,
+        then one flush)."""
+        ...
+
+    async def retry(self, item: QueueItem, *, delay_seconds: float) -> None:
+        """Not done: deliver it again after ``delay_seconds`` (JetStream:
+        ``nak`` with that delay). An item already at ``max_deliveries`` goes
+        to ``error`` now with "gave up after N deliveries (last retried)".
+        No reason is kept on a live item (a nak carries no text): a consumer
+        that wants its reason seen writes it where it belongs (worker-out:
+        the Sent copy's delivery rows), or dead-letters the item itself."""
+        ...
+
+    async def retry_now(self, queue: str, item_id: str) -> str | None:
+        """Makes a waiting item due now: a copy under a new id, attempts
+        from 0, ``enqueued_at`` and payload kept, and the original removed;
+        returns the new id, or None when there is no such item. An original
+        in flight is not stopped: its ack no longer touches the copy, which
+        may run beside it (consumers are idempotent; worker-out's recipient
+        claims keep it from sending twice). JetStream: stream get of the
+        item's subject, publish to a new subject, purge the old one."""
+        ...
+
     async def dead_letter(self, item: QueueItem, *, error: str) -> None:
-        """Moves the item to the ``error`` queue, keeping payload and reason."""
+        """Moves the item to ``error`` with its payload, ``error`` as
+        ``last_error`` and its queue as ``origin`` (JetStream: publish to the
+        error stream with both as headers, then ack the original)."""
         ...
 
-    async def list(self, queue: str, *, limit: int = 100) -> list[QueueItem]: ...
-    async def get(self, queue: str, item_id: str) -> QueueItem | None: ...
+    async def list(self, queue: str, *, limit: int = 100) -> list[QueueItem]:
+        """Items on the queue, leased and delayed ones included, oldest first
+        (JetStream: stream messages by sequence)."""
+        ...
+
+    async def get(self, queue: str, item_id: str) -> QueueItem | None:
+        """One item (JetStream: stream get, last message of the item's
+        subject)."""
+        ...
+
     async def replay(self, item_id: str) -> bool:
-        """Puts an ``error`` item back on the queue it failed on."""
+        """Puts an ``error`` item back on its ``origin``, due now, with its id,
+        payload and ``enqueued_at``, attempts from 0; never deduped. False
+        when there is no such item (JetStream: stream get from the error
+        stream, publish without ``Nats-Msg-Id``, delete by sequence)."""
         ...
 
-    async def remove(self, queue: str, item_id: str) -> bool: ...
-    async def purge(self, queue: str) -> int: ...
-    async def stats(self, queue: str) -> QueueStats: ...
-    async def wait(self, queue: str, timeout: float) -> None:
-        """Returns when an item may be ready on ``queue``, or after ``timeout``."""
+    async def remove(self, queue: str, item_id: str) -> bool:
+        """Drops one item, leased or not; False when it was not there
+        (JetStream: purge the item's subject)."""
+        ...
+
+    async def purge(self, queue: str) -> int:
+        """Drops every item; returns how many (JetStream: stream purge)."""
+        ...
+
+    async def stats(self, queue: str) -> QueueStats:
+        """Items on the queue (leased and delayed ones included) and the age
+        of the oldest by ``enqueued_at`` (JetStream: stream info, and the
+        first message's enqueued-at header)."""
         ...
 
 
@@ -565,7 +695,8 @@ class SearchIndex(Protocol):
 
 
 class Cache(Protocol):
-    """Short-lived shared state: sessions, recent mail, rate-limit counters."""
+    """Short-lived shared state: sessions, recent mail, rate-limit counters.
+    A key lives ``ttl_seconds`` from its write; nothing here is durable."""
 
     async def open(self) -> None: ...
     async def close(self) -> None: ...

@@ -8,7 +8,8 @@ from collections import OrderedDict
 
 
 class MemoryCache:
-    """LRU with per-key expiry."""
+    """LRU with per-key expiry. Lives as long as the process: ``open`` and
+    ``close`` have nothing to do, ``close`` forgets every key."""
 
     def __init__(self, max_entries: int = 100_000) -> None:
         self.max_entries = max_entries

@@ -241,7 +241,8 @@ def set_deliveries_sync(
     updates: Sequence[Delivery],
 ) -> None:
     conn.executemany(
-        "UPDATE deliveries SET status = ?, detail = ?, next_attempt_at = ?"
+        "UPDATE deliveries SET status = ?, detail = ?, next_attempt_at = ?,"
+        " claimed_until = NULL, claimed_by = NULL"
         " WHERE account_id = ? AND message_id = ? AND email = ?",
         [(d.status, d.detail, d.next_attempt_at, account_id, message_id, d.email) for d in updates],
     )
@@ -249,6 +250,34 @@ def set_deliveries_sync(
     if summary is not None:
         # The sender sees each recipient's standing on the Sent copy.
         log.add(account_id, "message.updated", {**_state(summary), "delivery": True})
+
+
+# Recipients a delivery attempt may take (``claim_deliveries``).
+CLAIMABLE = ("queued", "deferred")
+
+
+def claim_deliveries_sync(
+    conn: sqlite3.Connection,
+    account_id: int,
+    message_id: int,
+    emails: Sequence[str],
+    claimant: str,
+    now_ms: int,
+    until_ms: int,
+) -> list[Delivery]:
+    """One UPDATE ... RETURNING in the writer's transaction: the rows it
+    returns are the ones it took."""
+    marks = ", ".join("?" for _ in emails)
+    statuses = ", ".join("?" for _ in CLAIMABLE)
+    rows = conn.execute(
+        "UPDATE deliveries SET claimed_until = ?, claimed_by = ?"
+        f" WHERE account_id = ? AND message_id = ? AND email IN ({marks})"
+        f" AND status IN ({statuses})"
+        " AND (claimed_until IS NULL OR claimed_until <= ? OR claimed_by = ?)"
+        " RETURNING email, status, detail, next_attempt_at",
+        (until_ms, claimant, account_id, message_id, *emails, *CLAIMABLE, now_ms, claimant),
+    ).fetchall()
+    return [Delivery(r[0], r[1], r[2], r[3]) for r in rows]
 
 
 class SqliteMailboxStore(SqlMailboxReads):
@@ -336,6 +365,26 @@ class SqliteMailboxStore(SqlMailboxReads):
         # concurrent deliveries share a commit.
         await self._write(
             lambda conn, log: set_deliveries_sync(conn, log, account_id, message_id, batch)
+        )
+
+    async def claim_deliveries(
+        self,
+        account_id: int,
+        message_id: int,
+        emails: Sequence[str],
+        *,
+        claimant: str,
+        now_ms: int,
+        until_ms: int,
+    ) -> list[Delivery]:
+        wanted = list(dict.fromkeys(emails))
+        if not wanted:
+            return []
+        # A claim is no mailbox change the user sees: no change-log entry.
+        return await self.database.writer.run(
+            lambda conn: claim_deliveries_sync(
+                conn, account_id, message_id, wanted, claimant, now_ms, until_ms
+            )
         )
 
     async def create_upload(self, upload: Upload) -> None:

@@ -98,6 +98,8 @@ def delivery_rows(fresh: Sequence[NewMessage]) -> list[dict[str, Any]]:
             status=d.status,
             detail=d.detail,
             next_attempt_at=d.next_attempt_at,
+            claimed_until=None,
+            claimed_by=None,
         )
         for m in fresh
         for d in m.delivery

@@ -121,6 +121,10 @@ deliveries = sa.Table(
     sa.Column("status", sa.Text, nullable=False),
     sa.Column("detail", sa.Text, nullable=False),
     sa.Column("next_attempt_at", sa.BigInteger, nullable=True),
+    # An attempt working on this recipient (``claim_deliveries``): until when
+    # (ms) and which queue item; cleared by ``set_deliveries`` (migration 0007).
+    sa.Column("claimed_until", sa.BigInteger, nullable=True),
+    sa.Column("claimed_by", sa.Text, nullable=True),
     # worker-out's sweep for sends a crash left unqueued (few rows are "queued").
     sa.Index("ix_deliveries_status", "status"),
 )

@@ -1,0 +1,32 @@
+"""Implementations of ``Queue`` for the contract suite, each built with
+``POLICIES``: the suite's timings are written against them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from mailfleet.storage.embedded.sqlite_queue import SqliteQueue
+from mailfleet.storage.interfaces import QueuePolicy
+from tests.contract.backends import register
+
+# Long leases and windows where a test must not see them run out; ``brief``
+# for the tests that wait for a lease or a dedupe window to end.
+POLICIES = {
+    "incoming": QueuePolicy(lease_seconds=30, max_deliveries=5, dedupe_window_seconds=60),
+    "outgoing": QueuePolicy(lease_seconds=30, max_deliveries=5, dedupe_window_seconds=60),
+    "brief": QueuePolicy(lease_seconds=0.3, max_deliveries=3, dedupe_window_seconds=0.5),
+    "error": QueuePolicy(),
+}
+
+
+@register("queue", "embedded", "sqlite")
+@asynccontextmanager
+async def sqlite_queue(directory: Path) -> AsyncIterator[SqliteQueue]:
+    queue = SqliteQueue(f"sqlite:///{directory / 'queue.sqlite'}", POLICIES)
+    await queue.open()
+    try:
+        yield queue
+    finally:
+        await queue.close()
