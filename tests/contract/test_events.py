@@ -71,15 +71,3 @@ async def test_unread_wake_ups_coalesce_into_the_newest(open_bus: OpenBus) -> No
         await listener.publish({1: head})
     assert await asyncio.wait_for(anext(watch), 5) == 7
     await watch.aclose()  # type: ignore[attr-defined]
-
-
-async def test_a_process_that_went_away_does_not_stop_publishing(
-    open_bus: OpenBus, tmp_path: Path
-) -> None:
-    publisher, gone, listener = await open_bus(), await open_bus(), await open_bus()
-    await gone.close()
-    started = asyncio.Event()
-    task = asyncio.create_task(next_head(listener, 1, started))
-    await started.wait()
-    await publisher.publish({1: 1})
-    assert await task == 1

@@ -19,9 +19,9 @@ async def healthz() -> dict[str, str]:
 async def readyz(runtime: RuntimeDep) -> JSONResponse:
     checks: dict[str, str] = {}
     stores = runtime.stores
-    for name, ping in stores.pings():
+    for name, store in stores.roles():
         try:
-            await ping()
+            await store.ping()
             checks[name] = "ok"
         except Exception as exc:  # any failure means not ready; say which
             checks[name] = f"down: {exc}"

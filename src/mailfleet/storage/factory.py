@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -46,33 +45,23 @@ class Stores:
     cache: Cache
     events: EventBus
 
-    def pings(self) -> list[tuple[str, Callable[[], Awaitable[None]]]]:
+    def roles(self) -> list[tuple[str, StorageRole]]:
+        """Every role by name, in the order they open (the bus first: the
+        mailbox store wakes it from its first commit); they close reversed."""
         return [
-            ("events", self.events.ping),
-            ("directory", self.directory.ping),
-            ("mailbox", self.mailbox.ping),
-            ("search", self.search.ping),
-            ("blobs", self.blobs.ping),
-            ("queue", self.queue.ping),
-            ("cache", self.cache.ping),
-        ]
-
-    def _lifecycle(self) -> list[_Lifecycle]:
-        # The bus first: the mailbox store wakes it from its first commit.
-        return [
-            self.events,
-            self.directory,
-            self.mailbox,
-            self.search,
-            self.blobs,
-            self.queue,
-            self.cache,
+            ("events", self.events),
+            ("directory", self.directory),
+            ("mailbox", self.mailbox),
+            ("search", self.search),
+            ("blobs", self.blobs),
+            ("queue", self.queue),
+            ("cache", self.cache),
         ]
 
     async def open(self) -> None:
-        opened: list[_Lifecycle] = []
+        opened: list[StorageRole] = []
         try:
-            for store in self._lifecycle():
+            for _, store in self.roles():
                 await store.open()
                 opened.append(store)
         except BaseException:
@@ -81,13 +70,16 @@ class Stores:
             raise
 
     async def close(self) -> None:
-        for store in reversed(self._lifecycle()):
+        for _, store in reversed(self.roles()):
             await store.close()
 
 
-class _Lifecycle(Protocol):
+class StorageRole(Protocol):
+    """What every storage role has, whatever else it does."""
+
     async def open(self) -> None: ...
     async def close(self) -> None: ...
+    async def ping(self) -> None: ...
 
 
 def _event_bus(url: str) -> EventBus:

@@ -19,6 +19,19 @@ from typing import Any
 _INSERT = "INSERT INTO changes (account_id, seq, kind, data, at) VALUES (?, ?, ?, ?, ?)"
 
 
+def message_state(
+    message_id: int, folder_id: int, thread_id: int, is_read: object, is_flagged: object
+) -> dict[str, object]:
+    """What a ``message.*`` change carries: where the message is and its flags."""
+    return {
+        "id": message_id,
+        "folder_id": folder_id,
+        "thread_id": thread_id,
+        "is_read": bool(is_read),
+        "is_flagged": bool(is_flagged),
+    }
+
+
 class ChangeLog:
     def __init__(self, conn: sqlite3.Connection, keep: int) -> None:
         self.conn = conn

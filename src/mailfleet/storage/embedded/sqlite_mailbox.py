@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any, TypeVar
 
@@ -22,9 +23,9 @@ import sqlalchemy as sa
 
 from mailfleet.search.document import document_for
 from mailfleet.storage.embedded.sqlite import SqliteDatabase
-from mailfleet.storage.embedded.sqlite_changes import ChangeLog
+from mailfleet.storage.embedded.sqlite_changes import ChangeLog, message_state
 from mailfleet.storage.embedded.sqlite_search import SqliteSearchIndex
-from mailfleet.storage.embedded.sqlite_threads import assign_threads_sync, message_state
+from mailfleet.storage.embedded.sqlite_threads import assign_threads_sync
 from mailfleet.storage.interfaces import (
     Delivery,
     Folder,
@@ -160,8 +161,7 @@ def update_message_sync(
         " WHERE account_id = ? AND id = ?",
         (is_read, is_flagged, target, account_id, message_id),
     )
-    after = _summary(conn, account_id, message_id)
-    assert after is not None
+    after = replace(before, is_read=is_read, is_flagged=is_flagged, folder_id=target)
     change = _state(after)
     if target != before.folder_id:
         change["from_folder_id"] = before.folder_id

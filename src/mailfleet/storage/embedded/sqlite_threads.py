@@ -8,7 +8,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
-from mailfleet.storage.embedded.sqlite_changes import ChangeLog
+from mailfleet.storage.embedded.sqlite_changes import ChangeLog, message_state
 from mailfleet.storage.interfaces import NewMessage
 from mailfleet.storage.sql.threads import keys_by_account, rethreaded
 from mailfleet.threadkeys import ThreadKey, plan_threads
@@ -59,16 +59,3 @@ def assign_threads_sync(
         [(k.account_id, k.ref, k.thread_id, k.seen_at) for k in plan.inserts],
     )
     return rethreaded(fresh, plan)
-
-
-def message_state(
-    message_id: int, folder_id: int, thread_id: int, is_read: object, is_flagged: object
-) -> dict[str, object]:
-    """What a ``message.*`` change carries: where the message is and its flags."""
-    return {
-        "id": message_id,
-        "folder_id": folder_id,
-        "thread_id": thread_id,
-        "is_read": bool(is_read),
-        "is_flagged": bool(is_flagged),
-    }

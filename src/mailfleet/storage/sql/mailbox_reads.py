@@ -6,7 +6,6 @@ SQL, shared by every SQL engine; each engine brings its own write path
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -285,20 +284,6 @@ class SqlMailboxReads:
             row.blob_hash,
             row.created_at,
         )
-
-    async def get_summaries(self, account_id: int, ids: Sequence[int]) -> list[MessageSummary]:
-        found: list[MessageSummary] = []
-        wanted = list(dict.fromkeys(ids))
-        async with self._read() as conn:
-            for start in range(0, len(wanted), 500):
-                rows = await conn.execute(
-                    sa.select(*SUMMARY_COLUMNS).where(
-                        messages.c.account_id == account_id,
-                        messages.c.id.in_(wanted[start : start + 500]),
-                    )
-                )
-                found.extend(summary_from_row(r) for r in rows)
-        return found
 
     async def changes(self, account_id: int, after: int, *, limit: int) -> ChangePage:
         async with self._read() as conn:
