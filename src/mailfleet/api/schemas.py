@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import orjson
@@ -200,10 +199,12 @@ class JsonResponse(Response):
         return orjson.dumps(content)
 
 
+_EPOCH = datetime(1970, 1, 1)
+
+
 def rfc3339_ms(ms: int) -> str:
     """Milliseconds since the epoch as ``2026-11-30T15:04:05.123Z``."""
-    seconds, millis = divmod(ms, 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+    return (_EPOCH + timedelta(milliseconds=ms)).isoformat(timespec="milliseconds") + "Z"
 
 
 def address_json(a: Address) -> dict[str, str]:
