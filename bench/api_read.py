@@ -4,7 +4,8 @@ Builds or reuses the 1,000,000-mail account of ``bench/search.py`` (same
 generator, same data directory), serves it with ``mailfleet serve`` (every
 role, in its own process, on free loopback ports), then measures from this
 process, on one keep-alive connection (``http.client``: the cheapest client
-Python has, so that the figures are the server's):
+Python has, reading each answer whole without decoding it, so that the
+figures are the server's):
 
 - ``GET /healthz``, the HTTP floor, measured in the same run;
 - ``GET /v1/me`` (the token check alone), ``GET /v1/folders``;
@@ -91,6 +92,15 @@ class Client:
         if status != 200:
             raise RuntimeError(f"GET {path}: {status} {payload!r}")
         return payload
+
+    def fetch(self, path: str) -> None:
+        """A timed GET: the whole body read, not decoded (decoding is the
+        client's cost, not the server's)."""
+        self.conn.request("GET", path, headers=self.headers)
+        response = self.conn.getresponse()
+        body = response.read()
+        if response.status != 200:
+            raise RuntimeError(f"GET {path}: {response.status} {body[:200]!r}")
 
 
 class Row:
@@ -281,7 +291,7 @@ def main() -> int:
         rows: list[tuple[Row, str]] = []
 
         def add(name: str, path: str, kind: str | None = None) -> None:
-            row = Row(name, timed(lambda: client.get(path), n, w))
+            row = Row(name, timed(lambda: client.fetch(path), n, w))
             rows.append((row, kind or ""))
 
         add("GET /healthz (floor)", "/healthz")
@@ -299,7 +309,7 @@ def main() -> int:
         position = iter(range(10**9))
 
         def get_message() -> None:
-            client.get(f"/v1/messages/{ids[next(position) % len(ids)]}")
+            client.fetch(f"/v1/messages/{ids[next(position) % len(ids)]}")
 
         rows.append((Row("GET /v1/messages/{id}", timed(get_message, n, w)), "listing"))
         flip = iter(range(10**9))
@@ -316,7 +326,7 @@ def main() -> int:
         search_iterations = max(n // 5, 20)
         for name, q in QUERIES:
             path = f"/v1/search?q={quote(q)}"
-            samples = timed(lambda path=path: client.get(path), search_iterations, w // 5)
+            samples = timed(lambda path=path: client.fetch(path), search_iterations, w // 5)
             rows.append((Row(f"search: {name}", samples), "search"))
 
         floor = rows[0][0]

@@ -45,22 +45,22 @@ def addresses_from_json(text: str) -> tuple[Address, ...]:
 
 
 def summary_from_row(row: Any) -> MessageSummary:
-    """``row`` starts with ``SUMMARY_COLUMNS``, read by position: a listing
-    decodes 50 of these per page, and by name costs a lookup each."""
+    """``row`` starts with ``SUMMARY_COLUMNS``, read by position, and the
+    summary is built by position: a listing decodes 50 of these per page."""
     sender = orjson.loads(row[5]) if row[5] else None
     return MessageSummary(
-        account_id=row[0],
-        id=row[1],
-        folder_id=row[2],
-        thread_id=row[3],
-        received_at=row[4],
-        sender=Address(sender[0], sender[1]) if sender else None,
-        to=addresses_from_json(row[6]),
-        subject=row[7],
-        snippet=row[8],
-        is_read=bool(row[9]),
-        is_flagged=bool(row[10]),
-        has_attachments=bool(row[11]),
+        row[0],  # account_id
+        row[1],  # id
+        row[2],  # folder_id
+        row[3],  # thread_id
+        row[4],  # received_at
+        Address(sender[0], sender[1]) if sender else None,
+        tuple([Address(email, name) for email, name in orjson.loads(row[6])]),  # to
+        row[7],  # subject
+        row[8],  # snippet
+        bool(row[9]),  # is_read
+        bool(row[10]),  # is_flagged
+        bool(row[11]),  # has_attachments
     )
 
 
