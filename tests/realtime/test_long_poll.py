@@ -1,0 +1,106 @@
+"""``GET /v1/events``: the long poll, over httpx like any outside client."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from ..conftest import Service, User
+from .conftest import flag, head, poll
+
+
+async def test_answers_at_once_with_what_came_after_the_cursor(alice: User, bob: User) -> None:
+    start = await head(alice)
+    sent = await bob.send(to=[alice.email], subject="one")
+    inbox = await alice.folder("inbox")
+    began = time.monotonic()
+    answer = await poll(alice, start, timeout=30)
+    assert time.monotonic() - began < 2
+    (message_id,) = [m["id"] for m in await alice.messages("inbox")]
+    assert answer["events"] == [
+        {
+            "type": "message.new",
+            "cursor": str(int(start) + 1),
+            "data": {
+                "id": message_id,
+                "folder_id": inbox["id"],
+                "thread_id": message_id,
+                "is_read": False,
+                "is_flagged": False,
+            },
+        },
+        {
+            "type": "folder.updated",
+            "cursor": str(int(start) + 2),
+            "data": {"id": inbox["id"], "name": "Inbox", "role": "inbox", "total": 1, "unread": 1},
+        },
+    ]
+    assert answer["cursor"] == str(int(start) + 2)
+    # Bob's own account saw his Sent copy; none of it reaches Alice.
+    assert all(e["data"]["id"] != sent["id"] for e in answer["events"])
+    again = await poll(alice, answer["cursor"], timeout=0)
+    assert again == {"events": [], "cursor": answer["cursor"]}
+
+
+async def test_waits_for_the_next_change(alice: User, bob: User) -> None:
+    await bob.send(to=[alice.email])
+    (message,) = await alice.messages("inbox")
+    start = await head(alice)
+    waiting = asyncio.ensure_future(poll(alice, start, timeout=10))
+    await asyncio.sleep(0.3)
+    assert not waiting.done()
+    began = time.monotonic()
+    await flag(alice, message["id"])
+    answer = await waiting
+    assert time.monotonic() - began < 1
+    assert [e["type"] for e in answer["events"]] == ["message.updated"]
+    assert answer["events"][0]["data"]["is_flagged"] is True
+    assert answer["cursor"] == str(int(start) + 1)
+
+
+async def test_no_cursor_starts_from_now(alice: User, bob: User) -> None:
+    await bob.send(to=[alice.email])
+    (message,) = await alice.messages("inbox")
+    current = await head(alice)
+    assert int(current) >= 2  # the new mail and its folder's counts
+    waiting = asyncio.ensure_future(poll(alice, None, timeout=10))
+    await asyncio.sleep(0.3)
+    await flag(alice, message["id"])
+    answer = await waiting
+    # Nothing from before the poll is replayed.
+    assert [e["cursor"] for e in answer["events"]] == [str(int(current) + 1)]
+
+
+async def test_times_out_with_no_events_and_the_same_cursor(alice: User) -> None:
+    start = await head(alice)
+    began = time.monotonic()
+    answer = await poll(alice, start, timeout=0.6)
+    elapsed = time.monotonic() - began
+    assert answer == {"events": [], "cursor": start}
+    assert 0.6 <= elapsed < 1.5, elapsed
+
+
+BAD_INPUT = [
+    ({"cursor": "abc"}, "bad_cursor"),
+    ({"cursor": "-1"}, "bad_cursor"),
+    ({"cursor": "1.5"}, "bad_cursor"),
+    ({"cursor": "99999999999999999999"}, "bad_cursor"),
+    ({"timeout": "61"}, "invalid_field"),
+    ({"timeout": "-1"}, "invalid_field"),
+    ({"timeout": "soon"}, "invalid_field"),
+]
+BAD_TOKENS = [None, "not-a-token", "1.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"]
+
+
+async def test_bad_input_is_400_and_a_bad_token_401(service: Service, alice: User) -> None:
+    # One server for every case: each would cost a start of its own.
+    for params, code in BAD_INPUT:
+        response = await alice.client.get("/v1/events", params=params)
+        assert response.status_code == 400, params
+        error = response.json()["error"]
+        assert error["code"] == code, params
+        assert error["message"]
+    for token in BAD_TOKENS:
+        response = await service.client(token).get("/v1/events", params={"timeout": 0})
+        assert response.status_code == 401, token
+        assert response.json()["error"]["code"] in {"missing_token", "invalid_token"}
