@@ -13,7 +13,9 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from mailfleet.storage.interfaces import MessagePatch
+from mailfleet.ids import new_id, now_ms
+from mailfleet.proto.addresses import Address
+from mailfleet.storage.interfaces import MessagePatch, NewMessage
 
 from ..conftest import Service, StartService, User
 
@@ -96,10 +98,47 @@ async def poll(user: User, cursor: str | None, timeout: float = 0) -> dict[str, 
 
 
 async def churn(service: Service, user: User, message_id: str, count: int) -> None:
-    """``count`` changes to the account (flag, unflag, ...), written to the
-    mailbox store directly: quicker than as many PATCH requests."""
+    """``count`` changes to the account (the message flagged, unflagged, ...),
+    written to the mailbox store directly: quicker than as many PATCH requests."""
     mailbox = service.runtime.stores.mailbox
-    for i in range(count):
-        await mailbox.update_message(
-            int(user.id), int(message_id), MessagePatch(is_flagged=i % 2 == 0)
+    account_id, mid = int(user.id), int(message_id)
+    message = await mailbox.get_message(account_id, mid)
+    assert message is not None
+    flagged = message.summary.is_flagged
+    for _ in range(count):
+        flagged = not flagged
+        await mailbox.update_message(account_id, mid, MessagePatch(is_flagged=flagged))
+
+
+async def store_mail(service: Service, user: User, count: int) -> None:
+    """``count`` new messages in the user's Inbox in one transaction: ``count``
+    ``message.new`` changes and one ``folder.updated``."""
+    mailbox = service.runtime.stores.mailbox
+    inbox = await mailbox.folder_by_role(int(user.id), "inbox")
+    messages = []
+    for n in range(count):
+        mid = new_id()
+        messages.append(
+            NewMessage(
+                account_id=int(user.id),
+                id=mid,
+                folder_id=inbox.id,
+                thread_id=mid,
+                received_at=now_ms(),
+                ingest_key=f"test:{mid}",
+                sender=Address("carol@elsewhere.example", "Carol"),
+                to=(Address(user.email, ""),),
+                cc=(),
+                bcc=(),
+                subject=f"bulk {n}",
+                snippet="",
+                message_id_header=f"<{mid}@elsewhere.example>",
+                in_reply_to=None,
+                references=(),
+                raw_hash="0" * 64,
+                raw_size=100,
+                body_hash=None,
+                html_hash=None,
+            )
         )
+    await mailbox.store_messages(messages)

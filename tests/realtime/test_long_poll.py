@@ -47,37 +47,17 @@ async def test_waits_for_the_next_change(alice: User, bob: User) -> None:
     (message,) = await alice.messages("inbox")
     start = await head(alice)
     waiting = asyncio.ensure_future(poll(alice, start, timeout=10))
+    # No cursor: from now on, nothing before the poll replayed.
+    from_now = asyncio.ensure_future(poll(alice, None, timeout=10))
     await asyncio.sleep(0.3)
-    assert not waiting.done()
+    assert not waiting.done() and not from_now.done()
     began = time.monotonic()
     await flag(alice, message["id"])
-    answer = await waiting
+    for answer in (await waiting, await from_now):
+        assert [e["type"] for e in answer["events"]] == ["message.updated"]
+        assert answer["events"][0]["data"]["is_flagged"] is True
+        assert answer["cursor"] == answer["events"][0]["cursor"] == str(int(start) + 1)
     assert time.monotonic() - began < 1
-    assert [e["type"] for e in answer["events"]] == ["message.updated"]
-    assert answer["events"][0]["data"]["is_flagged"] is True
-    assert answer["cursor"] == str(int(start) + 1)
-
-
-async def test_no_cursor_starts_from_now(alice: User, bob: User) -> None:
-    await bob.send(to=[alice.email])
-    (message,) = await alice.messages("inbox")
-    current = await head(alice)
-    assert int(current) >= 2  # the new mail and its folder's counts
-    waiting = asyncio.ensure_future(poll(alice, None, timeout=10))
-    await asyncio.sleep(0.3)
-    await flag(alice, message["id"])
-    answer = await waiting
-    # Nothing from before the poll is replayed.
-    assert [e["cursor"] for e in answer["events"]] == [str(int(current) + 1)]
-
-
-async def test_times_out_with_no_events_and_the_same_cursor(alice: User) -> None:
-    start = await head(alice)
-    began = time.monotonic()
-    answer = await poll(alice, start, timeout=0.6)
-    elapsed = time.monotonic() - began
-    assert answer == {"events": [], "cursor": start}
-    assert 0.6 <= elapsed < 1.5, elapsed
 
 
 BAD_INPUT = [
@@ -92,8 +72,13 @@ BAD_INPUT = [
 BAD_TOKENS = [None, "not-a-token", "1.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"]
 
 
-async def test_bad_input_is_400_and_a_bad_token_401(service: Service, alice: User) -> None:
-    # One server for every case: each would cost a start of its own.
+async def test_times_out_empty_and_refuses_bad_input(service: Service, alice: User) -> None:
+    start = await head(alice)
+    began = time.monotonic()
+    answer = await poll(alice, start, timeout=0.6)
+    assert answer == {"events": [], "cursor": start}
+    assert 0.6 <= time.monotonic() - began < 1.5
+    # One server for every refusal: each would cost a start of its own.
     for params, code in BAD_INPUT:
         response = await alice.client.get("/v1/events", params=params)
         assert response.status_code == 400, params
