@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mailfleet import __version__
-from mailfleet.api import accounts, folders, health, messages, search, threads
+from mailfleet.api import accounts, events, folders, health, messages, search, threads
 from mailfleet.errors import MailfleetError, RateLimited
 from mailfleet.runtime import Runtime
 from mailfleet.storage.errors import BackendUnavailable
@@ -52,7 +52,9 @@ def _describe(errors: list[Any]) -> tuple[str, str]:
     return "invalid_field", f"{where or 'body'}: {first.get('msg')}"
 
 
-def create_app(runtime: Runtime) -> FastAPI:
+def create_app(runtime: Runtime, *, api: bool = True, realtime: bool = True) -> FastAPI:
+    """The routes of the ``api`` role, of the ``realtime`` role, or both
+    (health and readiness always)."""
     app = FastAPI(
         title="mailfleet",
         version=__version__,
@@ -89,9 +91,9 @@ def create_app(runtime: Runtime) -> FastAPI:
         return error_response(exc.status_code, code, message, getattr(exc, "headers", None))
 
     app.include_router(health.router)
-    app.include_router(accounts.router)
-    app.include_router(folders.router)
-    app.include_router(messages.router)
-    app.include_router(search.router)
-    app.include_router(threads.router)
+    if api:
+        for module in (accounts, folders, messages, search, threads):
+            app.include_router(module.router)
+    if realtime:
+        app.include_router(events.router)
     return app
