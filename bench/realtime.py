@@ -266,6 +266,11 @@ class Clients:
         self.procs = []
 
 
+# Each account's message flagged or not, across phases: a write that changes
+# nothing makes no change (and no event).
+FLAGGED: dict[int, bool] = {}
+
+
 async def drive(
     stores: Any, accounts: list[tuple[int, str, int]], rate: int, seconds: float
 ) -> dict[int, list[float]]:
@@ -275,7 +280,6 @@ async def drive(
 
     loop = asyncio.get_running_loop()
     committed: dict[int, list[float]] = {}
-    flagged = [False] * len(accounts)
     busy: set[int] = set()
     order = list(range(len(accounts)))
     random.Random(rate).shuffle(order)
@@ -283,12 +287,10 @@ async def drive(
 
     async def write(index: int) -> None:
         account_id, _, mid = accounts[index]
-        flagged[index] = not flagged[index]
+        flagged = FLAGGED[account_id] = not FLAGGED.get(account_id, False)
         busy.add(index)
         try:
-            await stores.mailbox.update_message(
-                account_id, mid, MessagePatch(is_flagged=flagged[index])
-            )
+            await stores.mailbox.update_message(account_id, mid, MessagePatch(is_flagged=flagged))
             committed.setdefault(index, []).append(time.time())
         finally:
             busy.discard(index)
