@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mailfleet import __version__
-from mailfleet.api import accounts, folders, health, messages, search, threads
+from mailfleet.api import accounts, contacts, folders, health, messages, search, threads, webmail
 from mailfleet.errors import MailfleetError, RateLimited
 from mailfleet.runtime import Runtime
 from mailfleet.storage.errors import BackendUnavailable
@@ -94,4 +94,9 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(messages.router)
     app.include_router(search.router)
     app.include_router(threads.router)
+    app.include_router(contacts.router)
+    # The webmail: ``/`` and ``/assets/*``; any other path, under /v1 or
+    # not, still answers the JSON 404.
+    app.include_router(webmail.router)
+    app.add_middleware(webmail.BrowserSafety, trusted_origins=runtime.settings.http.trusted_origins)
     return app
