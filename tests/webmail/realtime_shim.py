@@ -9,7 +9,7 @@ import asyncio
 import json
 from typing import Any
 
-from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
 
 from mailfleet.api.deps import AccountDep, RuntimeDep
 from mailfleet.runtime import Runtime
@@ -37,13 +37,17 @@ async def _after(runtime: Runtime, account_id: int, cursor: str | None) -> tuple
 
 @router.get("/v1/events")
 async def long_poll(
-    runtime: RuntimeDep, account: AccountDep, cursor: str | None = None, timeout: float = 25
+    request: Request,
+    runtime: RuntimeDep,
+    account: AccountDep,
+    cursor: str | None = None,
+    timeout: float = 25,
 ) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(timeout, 60)
     while True:
         events, head = await _after(runtime, account.id, cursor)
-        if events or cursor is None or loop.time() >= deadline:
+        if events or cursor is None or loop.time() >= deadline or await request.is_disconnected():
             return {"events": events, "cursor": head}
         await asyncio.sleep(_TICK)
 
@@ -63,6 +67,11 @@ async def socket(websocket: WebSocket) -> None:
             for event in events:
                 await websocket.send_text(json.dumps(event))
             if not events:
-                await asyncio.sleep(_TICK)
+                try:
+                    message = await asyncio.wait_for(websocket.receive(), _TICK)
+                except TimeoutError:
+                    continue
+                if message["type"] == "websocket.disconnect":
+                    return
     except (WebSocketDisconnect, RuntimeError):
         return

@@ -54,7 +54,36 @@ async function failure(res) {
   return err;
 }
 
-export async function api(method, path, body, { signal } = {}) {
+// JSON.parse with integers beyond 2^53 kept exactly, as strings. Ids are
+// 63-bit; the API's own fields are strings already, but change-log event
+// data may carry them as numbers. Digits inside strings are left alone.
+export function parseJson(text) {
+  let out = '';
+  let i = 0;
+  let start = 0;
+  const n = text.length;
+  while (i < n) {
+    const c = text.charCodeAt(i);
+    if (c === 34) {
+      // a string: skip to its closing quote
+      i += 1;
+      while (i < n && text.charCodeAt(i) !== 34) i += text.charCodeAt(i) === 92 ? 2 : 1;
+      i += 1;
+    } else if ((c >= 48 && c <= 57) || c === 45) {
+      let j = i + 1;
+      while (j < n && /[0-9.eE+-]/.test(text[j])) j += 1;
+      const literal = text.slice(i, j);
+      if (/^-?\d{16,}$/.test(literal) && !Number.isSafeInteger(Number(literal))) {
+        out += `${text.slice(start, i)}"${literal}"`;
+        start = j;
+      }
+      i = j;
+    } else i += 1;
+  }
+  return JSON.parse(out + text.slice(start));
+}
+
+export async function api(method, path, body, { signal, bigIds = false } = {}) {
   const headers = { Accept: 'application/json', ...authHeaders() };
   const init = { method, headers, signal, cache: 'no-store' };
   if (body !== undefined) {
@@ -70,7 +99,7 @@ export async function api(method, path, body, { signal } = {}) {
   }
   if (!res.ok) throw await failure(res);
   if (res.status === 204) return null;
-  return res.json();
+  return bigIds ? parseJson(await res.text()) : res.json();
 }
 
 export const get = (path, opts) => api('GET', path, undefined, opts);

@@ -4,7 +4,7 @@
 // or an offline spell nothing is missed and nothing comes twice. A `reset`
 // event means the cursor was too old: the app refetches everything.
 
-import { get, query, session, ApiError } from './api.js';
+import { get, query, session, parseJson, ApiError } from './api.js';
 
 const QUICK_CLOSE_MS = 3000; // a socket closing this soon after opening did not work
 const SOCKET_FAILURES_BEFORE_POLL = 2;
@@ -33,7 +33,7 @@ export class LiveEvents {
   // The cursor to start from is taken before the first fetch of folders and
   // lists, so whatever changes in between is replayed (and applied idempotently).
   async begin() {
-    const first = await get(`/v1/events${query({ timeout: 0 })}`);
+    const first = await get(`/v1/events${query({ timeout: 0 })}`, { bigIds: true });
     this.cursor = first.cursor;
     if (first.events && first.events.length) this.deliver(first.events);
   }
@@ -124,7 +124,7 @@ export class LiveEvents {
     ws.addEventListener('message', (e) => {
       let event;
       try {
-        event = JSON.parse(e.data);
+        event = parseJson(e.data);
       } catch {
         return;
       }
@@ -189,7 +189,7 @@ export class LiveEvents {
       try {
         const answer = await get(
           `/v1/events${query({ cursor: this.cursor, timeout: POLL_TIMEOUT_S })}`,
-          { signal: controller.signal },
+          { signal: controller.signal, bigIds: true },
         );
         this.backoff = 500;
         this.onStatus('polling');

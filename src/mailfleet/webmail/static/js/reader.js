@@ -222,8 +222,9 @@ export class Reader {
     }
     this.thread = { ...thread, messages };
     this.render(first);
+    // What arrives while the tab is hidden stays unread until it is seen.
     const unread = messages.filter((m) => !m.is_read && this.expanded.has(m.id));
-    if (unread.length) this.markRead(unread);
+    if (unread.length && document.visibilityState === 'visible') this.markRead(unread);
   }
 
   async markRead(messages) {
