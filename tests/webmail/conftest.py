@@ -96,7 +96,7 @@ class Webmail:
         """A page signed in as ``user`` (its session put where the webmail keeps it)."""
         context = context or await self.context()
         await context.add_init_script(
-            "if (!sessionStorage.getItem('test-signed-in')) {"
+            "if (window.top === window && !sessionStorage.getItem('test-signed-in')) {"
             "  sessionStorage.setItem('test-signed-in', '1');"
             "  localStorage.setItem('mailfleet.session', JSON.stringify("
             f"    {{token: '{user.token}', expires_at: null}}));"
