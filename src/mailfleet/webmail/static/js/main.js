@@ -356,6 +356,9 @@ function renderRow(row, index) {
       h(
         'span',
         { class: 'row-text' },
+        app.view.kind === 'search' && folderById(row.folder_id)
+          ? h('span', { class: 'tag row-folder' }, folderById(row.folder_id).name)
+          : null,
         h('span', { class: 'row-subject' }, row.subject || '(no subject)'),
         row.snippet ? h('span', { class: 'row-snippet' }, ` – ${row.snippet}`) : null,
       ),
