@@ -388,8 +388,17 @@ export function renderList() {
   renderBulk();
 }
 
+// Focus moves to the list only from where the user already was: the list,
+// the reader or nowhere in particular (never out of a field or a dialog).
+function mayTakeFocus() {
+  const el = document.activeElement;
+  if (document.querySelector('dialog[open]')) return false;
+  return !el || el === document.body || Boolean(el.closest('#messages, #reader, #list-view'));
+}
+
 function setActive(index, focus = true) {
   if (index < 0 || index >= app.rows.length) return;
+  if (focus && !mayTakeFocus()) focus = false;
   const rows = $$('#messages .row');
   rows.forEach((r, i) => r.classList.toggle('active', i === index));
   app.active = index;
