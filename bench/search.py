@@ -28,11 +28,11 @@ import time
 from pathlib import Path
 
 from listing import DOMAIN, EMAIL, ensure_account, machine_facts, measure
-from mailfleet.config import load_settings
+from mailfleet.config import Settings, load_settings
 from mailfleet.ids import new_id
 from mailfleet.proto.addresses import Address
 from mailfleet.search.service import SearchService
-from mailfleet.storage.factory import create_stores
+from mailfleet.storage.factory import Stores, create_stores
 from mailfleet.storage.interfaces import Account, Attachment, Folder, NewMessage
 
 TARGET_MS = 50.0
@@ -173,6 +173,37 @@ class MailFactory:
         )
 
 
+async def ensure_mailbox(stores: Stores, settings: Settings, messages: int, batch: int) -> Account:
+    """The bench account with at least ``messages`` generated mails (tops up
+    what a kept data directory holds); ``bench/api_read.py`` reuses it."""
+    account, inbox = await ensure_account(stores, settings)
+    folders = [
+        inbox,
+        await stores.mailbox.folder_by_role(account.id, "archive"),
+        await stores.mailbox.folder_by_role(account.id, "sent"),
+    ]
+    have = sum(f.total for f in await stores.mailbox.list_folders(account.id))
+    missing = max(messages - have, 0)
+    print(f"mailbox: {have:,} messages; loading {missing:,} more")
+    factory = MailFactory(account, folders, seed=have)
+    now = int(time.time() * 1000)
+    start = now - SPAN_MS
+    step = SPAN_MS / max(messages, 1)
+    t0 = time.perf_counter()
+    last = t0
+    for first in range(0, missing, batch):
+        chunk = [
+            factory.make(int(start + (have + first + i) * step))
+            for i in range(min(batch, missing - first))
+        ]
+        await stores.mailbox.store_messages(chunk)
+        if time.perf_counter() - last > 15 or first + batch >= missing:
+            last = time.perf_counter()
+            done = first + len(chunk)
+            print(f"  loaded {done:>9,} / {missing:,}  {done / (last - t0):,.0f} msg/s", flush=True)
+    return account
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=1_000_000)
@@ -195,34 +226,7 @@ async def main() -> None:
     stores = create_stores(settings)
     await stores.open()
     try:
-        account, inbox = await ensure_account(stores, settings)
-        folders = [
-            inbox,
-            await stores.mailbox.folder_by_role(account.id, "archive"),
-            await stores.mailbox.folder_by_role(account.id, "sent"),
-        ]
-        have = sum(f.total for f in await stores.mailbox.list_folders(account.id))
-        missing = max(args.messages - have, 0)
-        print(f"mailbox: {have:,} messages; loading {missing:,} more")
-        factory = MailFactory(account, folders, seed=have)
-        now = int(time.time() * 1000)
-        start = now - SPAN_MS
-        step = SPAN_MS / max(args.messages, 1)
-        t0 = time.perf_counter()
-        last = t0
-        for first in range(0, missing, args.batch):
-            chunk = [
-                factory.make(int(start + (have + first + i) * step))
-                for i in range(min(args.batch, missing - first))
-            ]
-            await stores.mailbox.store_messages(chunk)
-            if time.perf_counter() - last > 15 or first + args.batch >= missing:
-                last = time.perf_counter()
-                done = first + len(chunk)
-                print(
-                    f"  loaded {done:>9,} / {missing:,}  {done / (last - t0):,.0f} msg/s",
-                    flush=True,
-                )
+        account = await ensure_mailbox(stores, settings, args.messages, args.batch)
 
         service = SearchService(stores.directory, stores.mailbox, stores.search, stores.blobs)
         print()

@@ -54,7 +54,7 @@ class Runtime:
         runtime = cls(
             settings=settings,
             stores=stores,
-            accounts=AccountService(stores.directory, stores.mailbox, settings.auth),
+            accounts=AccountService(stores.directory, stores.mailbox, settings.auth, stores.events),
             mailbox=MailboxService(stores.mailbox, stores.blobs),
             sending=SendService(
                 stores.directory,

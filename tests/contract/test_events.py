@@ -71,3 +71,33 @@ async def test_unread_wake_ups_coalesce_into_the_newest(open_bus: OpenBus) -> No
         await listener.publish({1: head})
     assert await asyncio.wait_for(anext(watch), 5) == 7
     await watch.aclose()  # type: ignore[attr-defined]
+
+
+async def test_a_revocation_is_in_every_process_when_publish_returns(open_bus: OpenBus) -> None:
+    publisher, listener, bystander = await open_bus(), await open_bus(), await open_bus()
+    heard: dict[str, list[int]] = {"publisher": [], "listener": [], "bystander": []}
+    publisher.on_revoked(heard["publisher"].append)
+    listener.on_revoked(heard["listener"].append)
+    bystander.on_revoked(heard["bystander"].append)
+
+    await publisher.publish_revoked([42, 7, 42])
+    # No await in between: catch_up reads what has already arrived.
+    listener.catch_up()
+    assert sorted(heard["listener"]) == [7, 42]
+    assert sorted(heard["publisher"]) == [7, 42]
+    await asyncio.sleep(0.05)
+    assert sorted(heard["bystander"]) == [7, 42]
+
+
+async def test_revocations_are_not_dropped_when_a_process_is_behind(open_bus: OpenBus) -> None:
+    """Wake-ups may be dropped when a reader's buffer is full; revocations
+    wait for room instead."""
+    publisher, listener = await open_bus(), await open_bus()
+    heard: list[int] = []
+    listener.on_revoked(heard.append)
+    # The listener reads only when the publisher waits: its receive queue
+    # fills after a few hundred of these, and a dropped one would be missing.
+    for n in range(1, 3001):
+        await publisher.publish_revoked([n])
+    listener.catch_up()
+    assert heard == list(range(1, 3001))

@@ -5,7 +5,14 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from mailfleet.api.deps import AccountDep, RuntimeDep, bearer_token
-from mailfleet.api.schemas import AccountOut, LogIn, SignUp, TokenOut, ms_to_datetime
+from mailfleet.api.schemas import (
+    AccountOut,
+    JsonResponse,
+    LogIn,
+    SignUp,
+    TokenOut,
+    ms_to_datetime,
+)
 
 router = APIRouter(prefix="/v1", tags=["accounts"])
 
@@ -29,5 +36,5 @@ async def log_out(request: Request, runtime: RuntimeDep, _: AccountDep) -> Respo
 
 
 @router.get("/me", response_model=AccountOut)
-async def me(account: AccountDep) -> AccountOut:
-    return AccountOut(id=str(account.id), email=account.email, name=account.name)
+async def me(account: AccountDep) -> JsonResponse:
+    return JsonResponse({"id": str(account.id), "email": account.email, "name": account.name})

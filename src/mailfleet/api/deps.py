@@ -10,8 +10,11 @@ from mailfleet.errors import Unauthorized
 from mailfleet.runtime import Runtime
 from mailfleet.storage.interfaces import Account
 
+# Dependencies are ``async def``: FastAPI runs a plain ``def`` dependency on a
+# worker thread, a hand-off per request for what is a dict lookup.
 
-def get_runtime(request: Request) -> Runtime:
+
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
@@ -23,9 +26,8 @@ def bearer_token(request: Request) -> str:
     return token.strip()
 
 
-async def current_account(
-    request: Request, runtime: Annotated[Runtime, Depends(get_runtime)]
-) -> Account:
+async def current_account(request: Request) -> Account:
+    runtime: Runtime = request.app.state.runtime
     return await runtime.accounts.authenticate(bearer_token(request))
 
 

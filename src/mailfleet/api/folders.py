@@ -10,31 +10,36 @@ from mailfleet.api.deps import AccountDep, RuntimeDep
 from mailfleet.api.schemas import (
     FolderCreate,
     FolderOut,
+    JsonResponse,
     PageOut,
     ThreadPageOut,
-    folder_out,
-    summary_out,
-    thread_row_out,
+    folder_json,
+    page_json,
+    thread_row_json,
 )
 
 router = APIRouter(prefix="/v1/folders", tags=["folders"])
 
 
 @router.get("", response_model=list[FolderOut])
-async def list_folders(runtime: RuntimeDep, account: AccountDep) -> list[FolderOut]:
-    return [folder_out(f) for f in await runtime.mailbox.folders(account.id)]
+async def list_folders(runtime: RuntimeDep, account: AccountDep) -> JsonResponse:
+    return JsonResponse([folder_json(f) for f in await runtime.mailbox.folders(account.id)])
 
 
 @router.post("", status_code=201, response_model=FolderOut)
-async def create_folder(body: FolderCreate, runtime: RuntimeDep, account: AccountDep) -> FolderOut:
-    return folder_out(await runtime.mailbox.create_folder(account.id, body.name))
+async def create_folder(
+    body: FolderCreate, runtime: RuntimeDep, account: AccountDep
+) -> JsonResponse:
+    folder = await runtime.mailbox.create_folder(account.id, body.name)
+    return JsonResponse(folder_json(folder), status_code=201)
 
 
 @router.patch("/{folder_id}", response_model=FolderOut)
 async def rename_folder(
     folder_id: str, body: FolderCreate, runtime: RuntimeDep, account: AccountDep
-) -> FolderOut:
-    return folder_out(await runtime.mailbox.rename_folder(account.id, folder_id, body.name))
+) -> JsonResponse:
+    folder = await runtime.mailbox.rename_folder(account.id, folder_id, body.name)
+    return JsonResponse(folder_json(folder))
 
 
 @router.delete("/{folder_id}", status_code=204)
@@ -52,16 +57,19 @@ async def list_messages(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: str | None = None,
     group: Literal["thread"] | None = None,
-) -> PageOut | ThreadPageOut:
+) -> JsonResponse:
     if group == "thread":
         # One row per thread, with ``thread_count``; the same cursor rules.
         threads = await runtime.mailbox.list_threads(
             account.id, folder_id, is_read=is_read, limit=limit, cursor=cursor
         )
-        return ThreadPageOut(
-            items=[thread_row_out(t) for t in threads.items], next_cursor=threads.next_cursor
+        return JsonResponse(
+            {
+                "items": [thread_row_json(t) for t in threads.items],
+                "next_cursor": threads.next_cursor,
+            }
         )
     page = await runtime.mailbox.list_messages(
         account.id, folder_id, is_read=is_read, limit=limit, cursor=cursor
     )
-    return PageOut(items=[summary_out(s) for s in page.items], next_cursor=page.next_cursor)
+    return JsonResponse(page_json(page.items, page.next_cursor))

@@ -12,14 +12,15 @@ from fastapi.responses import StreamingResponse
 from mailfleet.api.deps import AccountDep, RuntimeDep
 from mailfleet.api.schemas import (
     AttachmentOut,
+    JsonResponse,
     MessageOut,
     MessagePatchIn,
     SendIn,
     SentOut,
     SummaryOut,
-    attachment_out,
-    message_out,
-    summary_out,
+    attachment_json,
+    message_json,
+    summary_json,
 )
 from mailfleet.delivery.send import Draft
 from mailfleet.errors import BadInput, Invalid, TooLarge
@@ -44,8 +45,8 @@ def content_disposition(filename: str) -> str:
 
 
 @router.get("/messages/{message_id}", response_model=MessageOut)
-async def get_message(message_id: str, runtime: RuntimeDep, account: AccountDep) -> MessageOut:
-    return message_out(await runtime.mailbox.view(account.id, message_id))
+async def get_message(message_id: str, runtime: RuntimeDep, account: AccountDep) -> JsonResponse:
+    return JsonResponse(message_json(await runtime.mailbox.view(account.id, message_id)))
 
 
 @router.get("/messages/{message_id}/raw", response_class=StreamingResponse)
@@ -81,7 +82,7 @@ async def get_attachment(
 @router.patch("/messages/{message_id}", response_model=SummaryOut)
 async def patch_message(
     message_id: str, body: MessagePatchIn, runtime: RuntimeDep, account: AccountDep
-) -> SummaryOut:
+) -> JsonResponse:
     summary = await runtime.mailbox.update(
         account.id,
         message_id,
@@ -89,7 +90,7 @@ async def patch_message(
         is_flagged=body.is_flagged,
         folder_id=body.folder_id,
     )
-    return summary_out(summary)
+    return JsonResponse(summary_json(summary))
 
 
 @router.delete("/messages/{message_id}", status_code=204)
@@ -127,7 +128,7 @@ async def send_message(body: SendIn, runtime: RuntimeDep, account: AccountDep) -
 @router.post("/attachments", status_code=201, response_model=AttachmentOut)
 async def upload_attachment(
     request: Request, runtime: RuntimeDep, account: AccountDep
-) -> AttachmentOut:
+) -> JsonResponse:
     limit = runtime.settings.limits.max_attachment_bytes
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit + 64 * 1024:
@@ -150,4 +151,4 @@ async def upload_attachment(
             upload.content_type or "application/octet-stream",
             chunks(),
         )
-    return attachment_out(stored)
+    return JsonResponse(attachment_json(stored), status_code=201)

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from mailfleet.api.deps import AccountDep, RuntimeDep
-from mailfleet.api.schemas import PageOut, summary_out
+from mailfleet.api.schemas import JsonResponse, PageOut, page_json
 
 router = APIRouter(prefix="/v1", tags=["search"])
 
@@ -19,6 +19,6 @@ async def search(
     q: Annotated[str, Query(max_length=1000, description="words and operators, as in Gmail")],
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: str | None = None,
-) -> PageOut:
+) -> JsonResponse:
     page = await runtime.search.search(account.id, q, limit=limit, cursor=cursor)
-    return PageOut(items=[summary_out(s) for s in page.items], next_cursor=page.next_cursor)
+    return JsonResponse(page_json(page.items, page.next_cursor))

@@ -157,12 +157,18 @@ class MailboxService:
         limit: int,
         cursor: str | None,
     ) -> Page:
-        folder = await self.folder(account_id, folder_id)
         after = decode_cursor(cursor) if cursor else None
+        fid = parse_id(folder_id)
         # One row more than asked tells whether another page exists.
-        rows = await self.store.list_messages(
-            account_id, folder.id, is_read=is_read, limit=limit + 1, after=after
+        rows = (
+            await self.store.list_messages(
+                account_id, fid, is_read=is_read, limit=limit + 1, after=after
+            )
+            if fid
+            else []
         )
+        if not rows:  # rows are keyed by account and folder: found rows prove the folder
+            await self.folder(account_id, folder_id)
         more = len(rows) > limit
         items = rows[:limit]
         return Page(items, encode_cursor(items[-1]) if more else None)
@@ -180,11 +186,17 @@ class MailboxService:
     ) -> ThreadPage:
         """``?group=thread``: one row per thread with mail in the folder, by
         its newest message there; the cursor is that message's position."""
-        folder = await self.folder(account_id, folder_id)
         after = decode_cursor(cursor) if cursor else None
-        rows = await self.store.list_threads(
-            account_id, folder.id, is_read=is_read, limit=limit + 1, after=after
+        fid = parse_id(folder_id)
+        rows = (
+            await self.store.list_threads(
+                account_id, fid, is_read=is_read, limit=limit + 1, after=after
+            )
+            if fid
+            else []
         )
+        if not rows:
+            await self.folder(account_id, folder_id)
         items = rows[:limit]
         return ThreadPage(items, encode_cursor(items[-1].latest) if len(rows) > limit else None)
 

@@ -19,7 +19,7 @@ Redis) with no change here. Rules that make that possible:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -724,4 +724,23 @@ class EventBus(Protocol):
         """The account's newest sequence numbers as wake-ups arrive,
         increasing; several wake-ups a listener has not read yet are
         coalesced into the newest."""
+        ...
+
+    async def publish_revoked(self, account_ids: Iterable[int]) -> None:
+        """These accounts' sessions or standing changed (log out, new
+        password, disabled): every process must stop trusting what it cached
+        of them. Unlike a wake-up this is never dropped; on the embedded bus it
+        is in every process's socket when this returns."""
+        ...
+
+    def on_revoked(self, callback: Callable[[int], None]) -> None:
+        """Calls ``callback(account_id)`` for every revocation, this
+        process's own included."""
+        ...
+
+    def catch_up(self) -> None:
+        """Handles at once what has already arrived (a cheap non-blocking
+        read): a cache checks this before trusting an entry, so that a
+        revocation that reached the process is never missed by a request
+        that started after it."""
         ...

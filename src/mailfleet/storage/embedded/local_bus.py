@@ -10,6 +10,12 @@ process starting) only delays a reader until the next one. A socket whose
 process died answers ``ECONNREFUSED`` and is removed by the first sender that
 meets it. The directory listing is re-read only when the directory changes.
 
+Revocations ("stop trusting account N's cached sessions", ``r<N>``) travel
+the same way but are never dropped: a full receive buffer is waited on (up to
+``REVOKE_PATIENCE`` seconds), and ``catch_up`` lets a cache read its socket
+before it trusts an entry, so a revocation sent before a request arrived is
+always seen by that request.
+
 ``memory://`` gives the same bus without the sockets: one process only.
 """
 
@@ -19,17 +25,23 @@ import asyncio
 import contextlib
 import errno
 import hashlib
+import logging
 import os
 import secrets
 import socket
 import tempfile
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from pathlib import Path
+
+log = logging.getLogger("mailfleet.events")
 
 # sockaddr_un holds 108 bytes; a longer bus directory gets its sockets in a
 # short directory of the temp dir named after it (every process finds the same).
 _MAX_SOCKET_PATH = 100
+# How long a revocation waits for a peer whose receive buffer is full. A peer
+# stuck longer is told nothing more: its cache entries expire by age.
+REVOKE_PATIENCE = 2.0
 
 
 def socket_directory(directory: Path) -> Path:
@@ -61,6 +73,7 @@ class LocalEventBus:
         self._peers: list[str] = []
         self._peers_mtime = -1
         self._peers_read_at = 0.0
+        self._revoked_callbacks: list[Callable[[int], None]] = []
 
     async def open(self) -> None:
         if self.directory is None or self._socket is not None:
@@ -95,17 +108,52 @@ class LocalEventBus:
             return
         payload = " ".join(f"{a}:{h}" for a, h in heads.items()).encode()
         for peer in self._peer_paths():
-            try:
-                self._socket.sendto(payload, peer)
-            except (ConnectionRefusedError, FileNotFoundError):
-                # Its process is gone: nobody will read it again.
-                with contextlib.suppress(OSError):
-                    os.unlink(peer)
-            except OSError as exc:
-                # EAGAIN / ENOBUFS: the reader is behind; it catches up from
-                # the change log at its next wake-up.
-                if exc.errno not in (errno.EAGAIN, errno.ENOBUFS, errno.EWOULDBLOCK):
-                    raise
+            # A full buffer drops it: the reader is behind, and catches up
+            # from the change log at its next wake-up.
+            self._send(payload, peer)
+
+    async def publish_revoked(self, account_ids: Iterable[int]) -> None:
+        ids = sorted(set(account_ids))
+        if not ids:
+            return
+        for account_id in ids:
+            self._revoked(account_id)
+        if self._socket is None:
+            return
+        payload = " ".join(f"r{a}" for a in ids).encode()
+        for peer in self._peer_paths():
+            deadline = time.monotonic() + REVOKE_PATIENCE
+            while not self._send(payload, peer):
+                if time.monotonic() > deadline:
+                    log.warning("revocation not delivered to %s: its buffer stays full", peer)
+                    break
+                await asyncio.sleep(0.002)
+
+    def on_revoked(self, callback: Callable[[int], None]) -> None:
+        self._revoked_callbacks.append(callback)
+
+    def catch_up(self) -> None:
+        if self._socket is not None:
+            self._receive()
+
+    def _send(self, payload: bytes, peer: str) -> bool:
+        """False when the peer's buffer is full; a dead peer counts as sent."""
+        assert self._socket is not None
+        try:
+            self._socket.sendto(payload, peer)
+        except (ConnectionRefusedError, FileNotFoundError):
+            # Its process is gone: nobody will read it again.
+            with contextlib.suppress(OSError):
+                os.unlink(peer)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.ENOBUFS, errno.EWOULDBLOCK):
+                raise
+            return False
+        return True
+
+    def _revoked(self, account_id: int) -> None:
+        for callback in self._revoked_callbacks:
+            callback(account_id)
 
     async def watch(self, account_id: int) -> AsyncIterator[int]:
         entry = _Watch()
@@ -136,6 +184,10 @@ class LocalEventBus:
             except (BlockingIOError, InterruptedError):
                 break
             for part in data.split():
+                if part[:1] == b"r":
+                    with contextlib.suppress(ValueError):
+                        self._revoked(int(part[1:]))
+                    continue
                 account, _, head = part.partition(b":")
                 try:
                     a, h = int(account), int(head)

@@ -1,6 +1,6 @@
 """The SQLite metadata database: WAL, full fsync on commit (an acknowledged
 write survives power loss), one writer connection that takes the write lock at
-BEGIN, several readers that never block it.
+BEGIN, readers that never block it.
 
 On the embedded profile one database file fills three roles, openly: the
 directory (``SqliteDirectoryStore``), the mailboxes (``sqlite_mailbox.py``)
@@ -17,6 +17,7 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 
+from mailfleet.storage.embedded.sqlite_reads import SqliteReader
 from mailfleet.storage.embedded.sqlite_writer import SqliteWriter
 from mailfleet.storage.migrations import ensure_schema
 from mailfleet.storage.sql.directory import SqlDirectoryStore
@@ -42,42 +43,42 @@ def _pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def create_sqlite_engines(path: Path, readers: int = 4) -> tuple[AsyncEngine, AsyncEngine]:
-    """(writer, reader) engines on one database file."""
+def create_sqlite_engine(path: Path, *, write: bool, pool_size: int = 1) -> AsyncEngine:
+    """An async engine on one database file: the writer's (one connection,
+    ``BEGIN IMMEDIATE``) or readers' (``pool_size`` connections)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    url = f"sqlite+aiosqlite:///{path}"
-    writer = create_async_engine(url, poolclass=AsyncAdaptedQueuePool, pool_size=1, max_overflow=0)
-    reader = create_async_engine(
-        url, poolclass=AsyncAdaptedQueuePool, pool_size=readers, max_overflow=0
+    engine = create_async_engine(
+        f"sqlite+aiosqlite:///{path}",
+        poolclass=AsyncAdaptedQueuePool,
+        pool_size=1 if write else pool_size,
+        max_overflow=0,
     )
-    for engine in (writer, reader):
-        event.listen(engine.sync_engine, "connect", _pragmas)
+    event.listen(engine.sync_engine, "connect", _pragmas)
 
-    @event.listens_for(writer.sync_engine, "begin")
-    def _begin_immediate(conn: Any) -> None:
+    @event.listens_for(engine.sync_engine, "begin")
+    def _begin(conn: Any) -> None:
         # Taking the write lock at BEGIN avoids SQLITE_BUSY on lock upgrade
         # when another process (the admin CLI) writes at the same time.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
-    @event.listens_for(reader.sync_engine, "begin")
-    def _begin_deferred(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN")
-
-    return writer, reader
+    return engine
 
 
 class SqliteDatabase:
     """One metadata file shared by the roles it fills. Opened by the first of
     them (migrating the schema), closed by the last."""
 
-    def __init__(self, path: Path, *, migrate: bool = True, readers: int = 4) -> None:
+    def __init__(self, path: Path, *, migrate: bool = True) -> None:
         self.path = path
         # At open: upgrade the schema, or refuse one not at head (``mailfleet db upgrade``).
         self.migrate = migrate
-        self.write_engine, self.read_engine = create_sqlite_engines(path, readers)
+        # Migrations and the directory's rare writes (sign-up, log in).
+        self.write_engine = create_sqlite_engine(path, write=True)
         # Mailbox writes: a plain sqlite3 connection owned by one thread, where
         # the writes of concurrent callers commit together (decision 0003).
         self.writer = SqliteWriter(path)
+        # Every read: plain sqlite3, on the awaiting thread (decision 0013).
+        self.reader = SqliteReader(path)
         self._users = 0
 
     async def open(self) -> None:
@@ -87,9 +88,9 @@ class SqliteDatabase:
                     await conn.run_sync(ensure_schema, migrate=self.migrate)
             except BaseException:  # a refused schema (SchemaOutOfDate) leaves nothing open
                 await self.write_engine.dispose()
-                await self.read_engine.dispose()
                 raise
             self.writer.start()
+            self.reader.open()
         self._users += 1
 
     async def close(self) -> None:
@@ -97,14 +98,14 @@ class SqliteDatabase:
             return
         self._users -= 1
         if self._users == 0:
+            self.reader.close()
             await self.writer.stop()
             await self.write_engine.dispose()
-            await self.read_engine.dispose()
 
 
 class SqliteDirectoryStore(SqlDirectoryStore):
     def __init__(self, database: SqliteDatabase) -> None:
-        super().__init__(database.write_engine, database.read_engine)
+        super().__init__(database.write_engine, database.reader)
         self.database = database
 
     async def open(self) -> None:

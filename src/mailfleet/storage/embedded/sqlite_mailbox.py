@@ -16,7 +16,6 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
-from types import SimpleNamespace
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -66,11 +65,9 @@ _SUMMARY = "SELECT " + ", ".join(f'"{c.name}"' for c in SUMMARY_COLUMNS) + " FRO
 
 def _summary(conn: sqlite3.Connection, account_id: int, message_id: int) -> MessageSummary | None:
     cursor = conn.execute(f"{_SUMMARY} WHERE account_id = ? AND id = ?", (account_id, message_id))
+    cursor.row_factory = sqlite3.Row
     row = cursor.fetchone()
-    if row is None:
-        return None
-    names = [d[0] for d in cursor.description]
-    return summary_from_row(SimpleNamespace(**dict(zip(names, row, strict=True))))
+    return summary_from_row(row) if row is not None else None
 
 
 def _state(summary: MessageSummary) -> dict[str, object]:
@@ -281,7 +278,8 @@ def claim_deliveries_sync(
 
 
 class SqliteMailboxStore(SqlMailboxReads):
-    """Reads on the database's reader engine, writes on its writer thread.
+    """Reads on the database's reader (on the awaiting thread), writes on its
+    writer thread.
 
     ``search``: the search index filled in the same database (and written in
     the same transaction as the messages) when the factory says so."""
@@ -295,7 +293,7 @@ class SqliteMailboxStore(SqlMailboxReads):
         keep_changes: int = 10_000,
     ) -> None:
         self.database = database
-        self.reader = database.read_engine
+        self.reads = database.reader
         self.search = search
         self.on_commit = on_commit
         self.keep_changes = keep_changes

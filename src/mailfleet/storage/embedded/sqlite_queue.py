@@ -31,7 +31,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from mailfleet.ids import now_ms
-from mailfleet.storage.embedded.sqlite import create_sqlite_engines, sqlite_path
+from mailfleet.storage.embedded.sqlite import create_sqlite_engine, sqlite_path
 from mailfleet.storage.embedded.sqlite_writer import SqliteWriter
 from mailfleet.storage.interfaces import QueueItem, QueuePolicy, QueueStats
 from mailfleet.storage.sql.transaction import Transaction
@@ -102,7 +102,7 @@ class SqliteQueue:
         self._policies = dict(policies or {})
         self._default_policy = default_policy or QueuePolicy()
         self._writer = SqliteWriter(path)
-        _, self.reader = create_sqlite_engines(path, readers=2)
+        self.reader = create_sqlite_engine(path, write=False, pool_size=2)
         self._signals: dict[str, asyncio.Event] = {}
         self._path = path
         self._watch: sqlite3.Connection | None = None

@@ -25,16 +25,18 @@ import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
 from mailfleet.search.query import And, Filter, Node, Not, Or, Text
+from mailfleet.storage.embedded.sqlite_reads import DIALECT
 from mailfleet.storage.interfaces import MessageSummary, SearchDocument
+from mailfleet.storage.sql.query import Query, one_off
 from mailfleet.storage.sql.rows import SUMMARY_COLUMNS, summary_from_row
 from mailfleet.storage.sql.schema import messages
-from mailfleet.storage.sql.transaction import Transaction
 
 if TYPE_CHECKING:
     from mailfleet.storage.embedded.sqlite import SqliteDatabase
 
 search_index = sa.table("search_index", sa.column("rowid", sa.BigInteger))
 _MATCH: sa.ColumnClause[Any] = sa.literal_column("search_index")
+_PING = Query(sa.select(search_index.c.rowid).limit(0))
 COLUMNS = ("owner", "subject", "sender", "recipients", "body", "attachments")
 
 INSERT_DOCUMENT = (
@@ -210,8 +212,8 @@ class SqliteSearchIndex:
         await self.database.close()
 
     async def ping(self) -> None:
-        async with Transaction(self.database.read_engine, write=False) as conn:
-            await conn.execute(sa.text("SELECT 1 FROM search_index LIMIT 0"))
+        async with self.database.reader.read() as session:
+            await session.first(_PING)
 
     def insert_sync(self, conn: sqlite3.Connection, documents: Sequence[SearchDocument]) -> None:
         """In the caller's transaction (``store_messages``)."""
@@ -235,8 +237,12 @@ class SqliteSearchIndex:
             limit=limit,
             before_id=before_id,
         )
-        async with Transaction(self.database.read_engine, write=False) as conn:
-            rows = (await conn.execute(statement)).all()
+        sql, args = one_off(statement, DIALECT)
+        # Milliseconds of FTS work on a large mailbox: on a reader thread,
+        # where SQLite lets the event loop go on meanwhile.
+        rows = await self.database.reader.run_in_thread(
+            lambda conn: conn.execute(sql, args).fetchall()
+        )
         return [summary_from_row(row) for row in rows]
 
     async def index(self, documents: Sequence[SearchDocument]) -> int:

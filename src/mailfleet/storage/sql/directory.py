@@ -4,25 +4,55 @@ mailbox database; PostgreSQL's is the directory database of a fleet)."""
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mailfleet.storage.interfaces import Account, DkimKey, Domain, Session
+from mailfleet.storage.sql.query import Query, ReadSession, ReadSessions
 from mailfleet.storage.sql.rows import account_from_row
 from mailfleet.storage.sql.schema import accounts, dkim_keys, domains, sessions
 from mailfleet.storage.sql.transaction import Transaction
 
+P = sa.bindparam
+_PING = Query(sa.select(sa.literal(1)))
+_DOMAIN = Query(domains.select().where(domains.c.name == P("name")))
+_DOMAINS = Query(domains.select().order_by(domains.c.name))
+_DKIM_KEYS = Query(
+    dkim_keys.select()
+    .where(dkim_keys.c.domain == P("domain"))
+    .order_by(dkim_keys.c.created_at.desc(), dkim_keys.c.selector)
+)
+_ACCOUNT = Query(accounts.select().where(accounts.c.id == P("id")))
+_ACCOUNT_BY_EMAIL = Query(accounts.select().where(accounts.c.email == P("email")))
+_ACCOUNTS = Query(accounts.select().order_by(accounts.c.email))
+_ACCOUNTS_OF_DOMAIN = Query(
+    accounts.select()
+    .where(accounts.c.email.like(P("pattern"), escape="/"))
+    .order_by(accounts.c.email)
+)
+_SESSION = Query(
+    sessions.select().where(
+        sessions.c.account_id == P("account_id"), sessions.c.token_hash == P("token_hash")
+    )
+)
+
+
+def _ends_with(suffix: str) -> str:
+    escaped = suffix.replace("/", "//").replace("%", "/%").replace("_", "/_")
+    return "%" + escaped
+
 
 class SqlDirectoryStore:
-    """Reads through ``reader``, writes through ``writer`` (SQLite wants one
-    writer connection taking its lock up front; PostgreSQL gives both the same
-    pool). ``open`` and ``close`` belong to whoever owns the engines."""
+    """Reads through ``reads`` (the driver's own speed, ``storage/sql/query.py``),
+    writes through ``writer`` (SQLite wants one writer connection taking its
+    lock up front). ``open`` and ``close`` belong to whoever owns them."""
 
-    def __init__(self, writer: AsyncEngine, reader: AsyncEngine | None = None) -> None:
+    def __init__(self, writer: AsyncEngine, reads: ReadSessions) -> None:
         self.writer = writer
-        self.reader = reader or writer
+        self.reads = reads
 
     async def open(self) -> None:
         pass
@@ -31,14 +61,14 @@ class SqlDirectoryStore:
         pass
 
     async def ping(self) -> None:
-        async with self._read() as conn:
-            await conn.execute(sa.text("SELECT 1"))
+        async with self._read() as session:
+            await session.first(_PING)
 
     def _write(self) -> Transaction:
         return Transaction(self.writer, write=True)
 
-    def _read(self) -> Transaction:
-        return Transaction(self.reader, write=False)
+    def _read(self) -> AbstractAsyncContextManager[ReadSession]:
+        return self.reads.read()
 
     async def add_domain(self, domain: Domain) -> None:
         async with self._write() as conn:
@@ -49,14 +79,14 @@ class SqlDirectoryStore:
             )
 
     async def get_domain(self, name: str) -> Domain | None:
-        async with self._read() as conn:
-            row = (await conn.execute(domains.select().where(domains.c.name == name))).first()
-        return Domain(row.name, bool(row.open_signup), row.created_at) if row else None
+        async with self._read() as session:
+            row = await session.first(_DOMAIN, name=name)
+        return Domain(row["name"], bool(row["open_signup"]), row["created_at"]) if row else None
 
     async def list_domains(self) -> list[Domain]:
-        async with self._read() as conn:
-            rows = await conn.execute(domains.select().order_by(domains.c.name))
-        return [Domain(r.name, bool(r.open_signup), r.created_at) for r in rows]
+        async with self._read() as session:
+            rows = await session.all(_DOMAINS)
+        return [Domain(r["name"], bool(r["open_signup"]), r["created_at"]) for r in rows]
 
     async def set_domain_signup(self, name: str, open_signup: bool) -> None:
         async with self._write() as conn:
@@ -76,13 +106,11 @@ class SqlDirectoryStore:
             )
 
     async def dkim_keys(self, domain: str) -> list[DkimKey]:
-        async with self._read() as conn:
-            rows = await conn.execute(
-                dkim_keys.select()
-                .where(dkim_keys.c.domain == domain)
-                .order_by(dkim_keys.c.created_at.desc(), dkim_keys.c.selector)
-            )
-        return [DkimKey(r.domain, r.selector, r.private_key_pem, r.created_at) for r in rows]
+        async with self._read() as session:
+            rows = await session.all(_DKIM_KEYS, domain=domain)
+        return [
+            DkimKey(r["domain"], r["selector"], r["private_key_pem"], r["created_at"]) for r in rows
+        ]
 
     async def create_account(self, account: Account) -> None:
         async with self._write() as conn:
@@ -98,21 +126,21 @@ class SqlDirectoryStore:
             )
 
     async def get_account(self, account_id: int) -> Account | None:
-        async with self._read() as conn:
-            row = (await conn.execute(accounts.select().where(accounts.c.id == account_id))).first()
+        async with self._read() as session:
+            row = await session.first(_ACCOUNT, id=account_id)
         return account_from_row(row) if row else None
 
     async def get_account_by_email(self, email: str) -> Account | None:
-        async with self._read() as conn:
-            row = (await conn.execute(accounts.select().where(accounts.c.email == email))).first()
+        async with self._read() as session:
+            row = await session.first(_ACCOUNT_BY_EMAIL, email=email)
         return account_from_row(row) if row else None
 
     async def list_accounts(self, domain: str | None = None) -> list[Account]:
-        query = accounts.select().order_by(accounts.c.email)
-        if domain is not None:
-            query = query.where(accounts.c.email.endswith("@" + domain, autoescape=True))
-        async with self._read() as conn:
-            rows = await conn.execute(query)
+        async with self._read() as session:
+            if domain is None:
+                rows = await session.all(_ACCOUNTS)
+            else:
+                rows = await session.all(_ACCOUNTS_OF_DOMAIN, pattern=_ends_with("@" + domain))
         return [account_from_row(r) for r in rows]
 
     async def update_account(
@@ -140,15 +168,9 @@ class SqlDirectoryStore:
             )
 
     async def get_session(self, account_id: int, token_hash: bytes) -> Session | None:
-        async with self._read() as conn:
-            row = (
-                await conn.execute(
-                    sessions.select().where(
-                        sessions.c.account_id == account_id, sessions.c.token_hash == token_hash
-                    )
-                )
-            ).first()
-        return Session(row.account_id, row.token_hash, row.expires_at) if row else None
+        async with self._read() as session:
+            row = await session.first(_SESSION, account_id=account_id, token_hash=token_hash)
+        return Session(row["account_id"], row["token_hash"], row["expires_at"]) if row else None
 
     async def delete_session(self, account_id: int, token_hash: bytes) -> None:
         async with self._write() as conn:

@@ -1,15 +1,16 @@
 """The reads of a ``MailboxStore`` over SQLAlchemy Core: folder listings by
 keyset, messages, threads, delivery status, uploads, the change log. Portable
 SQL, shared by every SQL engine; each engine brings its own write path
-(SQLite: ``storage/embedded/sqlite_mailbox.py``)."""
+(SQLite: ``storage/embedded/sqlite_mailbox.py``) and runs these statements on
+its driver (``storage/sql/query.py``)."""
 
 from __future__ import annotations
 
-import json
+from functools import cache
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mailfleet.storage.interfaces import (
     Change,
@@ -23,6 +24,7 @@ from mailfleet.storage.interfaces import (
     ThreadSummary,
     Upload,
 )
+from mailfleet.storage.sql.query import Query, ReadSession, ReadSessions
 from mailfleet.storage.sql.rows import (
     SUMMARY_COLUMNS,
     addresses_from_json,
@@ -41,48 +43,154 @@ from mailfleet.storage.sql.schema import (
     uploads,
 )
 from mailfleet.storage.sql.threads import thread_counts, thread_heads
-from mailfleet.storage.sql.transaction import Transaction
+
+P = sa.bindparam
+_ACCOUNT: sa.BindParameter[int] = P("account_id")
+_KEYSET = sa.tuple_(messages.c.received_at, messages.c.id) < sa.tuple_(
+    P("after_received_at"), P("after_id")
+)
+
+_PING = Query(sa.select(sa.literal(1)))
+_FOLDERS = Query(folders.select().where(folders.c.account_id == _ACCOUNT).order_by(folders.c.id))
+_FOLDER = Query(
+    folders.select().where(folders.c.account_id == _ACCOUNT, folders.c.id == P("folder_id"))
+)
+_FOLDER_BY_ROLE = Query(
+    folders.select().where(folders.c.account_id == _ACCOUNT, folders.c.role == P("role"))
+)
+_MESSAGE = Query(
+    sa.select(
+        *SUMMARY_COLUMNS,
+        *(c for c in messages.columns if c.name not in {s.name for s in SUMMARY_COLUMNS}),
+    ).where(messages.c.account_id == _ACCOUNT, messages.c.id == P("message_id"))
+)
+_ATTACHMENTS = Query(
+    message_attachments.select()
+    .where(
+        message_attachments.c.account_id == _ACCOUNT,
+        message_attachments.c.message_id == P("message_id"),
+    )
+    .order_by(message_attachments.c.position)
+)
+_DELIVERIES = Query(
+    deliveries.select()
+    .where(deliveries.c.account_id == _ACCOUNT, deliveries.c.message_id == P("message_id"))
+    .order_by(deliveries.c.email)
+)
+_BY_HEADER = Query(
+    sa.select(*SUMMARY_COLUMNS)
+    .where(messages.c.account_id == _ACCOUNT, messages.c.message_id_header == P("header"))
+    .limit(1)
+)
+_STALE_SENDS = Query(
+    sa.select(
+        deliveries.c.account_id,
+        deliveries.c.message_id,
+        deliveries.c.email,
+        messages.c.raw_hash,
+        messages.c.sender,
+    )
+    .select_from(
+        deliveries.join(
+            messages,
+            sa.and_(
+                messages.c.account_id == deliveries.c.account_id,
+                messages.c.id == deliveries.c.message_id,
+            ),
+        )
+    )
+    .where(deliveries.c.status == "queued", messages.c.received_at < P("received_before"))
+    .order_by(deliveries.c.account_id, deliveries.c.message_id)
+    .limit(P("limit"))
+)
+_THREAD = Query(
+    sa.select(*SUMMARY_COLUMNS)
+    .where(messages.c.account_id == _ACCOUNT, messages.c.thread_id == P("thread_id"))
+    .order_by(messages.c.received_at, messages.c.id)
+    .limit(P("limit"))
+)
+_UPLOAD = Query(
+    uploads.select().where(uploads.c.account_id == _ACCOUNT, uploads.c.id == P("upload_id"))
+)
+_STATE = Query(
+    sa.select(mailbox_state.c.modseq, mailbox_state.c.kept_after).where(
+        mailbox_state.c.account_id == _ACCOUNT
+    )
+)
+_CHANGES = Query(
+    sa.select(changes.c.seq, changes.c.kind, changes.c.data, changes.c.at)
+    .where(changes.c.account_id == _ACCOUNT, changes.c.seq > P("after"))
+    .order_by(changes.c.seq)
+    .limit(P("limit"))
+)
+
+
+@cache
+def _listing(filtered: bool, keyset: bool) -> Query:
+    """A folder's page, newest first: four shapes, each compiled once."""
+    query = sa.select(*SUMMARY_COLUMNS).where(
+        messages.c.account_id == _ACCOUNT, messages.c.folder_id == P("folder_id")
+    )
+    if filtered:
+        query = query.where(messages.c.is_read == P("is_read"))
+    if keyset:
+        query = query.where(_KEYSET)
+    return Query(
+        query.order_by(messages.c.received_at.desc(), messages.c.id.desc()).limit(P("limit"))
+    )
+
+
+@cache
+def _thread_heads(filtered: bool, keyset: bool) -> Query:
+    return Query(
+        thread_heads(
+            _ACCOUNT,
+            P("folder_id"),
+            SUMMARY_COLUMNS,
+            is_read=P("is_read") if filtered else None,
+            keyset=_KEYSET if keyset else None,
+            limit=P("limit"),
+        )
+    )
+
+
+@cache
+def _thread_counts(n: int) -> Query:
+    """Per number of threads on the page (at most the page size)."""
+    return Query(thread_counts(_ACCOUNT, [P(f"t{i}") for i in range(n)]))
+
+
+def _keyset(after: ListCursor | None) -> dict[str, Any]:
+    return {} if after is None else {"after_received_at": after.received_at, "after_id": after.id}
 
 
 class SqlMailboxReads:
-    """Every read goes through ``reader``: one transaction, one snapshot."""
+    """Every read is one session of ``reads``: one transaction, one snapshot."""
 
-    reader: AsyncEngine
+    reads: ReadSessions
 
-    def _read(self) -> Transaction:
-        return Transaction(self.reader, write=False)
+    def _read(self) -> Any:
+        return self.reads.read()
 
     async def ping(self) -> None:
-        async with self._read() as conn:
-            await conn.execute(sa.text("SELECT 1"))
+        async with self._read() as session:
+            await session.first(_PING)
 
     async def list_folders(self, account_id: int) -> list[Folder]:
-        async with self._read() as conn:
-            rows = await conn.execute(
-                folders.select().where(folders.c.account_id == account_id).order_by(folders.c.id)
-            )
+        async with self._read() as session:
+            rows = await session.all(_FOLDERS, account_id=account_id)
         return [folder_from_row(r) for r in rows]
 
     async def get_folder(self, account_id: int, folder_id: int) -> Folder | None:
-        async with self._read() as conn:
-            row = (
-                await conn.execute(
-                    folders.select().where(
-                        folders.c.account_id == account_id, folders.c.id == folder_id
-                    )
-                )
-            ).first()
+        async with self._read() as session:
+            row = await session.first(_FOLDER, account_id=account_id, folder_id=folder_id)
         return folder_from_row(row) if row else None
 
     async def folder_by_role(self, account_id: int, role: str) -> Folder:
-        async with self._read() as conn:
-            row = (
-                await conn.execute(
-                    folders.select().where(
-                        folders.c.account_id == account_id, folders.c.role == role
-                    )
-                )
-            ).one()
+        async with self._read() as session:
+            row = await session.first(_FOLDER_BY_ROLE, account_id=account_id, role=role)
+        if row is None:
+            raise LookupError(f"account {account_id} has no {role} folder")
         return folder_from_row(row)
 
     async def list_messages(
@@ -94,146 +202,97 @@ class SqlMailboxReads:
         limit: int,
         after: ListCursor | None,
     ) -> list[MessageSummary]:
-        query = sa.select(*SUMMARY_COLUMNS).where(
-            messages.c.account_id == account_id, messages.c.folder_id == folder_id
-        )
-        if is_read is not None:
-            query = query.where(messages.c.is_read == is_read)
-        if after is not None:
-            query = query.where(
-                sa.tuple_(messages.c.received_at, messages.c.id)
-                < sa.tuple_(sa.literal(after.received_at), sa.literal(after.id))
+        query = _listing(is_read is not None, after is not None)
+        async with self._read() as session:
+            rows = await session.all(
+                query,
+                account_id=account_id,
+                folder_id=folder_id,
+                is_read=is_read,
+                limit=limit,
+                **_keyset(after),
             )
-        query = query.order_by(messages.c.received_at.desc(), messages.c.id.desc()).limit(limit)
-        async with self._read() as conn:
-            rows = await conn.execute(query)
-            return [summary_from_row(r) for r in rows]
+        return [summary_from_row(r) for r in rows]
 
     async def get_message(self, account_id: int, message_id: int) -> Message | None:
-        async with self._read() as conn:
-            row = (
-                await conn.execute(
-                    messages.select().where(
-                        messages.c.account_id == account_id, messages.c.id == message_id
-                    )
-                )
-            ).first()
-            if row is None:
-                return None
-            attachment_rows: Any = (
-                await conn.execute(
-                    message_attachments.select()
-                    .where(
-                        message_attachments.c.account_id == account_id,
-                        message_attachments.c.message_id == message_id,
-                    )
-                    .order_by(message_attachments.c.position)
-                )
-                if row.has_attachments
-                else []
-            )
-            delivery_rows = await conn.execute(
-                deliveries.select()
-                .where(deliveries.c.account_id == account_id, deliveries.c.message_id == message_id)
-                .order_by(deliveries.c.email)
-            )
-            return Message(
-                summary=summary_from_row(row),
-                cc=addresses_from_json(row.cc_addrs),
-                bcc=addresses_from_json(row.bcc_addrs),
-                message_id_header=row.message_id_header,
-                in_reply_to=row.in_reply_to,
-                references=tuple(json.loads(row.references)),
-                raw_hash=row.raw_hash,
-                raw_size=row.raw_size,
-                body_hash=row.body_hash,
-                html_hash=row.html_hash,
-                spam_verdict=row.spam_verdict,
-                spam_score=row.spam_score,
-                attachments=tuple(attachment_from_row(a) for a in attachment_rows),
-                delivery=tuple(delivery_from_row(d) for d in delivery_rows),
-            )
+        async with self._read() as session:
+            return await self._message(session, account_id, message_id)
+
+    @staticmethod
+    async def _message(session: ReadSession, account_id: int, message_id: int) -> Message | None:
+        row = await session.first(_MESSAGE, account_id=account_id, message_id=message_id)
+        if row is None:
+            return None
+        attachments: Any = (
+            await session.all(_ATTACHMENTS, account_id=account_id, message_id=message_id)
+            if row["has_attachments"]
+            else ()
+        )
+        delivery = await session.all(_DELIVERIES, account_id=account_id, message_id=message_id)
+        return Message(
+            summary=summary_from_row(row),
+            cc=addresses_from_json(row["cc_addrs"]),
+            bcc=addresses_from_json(row["bcc_addrs"]),
+            message_id_header=row["message_id_header"],
+            in_reply_to=row["in_reply_to"],
+            references=tuple(orjson.loads(row["references"])),
+            raw_hash=row["raw_hash"],
+            raw_size=row["raw_size"],
+            body_hash=row["body_hash"],
+            html_hash=row["html_hash"],
+            spam_verdict=row["spam_verdict"],
+            spam_score=row["spam_score"],
+            attachments=tuple(attachment_from_row(a) for a in attachments),
+            delivery=tuple(delivery_from_row(d) for d in delivery),
+        )
 
     async def find_by_message_id_header(
         self, account_id: int, header: str
     ) -> MessageSummary | None:
-        async with self._read() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(*SUMMARY_COLUMNS)
-                    .where(
-                        messages.c.account_id == account_id,
-                        messages.c.message_id_header == header,
-                    )
-                    .limit(1)
-                )
-            ).first()
+        async with self._read() as session:
+            row = await session.first(_BY_HEADER, account_id=account_id, header=header)
         return summary_from_row(row) if row else None
 
     async def stale_sends(self, received_before: int, limit: int) -> list[StaleSend]:
-        query = (
-            sa.select(
-                deliveries.c.account_id,
-                deliveries.c.message_id,
-                deliveries.c.email,
-                messages.c.raw_hash,
-                messages.c.sender,
+        async with self._read() as session:
+            rows = list(
+                await session.all(_STALE_SENDS, received_before=received_before, limit=limit)
             )
-            .select_from(
-                deliveries.join(
-                    messages,
-                    sa.and_(
-                        messages.c.account_id == deliveries.c.account_id,
-                        messages.c.id == deliveries.c.message_id,
-                    ),
-                )
-            )
-            .where(deliveries.c.status == "queued", messages.c.received_at < received_before)
-            .order_by(deliveries.c.account_id, deliveries.c.message_id)
-            .limit(limit)
-        )
-        async with self._read() as conn:
-            rows = (await conn.execute(query)).all()
-        if len(rows) == limit and rows[0][:2] != rows[-1][:2]:
+
+        def key(r: Any) -> tuple[int, int]:
+            return r["account_id"], r["message_id"]
+
+        if len(rows) == limit and key(rows[0]) != key(rows[-1]):
             # The last message may be cut short by the limit: the next sweep
             # takes it whole.
-            last = rows[-1][:2]
-            rows = [r for r in rows if r[:2] != last]
+            last = key(rows[-1])
+            rows = [r for r in rows if key(r) != last]
         found: dict[tuple[int, int], StaleSend] = {}
         for r in rows:
-            key = (r.account_id, r.message_id)
-            previous = found.get(key)
-            sender = json.loads(r.sender)[0] if r.sender else ""
-            found[key] = StaleSend(
-                r.account_id,
-                r.message_id,
-                r.raw_hash,
+            previous = found.get(key(r))
+            sender = orjson.loads(r["sender"])[0] if r["sender"] else ""
+            found[key(r)] = StaleSend(
+                r["account_id"],
+                r["message_id"],
+                r["raw_hash"],
                 sender,
-                (*(previous.recipients if previous else ()), r.email),
+                (*(previous.recipients if previous else ()), r["email"]),
             )
         return list(found.values())
 
     async def get_deliveries(self, account_id: int, message_id: int) -> list[Delivery]:
-        async with self._read() as conn:
-            rows = await conn.execute(
-                deliveries.select().where(
-                    deliveries.c.account_id == account_id,
-                    deliveries.c.message_id == message_id,
-                )
-            )
+        async with self._read() as session:
+            rows = await session.all(_DELIVERIES, account_id=account_id, message_id=message_id)
         return [delivery_from_row(r) for r in rows]
 
     async def thread_messages(
         self, account_id: int, thread_id: int, *, limit: int
     ) -> list[MessageSummary]:
-        async with self._read() as conn:
-            rows = await conn.execute(
-                sa.select(*SUMMARY_COLUMNS)
-                .where(messages.c.account_id == account_id, messages.c.thread_id == thread_id)
-                .order_by(messages.c.received_at, messages.c.id)
-                .limit(limit)
+        async with self._read() as session:
+            rows = await session.all(
+                _THREAD, account_id=account_id, thread_id=thread_id, limit=limit
             )
-            return [summary_from_row(r) for r in rows]
+        return [summary_from_row(r) for r in rows]
 
     async def list_threads(
         self,
@@ -244,66 +303,47 @@ class SqlMailboxReads:
         limit: int,
         after: ListCursor | None,
     ) -> list[ThreadSummary]:
-        async with self._read() as conn:
-            heads = [
-                summary_from_row(r)
-                for r in await conn.execute(
-                    thread_heads(
-                        account_id,
-                        folder_id,
-                        SUMMARY_COLUMNS,
-                        is_read=is_read,
-                        limit=limit,
-                        after=after,
-                    )
-                )
-            ]
+        query = _thread_heads(is_read is not None, after is not None)
+        async with self._read() as session:
+            rows = await session.all(
+                query,
+                account_id=account_id,
+                folder_id=folder_id,
+                is_read=is_read,
+                limit=limit,
+                **_keyset(after),
+            )
+            heads = [summary_from_row(r) for r in rows]
             counts: dict[int, int] = {}
             if heads:
-                rows = await conn.execute(thread_counts(account_id, [h.thread_id for h in heads]))
-                counts = {int(r[0]): int(r[1]) for r in rows}
+                ids = {f"t{i}": h.thread_id for i, h in enumerate(heads)}
+                found = await session.all(_thread_counts(len(ids)), account_id=account_id, **ids)
+                counts = {int(r[0]): int(r[1]) for r in found}
         return [ThreadSummary(h, counts.get(h.thread_id, 1)) for h in heads]
 
     async def get_upload(self, account_id: int, upload_id: int) -> Upload | None:
-        async with self._read() as conn:
-            row = (
-                await conn.execute(
-                    uploads.select().where(
-                        uploads.c.account_id == account_id, uploads.c.id == upload_id
-                    )
-                )
-            ).first()
+        async with self._read() as session:
+            row = await session.first(_UPLOAD, account_id=account_id, upload_id=upload_id)
         if row is None:
             return None
         return Upload(
-            row.account_id,
-            row.id,
-            row.filename,
-            row.content_type,
-            row.size,
-            row.blob_hash,
-            row.created_at,
+            row["account_id"],
+            row["id"],
+            row["filename"],
+            row["content_type"],
+            row["size"],
+            row["blob_hash"],
+            row["created_at"],
         )
 
     async def changes(self, account_id: int, after: int, *, limit: int) -> ChangePage:
-        async with self._read() as conn:
-            state = (
-                await conn.execute(
-                    sa.select(mailbox_state.c.modseq, mailbox_state.c.kept_after).where(
-                        mailbox_state.c.account_id == account_id
-                    )
-                )
-            ).first()
+        async with self._read() as session:
+            state = await session.first(_STATE, account_id=account_id)
             if state is None:
                 return ChangePage([], 0, reset=after != 0)
-            head, kept_after = int(state.modseq), int(state.kept_after)
+            head, kept_after = int(state[0]), int(state[1])
             if after < kept_after or after > head:
                 return ChangePage([], head, reset=True)
-            rows = await conn.execute(
-                sa.select(changes.c.seq, changes.c.kind, changes.c.data, changes.c.at)
-                .where(changes.c.account_id == account_id, changes.c.seq > after)
-                .order_by(changes.c.seq)
-                .limit(limit)
-            )
-            found = [Change(int(r.seq), r.kind, json.loads(r.data), int(r.at)) for r in rows]
+            rows = await session.all(_CHANGES, account_id=account_id, after=after, limit=limit)
+        found = [Change(int(r[0]), r[1], orjson.loads(r[2]), int(r[3])) for r in rows]
         return ChangePage(found, head)

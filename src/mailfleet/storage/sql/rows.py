@@ -7,6 +7,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
+
 from mailfleet.proto.addresses import Address
 from mailfleet.storage.interfaces import (
     Account,
@@ -39,34 +41,43 @@ def addresses_to_json(addresses: Sequence[Address]) -> str:
 
 
 def addresses_from_json(text: str) -> tuple[Address, ...]:
-    return tuple(Address(email, name) for email, name in json.loads(text))
+    return tuple(Address(email, name) for email, name in orjson.loads(text))
 
 
 def summary_from_row(row: Any) -> MessageSummary:
-    sender = json.loads(row.sender) if row.sender else None
+    """``row`` starts with ``SUMMARY_COLUMNS``, read by position, and the
+    summary is built by position: a listing decodes 50 of these per page."""
+    sender = orjson.loads(row[5]) if row[5] else None
     return MessageSummary(
-        account_id=row.account_id,
-        id=row.id,
-        folder_id=row.folder_id,
-        thread_id=row.thread_id,
-        received_at=row.received_at,
-        sender=Address(sender[0], sender[1]) if sender else None,
-        to=addresses_from_json(row.to_addrs),
-        subject=row.subject,
-        snippet=row.snippet,
-        is_read=bool(row.is_read),
-        is_flagged=bool(row.is_flagged),
-        has_attachments=bool(row.has_attachments),
+        row[0],  # account_id
+        row[1],  # id
+        row[2],  # folder_id
+        row[3],  # thread_id
+        row[4],  # received_at
+        Address(sender[0], sender[1]) if sender else None,
+        tuple([Address(email, name) for email, name in orjson.loads(row[6])]),  # to
+        row[7],  # subject
+        row[8],  # snippet
+        bool(row[9]),  # is_read
+        bool(row[10]),  # is_flagged
+        bool(row[11]),  # has_attachments
     )
 
 
 def folder_from_row(row: Any) -> Folder:
-    return Folder(row.account_id, row.id, row.name, row.role, row.total, row.unread)
+    return Folder(
+        row["account_id"], row["id"], row["name"], row["role"], row["total"], row["unread"]
+    )
 
 
 def account_from_row(row: Any) -> Account:
     return Account(
-        row.id, row.email, row.name, row.password_hash, bool(row.disabled), row.created_at
+        row["id"],
+        row["email"],
+        row["name"],
+        row["password_hash"],
+        bool(row["disabled"]),
+        row["created_at"],
     )
 
 
@@ -148,9 +159,15 @@ def message_row(m: NewMessage) -> dict[str, Any]:
 
 def attachment_from_row(a: Any) -> Attachment:
     return Attachment(
-        a.id, a.filename, a.content_type, a.size, a.blob_hash, a.content_id, bool(a.inline)
+        a["id"],
+        a["filename"],
+        a["content_type"],
+        a["size"],
+        a["blob_hash"],
+        a["content_id"],
+        bool(a["inline"]),
     )
 
 
 def delivery_from_row(d: Any) -> Delivery:
-    return Delivery(d.email, d.status, d.detail, d.next_attempt_at)
+    return Delivery(d["email"], d["status"], d["detail"], d["next_attempt_at"])

@@ -18,7 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from mailfleet.storage.interfaces import ListCursor, NewMessage
+from mailfleet.storage.interfaces import NewMessage
 from mailfleet.storage.sql.schema import messages
 from mailfleet.threadkeys import ThreadPlan, keys_of
 
@@ -40,16 +40,16 @@ def rethreaded(fresh: Sequence[NewMessage], plan: ThreadPlan) -> list[NewMessage
 
 
 def thread_heads(
-    account_id: int,
-    folder_id: int,
+    account_id: sa.ColumnElement[Any],
+    folder_id: sa.ColumnElement[Any],
     columns: Sequence[sa.ColumnElement[Any]],
     *,
-    is_read: bool | None,
-    limit: int,
-    after: ListCursor | None,
+    is_read: sa.ColumnElement[Any] | None,
+    keyset: sa.ColumnElement[bool] | None,
+    limit: sa.ColumnElement[Any],
 ) -> sa.Select[Any]:
     """Each thread's newest message in the folder (of those with ``is_read``
-    when given), newest first, after the keyset cursor."""
+    when given), newest first, after the keyset condition (on ``messages``)."""
     newer = messages.alias("newer")
     conditions = [
         newer.c.account_id == messages.c.account_id,
@@ -67,15 +67,14 @@ def thread_heads(
         query = query.where(messages.c.is_read == is_read)
         conditions.append(newer.c.is_read == is_read)
     query = query.where(~sa.select(sa.literal(1)).where(*conditions).exists())
-    if after is not None:
-        query = query.where(
-            sa.tuple_(messages.c.received_at, messages.c.id)
-            < sa.tuple_(sa.literal(after.received_at), sa.literal(after.id))
-        )
+    if keyset is not None:
+        query = query.where(keyset)
     return query.order_by(messages.c.received_at.desc(), messages.c.id.desc()).limit(limit)
 
 
-def thread_counts(account_id: int, thread_ids: Sequence[int]) -> sa.Select[Any]:
+def thread_counts(
+    account_id: sa.ColumnElement[Any], thread_ids: Sequence[sa.ColumnElement[Any]]
+) -> sa.Select[Any]:
     """How many messages each thread holds (all folders): index-only."""
     return (
         sa.select(messages.c.thread_id, sa.func.count())
