@@ -4,9 +4,9 @@
 // (in_reply_to), and drafts kept in this browser's localStorage so a closed
 // tab loses nothing (they are not on the server: another device won't see them).
 
-import { h, $, icon, displayName, formatAddress, formatSize, longDate } from './dom.js';
+import { h, $, icon, formatAddress, formatSize, longDate } from './dom.js';
 import { get, post, query, uploadFile, fetchBlob, ApiError } from './api.js';
-import { toast, reportError, refreshFolders, folderByRole, currentFolder } from './main.js';
+import { toast, reportError, refreshFolders, currentFolder } from './main.js';
 
 const DRAFTS_KEY = 'mailfleet.drafts.';
 const SAVE_DELAY_MS = 400;
@@ -583,4 +583,3 @@ export class Composer {
   }
 }
 
-export { displayName, folderByRole };

@@ -8,7 +8,7 @@
 // allows images from data: only, or from http(s) once the reader allows
 // remote images for this message or this sender.
 
-import { h, $, icon, longDate, shortDate, displayName, formatAddress, formatSize } from './dom.js';
+import { h, $, icon, longDate, shortDate, displayName, formatSize } from './dom.js';
 import { get, patch, del, fetchBlob, ApiError } from './api.js';
 import {
   toast,
@@ -341,6 +341,11 @@ export class Reader {
     const inTrash = here && here.role === 'trash';
     const starred = thread.messages.some((m) => m.is_flagged);
     const scroll = body.scrollTop;
+    // A re-render (a live update) keeps the keyboard where it was.
+    const focused = document.activeElement;
+    const hadFocus = focused && body.contains(focused) && focused !== body;
+    const focusedMsg = hadFocus ? focused.closest('.msg')?.dataset.id : null;
+    const focusedClass = hadFocus ? [...focused.classList].find((c) => c !== 'on') : null;
     const toolbar = h(
       'div',
       { class: 'toolbar reader-toolbar', role: 'toolbar', 'aria-label': 'Conversation actions' },
@@ -370,7 +375,15 @@ export class Reader {
       if (!document.activeElement || document.activeElement === document.body || document.activeElement.closest('#messages')) {
         $('#thread-subject').focus({ preventScroll: true });
       }
-    } else body.scrollTop = scroll;
+    } else {
+      body.scrollTop = scroll;
+      if (hadFocus && !body.contains(document.activeElement)) {
+        const again =
+          (focusedMsg && focusedClass && body.querySelector(`.msg[data-id="${focusedMsg}"] .${focusedClass}`)) ||
+          $('#thread-subject');
+        again.focus({ preventScroll: true });
+      }
+    }
   }
 
   renderMessage(summary) {
@@ -530,4 +543,3 @@ export class Reader {
   }
 }
 
-export { formatAddress };
