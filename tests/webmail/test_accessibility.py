@@ -22,9 +22,7 @@ AXE_FOUND = AXE.exists()
 async def serious_violations(page: Page) -> list[dict[str, Any]]:
     if not await page.evaluate("Boolean(window.axe)"):
         await page.add_script_tag(path=str(AXE))
-    result = await page.evaluate(
-        "axe.run(document, {iframes: false, resultTypes: ['violations']})"
-    )
+    result = await page.evaluate("axe.run(document, {iframes: false, resultTypes: ['violations']})")
     return [
         {"id": v["id"], "impact": v["impact"], "nodes": [n["target"] for n in v["nodes"]][:5]}
         for v in result["violations"]

@@ -40,7 +40,7 @@ function authHeaders() {
   return token ? { Authorization: `Bearer ${token}` } : {};
 }
 
-async function failure(res) {
+async function failure(res, withToken) {
   let code = 'error';
   let message = res.statusText || `HTTP ${res.status}`;
   try {
@@ -50,7 +50,9 @@ async function failure(res) {
     /* not JSON */
   }
   const err = new ApiError(res.status, code, message);
-  if (res.status === 401 && unauthorizedHandler) unauthorizedHandler(err);
+  // A refused token (expired, signed out elsewhere) ends the session here;
+  // a refused password at sign-in does not.
+  if (res.status === 401 && withToken && unauthorizedHandler) unauthorizedHandler(err);
   return err;
 }
 
@@ -97,7 +99,7 @@ export async function api(method, path, body, { signal, bigIds = false } = {}) {
     if (e.name === 'AbortError') throw e;
     throw new ApiError(0, 'network', 'Cannot reach the server; check your connection.');
   }
-  if (!res.ok) throw await failure(res);
+  if (!res.ok) throw await failure(res, 'Authorization' in headers);
   if (res.status === 204) return null;
   return bigIds ? parseJson(await res.text()) : res.json();
 }
@@ -122,7 +124,7 @@ export async function fetchBlob(path) {
   } catch {
     throw new ApiError(0, 'network', 'Cannot reach the server; check your connection.');
   }
-  if (!res.ok) throw await failure(res);
+  if (!res.ok) throw await failure(res, true);
   return res.blob();
 }
 

@@ -138,6 +138,7 @@ function setupAuth() {
 }
 
 async function logOut() {
+  if (app.live) app.live.stop();
   try {
     await del('/v1/sessions/current');
   } catch {
