@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -26,7 +27,14 @@ INSTALL = "apt-get install -y chromium && .venv/bin/pip install -e '.[dev]' (pla
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 
 try:
-    from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
+    from playwright.async_api import (
+        Browser,
+        BrowserContext,
+        Page,
+        WebSocketRoute,
+        async_playwright,
+        expect,
+    )
 except ImportError:  # pragma: no cover - reported below
     async_playwright = None  # type: ignore[assignment]
 
@@ -61,6 +69,38 @@ if async_playwright is not None:
     expect.set_options(timeout=5000)
 
 _names = itertools.count(1)
+
+
+class Link:
+    """The page's network, cut and restored like a real outage: offline for
+    new requests (``set_offline``) and the live WebSocket closed too, which
+    Chromium's offline emulation alone leaves open."""
+
+    def __init__(self, context: BrowserContext) -> None:
+        self.context = context
+        self.up = True
+        self.sockets: list[WebSocketRoute] = []
+
+    async def install(self) -> None:
+        await self.context.route_web_socket(re.compile(r".*/v1/events/ws.*"), self._route)
+
+    async def _route(self, ws: WebSocketRoute) -> None:
+        if not self.up:
+            await ws.close(code=4000, reason="offline")
+            return
+        ws.connect_to_server()
+        self.sockets.append(ws)
+
+    async def cut(self) -> None:
+        self.up = False
+        await self.context.set_offline(True)
+        for ws in self.sockets:
+            await ws.close(code=4000, reason="offline")
+        self.sockets.clear()
+
+    async def restore(self) -> None:
+        self.up = True
+        await self.context.set_offline(False)
 
 
 class Webmail:
@@ -113,8 +153,8 @@ class Webmail:
         self.contexts.clear()
 
 
-async def _start(tmp: Path) -> Service:
-    settings = make_settings(tmp / "data")
+async def _start(tmp: Path, overrides: dict[str, Any] | None) -> Service:
+    settings = make_settings(tmp / "data", overrides)
     server = await Server.open(settings, TEST_ROLES)
     await server.start()
     app = server._http.config.app if server._http else None
@@ -128,10 +168,14 @@ async def _start(tmp: Path) -> Service:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def webmail_module(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Webmail]:
+async def webmail_module(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Webmail]:
+    """``SERVER_SETTINGS`` in a test module: overrides for its server."""
     if _missing():
         pytest.fail(f"{_missing()}; install it: {INSTALL}")
-    service = await _start(tmp_path_factory.mktemp("webmail"))
+    overrides = getattr(request.module, "SERVER_SETTINGS", None)
+    service = await _start(tmp_path_factory.mktemp("webmail"), overrides)
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(
             executable_path=CHROMIUM,
@@ -162,4 +206,4 @@ def screenshot_path(name: str) -> Path:
     return SCREENSHOTS / f"{name}.png"
 
 
-__all__ = ["PASSWORD", "Webmail", "expect", "screenshot_path"]
+__all__ = ["PASSWORD", "Link", "Webmail", "expect", "screenshot_path"]

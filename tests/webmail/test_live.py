@@ -14,7 +14,7 @@ import aiosmtplib
 import pytest
 from playwright.async_api import Page, WebSocketRoute
 
-from tests.webmail.conftest import Webmail, expect, screenshot_path
+from tests.webmail.conftest import Link, Webmail, expect, screenshot_path
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -137,13 +137,18 @@ async def test_offline_then_back_catches_up_once(webmail: Webmail) -> None:
     gina = await webmail.user("gina")
     hank = await webmail.user("hank")
     context = await webmail.context()
+    link = Link(context)
+    await link.install()
     page = await webmail.open(gina, context)
     await expect(page.locator("body")).to_have_attribute("data-live", "live")
-    await context.set_offline(True)
+    await link.cut()
+    await expect(page.locator("body")).to_have_attribute("data-live", "offline")
     for n in range(3):
         await hank.send(to=[gina.email], subject=f"While away {n}")
     await page.wait_for_timeout(300)
-    await context.set_offline(False)
+    await expect(rows(page)).to_have_count(0)  # really away: nothing came in
+    await link.restore()
+    await expect(page.locator("body")).to_have_attribute("data-live", "live")
     for n in range(3):
         await expect(rows(page, f"While away {n}")).to_have_count(1, timeout=5000)
     await expect(rows(page)).to_have_count(3)

@@ -163,6 +163,13 @@ export class LiveEvents {
   }
 
   socketFailed() {
+    if (!navigator.onLine) {
+      // Offline, every socket fails: that says nothing about sockets. Wait
+      // for the browser to say it is back ('online' reconnects at once).
+      this.onStatus('offline');
+      this.retryLater();
+      return;
+    }
     this.socketFailures += 1;
     if (this.socketFailures >= SOCKET_FAILURES_BEFORE_POLL) {
       this.mode = 'poll';

@@ -949,6 +949,7 @@ async function onEvents(events) {
 }
 
 async function onReset() {
+  app.resets = (app.resets || 0) + 1;
   await refreshFolders();
   await loadList(true);
   if (app.view.threadId) await app.reader.reload();
