@@ -203,6 +203,41 @@ class AuthSettings(_Section):
     min_password_length: int = Field(8, ge=1)
 
 
+class RealtimeSettings(_Section):
+    """The ``realtime`` role: WebSocket push and long poll over the change log."""
+
+    heartbeat_seconds: float = Field(
+        20, gt=0, description="a WebSocket protocol ping this often (RFC 6455 5.5.2)"
+    )
+    heartbeat_timeout_seconds: float = Field(
+        20, gt=0, description="a socket whose pong has not come back by then is closed"
+    )
+    auth_timeout_seconds: float = Field(
+        10, gt=0, description="time a new socket has to send its token before it is closed"
+    )
+    auth_check_seconds: float = Field(
+        2,
+        gt=0,
+        description="each socket's token is checked again this often, so a logout or a"
+        " disabled account closes it within this plus one lookup",
+    )
+    poll_seconds: float = Field(
+        5,
+        gt=0,
+        description="the change log is read this often even without a wake-up, so a lost"
+        " wake-up only delays an event",
+    )
+    send_timeout_seconds: float = Field(
+        10,
+        gt=0,
+        description="a socket that accepts no data for this long while events wait is too"
+        " slow: it gets 'reset' and is closed",
+    )
+    long_poll_seconds: float = Field(
+        25, gt=0, le=60, description="how long GET /v1/events waits when no timeout is given"
+    )
+
+
 class DomainSeed(_Section):
     name: str
     open_signup: bool = False
@@ -218,6 +253,7 @@ class Settings(_Section):
     limits: LimitSettings = LimitSettings()
     auth: AuthSettings = AuthSettings()
     delivery: DeliverySettings = DeliverySettings()
+    realtime: RealtimeSettings = RealtimeSettings()
     domains: list[DomainSeed] = Field(
         default_factory=list, description="hosted domains ensured at start"
     )
@@ -297,4 +333,5 @@ class _Environment(BaseSettings):
     limits: dict[str, Any] | None = None
     auth: dict[str, Any] | None = None
     delivery: dict[str, Any] | None = None
+    realtime: dict[str, Any] | None = None
     domains: list[dict[str, Any]] | None = None

@@ -14,6 +14,7 @@ from mailfleet.delivery.send import SendService
 from mailfleet.delivery.transport import SmtpTransport
 from mailfleet.mailbox.service import MailboxService
 from mailfleet.ratelimit import RateLimiter
+from mailfleet.realtime import ChangeFeed
 from mailfleet.search.service import SearchService
 from mailfleet.storage.factory import Stores, create_stores
 
@@ -29,6 +30,7 @@ class Runtime:
     outgoing: OutgoingService
     search: SearchService
     limiter: RateLimiter
+    feed: ChangeFeed
 
     @classmethod
     async def open(cls, settings: Settings) -> Runtime:
@@ -78,10 +80,14 @@ class Runtime:
             ),
             search=SearchService(stores.directory, stores.mailbox, stores.search, stores.blobs),
             limiter=limiter,
+            feed=ChangeFeed(
+                stores.mailbox, stores.events, poll_seconds=settings.realtime.poll_seconds
+            ),
         )
         for seed in settings.domains:
             await runtime.accounts.ensure_domain(seed.name, open_signup=seed.open_signup)
         return runtime
 
     async def close(self) -> None:
+        await self.feed.close()
         await self.stores.close()

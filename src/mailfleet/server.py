@@ -26,7 +26,7 @@ from mailfleet.smtp.tls import self_signed, server_context
 
 log = logging.getLogger("mailfleet.server")
 
-ROLES = ("api", "smtp-in", "submission", "worker-in", "worker-out")
+ROLES = ("api", "realtime", "smtp-in", "submission", "worker-in", "worker-out")
 
 
 def bind(hostport: str) -> socket.socket:
@@ -101,18 +101,27 @@ class Server:
             await self._start_smtp()
         if "submission" in self.roles:
             await self._start_submission()
-        if "api" in self.roles:
+        if self.roles & {"api", "realtime"}:
             await self._start_http()
 
     async def _start_http(self) -> None:
         self.http_socket = bind(self.runtime.settings.http.listen)
+        realtime = self.runtime.settings.realtime
         config = uvicorn.Config(
-            create_app(self.runtime),
+            create_app(self.runtime, api="api" in self.roles, realtime="realtime" in self.roles),
             log_level="warning",
             lifespan="off",
             access_log=False,
             server_header=False,
             timeout_graceful_shutdown=5,
+            ws="websockets-sansio",  # keepalive on timers: no task per idle socket
+            ws_ping_interval=realtime.heartbeat_seconds,
+            ws_ping_timeout=realtime.heartbeat_timeout_seconds,
+            # Events are a few hundred bytes: compression would save little and
+            # cost each idle socket its zlib state (tens of KB).
+            ws_per_message_deflate=False,
+            # A client sends one small frame (its token); nothing larger is read.
+            ws_max_size=64 * 1024,
         )
         self._http = uvicorn.Server(config)
         # ``serve`` would install signal handlers; the process owns those
@@ -204,6 +213,9 @@ class Server:
             await listener.wait_closed()
         self._smtp = self._submission = None
         if self._http is not None and self._http_task is not None:
+            # Sockets and long polls end now (1012, or an empty answer) rather
+            # than hold the graceful shutdown for its whole timeout.
+            await self.runtime.feed.close()
             self._http.should_exit = True
             with contextlib.suppress(asyncio.CancelledError):
                 await self._http_task

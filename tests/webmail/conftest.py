@@ -157,13 +157,6 @@ async def _start(tmp: Path, overrides: dict[str, Any] | None) -> Service:
     settings = make_settings(tmp / "data", overrides)
     server = await Server.open(settings, TEST_ROLES)
     await server.start()
-    app = server._http.config.app if server._http else None
-    if app is not None and not any(
-        getattr(r, "path", "") == "/v1/events" for r in app.router.routes
-    ):
-        from tests.webmail import realtime_shim
-
-        app.include_router(realtime_shim.router)
     return Service(server)
 
 

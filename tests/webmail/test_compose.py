@@ -147,7 +147,7 @@ async def test_notification_and_sign_out(webmail: Webmail) -> None:
     await expect(page.locator("body")).to_have_attribute("data-live", "live")
     await yuri.send(to=[xena.email], subject="Ping for you")
     await expect(page.locator("#messages .row", has_text="Ping for you")).to_be_visible()
-    await page.wait_for_function("window.__notes.length > 0")
+    await page.wait_for_function("() => window.__notes.length > 0")
     assert await page.evaluate("window.__notes") == [["Yuri", "Ping for you"]]
 
     await page.get_by_role("button", name=re.compile("^Account")).click()

@@ -12,7 +12,17 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mailfleet import __version__
-from mailfleet.api import accounts, contacts, folders, health, messages, search, threads, webmail
+from mailfleet.api import (
+    accounts,
+    contacts,
+    events,
+    folders,
+    health,
+    messages,
+    search,
+    threads,
+    webmail,
+)
 from mailfleet.errors import MailfleetError, RateLimited
 from mailfleet.runtime import Runtime
 from mailfleet.storage.errors import BackendUnavailable
@@ -52,7 +62,9 @@ def _describe(errors: list[Any]) -> tuple[str, str]:
     return "invalid_field", f"{where or 'body'}: {first.get('msg')}"
 
 
-def create_app(runtime: Runtime) -> FastAPI:
+def create_app(runtime: Runtime, *, api: bool = True, realtime: bool = True) -> FastAPI:
+    """The routes of the ``api`` role, of the ``realtime`` role, or both
+    (health and readiness always)."""
     app = FastAPI(
         title="mailfleet",
         version=__version__,
@@ -89,14 +101,13 @@ def create_app(runtime: Runtime) -> FastAPI:
         return error_response(exc.status_code, code, message, getattr(exc, "headers", None))
 
     app.include_router(health.router)
-    app.include_router(accounts.router)
-    app.include_router(folders.router)
-    app.include_router(messages.router)
-    app.include_router(search.router)
-    app.include_router(threads.router)
-    app.include_router(contacts.router)
-    # The webmail: ``/`` and ``/assets/*``; any other path, under /v1 or
-    # not, still answers the JSON 404.
-    app.include_router(webmail.router)
+    if api:
+        for module in (accounts, folders, messages, search, threads, contacts):
+            app.include_router(module.router)
+        # The webmail: ``/`` and ``/assets/*``; any other path, under /v1 or
+        # not, still answers the JSON 404.
+        app.include_router(webmail.router)
+    if realtime:
+        app.include_router(events.router)
     app.add_middleware(webmail.BrowserSafety, trusted_origins=runtime.settings.http.trusted_origins)
     return app

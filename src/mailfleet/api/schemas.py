@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 from typing import Annotated, Any
 
 import orjson
@@ -211,12 +212,24 @@ class JsonResponse(Response):
         return orjson.dumps(content)
 
 
-_EPOCH = datetime(1970, 1, 1)
+_TWO_DIGITS = [f"{n:02d}" for n in range(100)]
+_THREE_DIGITS = [f"{n:03d}" for n in range(1000)]
+
+
+@lru_cache(maxsize=65536)
+def _day(days_since_epoch: int) -> str:
+    return (date(1970, 1, 1) + timedelta(days=days_since_epoch)).isoformat()
 
 
 def rfc3339_ms(ms: int) -> str:
-    """Milliseconds since the epoch as ``2026-11-30T15:04:05.123Z``."""
-    return (_EPOCH + timedelta(milliseconds=ms)).isoformat(timespec="milliseconds") + "Z"
+    """Milliseconds since the epoch as ``2026-11-30T15:04:05.123Z``: fifty of
+    these a page, so by table look-ups rather than ``strftime`` (a third)."""
+    day, rest = divmod(ms, 86_400_000)
+    hours, rest = divmod(rest, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    seconds, millis = divmod(rest, 1000)
+    two = _TWO_DIGITS
+    return f"{_day(day)}T{two[hours]}:{two[minutes]}:{two[seconds]}.{_THREE_DIGITS[millis]}Z"
 
 
 def address_json(a: Address) -> dict[str, str]:

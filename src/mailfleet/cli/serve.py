@@ -30,8 +30,8 @@ def register(commands: Any, common: Callable[[argparse.ArgumentParser], None]) -
     parser.add_argument(
         "--roles",
         default="",
-        help="comma-separated roles to run, of api, smtp-in, submission, worker-in and "
-        "worker-out (default: every role)",
+        help="comma-separated roles to run, of api, realtime, smtp-in, submission, "
+        "worker-in and worker-out (default: every role)",
     )
     parser.add_argument(
         "--demo", action="store_true", help=f"create {DEMO_DOMAIN} with two users and say how"

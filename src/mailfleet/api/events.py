@@ -1,0 +1,152 @@
+"""Realtime over HTTP: ``GET /v1/events/ws`` (WebSocket) and ``GET /v1/events``
+(long poll). The wire only; what a client is sent and when is ``realtime/``.
+
+WebSocket close codes (RFC 6455 section 7.4.2 leaves 4000-4999 to
+applications; ours echo the HTTP status they stand for):
+4400 bad first frame or cursor, 4401 no valid token (at connect, or the session
+ended: logout, password change, account disabled), 4408 no token within
+``realtime.auth_timeout_seconds``, 4429 too slow to read (after a ``reset``
+event), 1012 server restarting. Heartbeats are WebSocket pings from the server
+(``realtime.heartbeat_seconds``), answered by any client library and browser.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, WebSocket
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+
+from mailfleet.api.deps import AccountDep, RuntimeDep
+from mailfleet.errors import MailfleetError, Unauthorized
+from mailfleet.realtime import Ending, PeerGone, parse_cursor, push_events
+from mailfleet.realtime.feed import long_poll
+from mailfleet.runtime import Runtime
+
+router = APIRouter(prefix="/v1", tags=["realtime"])
+
+CLOSE_BAD_REQUEST = 4400
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_AUTH_TIMEOUT = 4408
+CLOSE_TOO_SLOW = 4429
+CLOSE_RESTARTING = 1012
+
+_ENDINGS = {
+    Ending.UNAUTHORIZED: (CLOSE_UNAUTHORIZED, "session ended: log in again"),
+    Ending.TOO_SLOW: (CLOSE_TOO_SLOW, "too slow to read: refetch, then reconnect from the reset"),
+    Ending.SHUTDOWN: (CLOSE_RESTARTING, "server restarting: reconnect with your last cursor"),
+}
+
+
+@router.get("/events")
+async def poll_events(
+    account: AccountDep,
+    runtime: RuntimeDep,
+    cursor: Annotated[str | None, Query(max_length=32)] = None,
+    timeout: Annotated[float | None, Query(ge=0, le=60)] = None,
+) -> dict[str, Any]:
+    start = parse_cursor(cursor)
+    wait = runtime.settings.realtime.long_poll_seconds if timeout is None else timeout
+    events, last = await long_poll(runtime.feed, account.id, start, wait)
+    return {"events": events, "cursor": str(last)}
+
+
+class _Refused(Exception):
+    def __init__(self, code: int, reason: str) -> None:
+        self.code = code
+        self.reason = reason
+
+
+@router.websocket("/events/ws")
+async def events_socket(websocket: WebSocket) -> None:
+    runtime: Runtime = websocket.app.state.runtime
+    await websocket.accept()
+    try:
+        token, cursor_text = await _credentials(websocket, runtime)
+        try:
+            cursor = parse_cursor(cursor_text)
+            account = await runtime.accounts.authenticate(token)
+        except Unauthorized as exc:
+            raise _Refused(CLOSE_UNAUTHORIZED, exc.message) from None
+        except MailfleetError as exc:
+            raise _Refused(CLOSE_BAD_REQUEST, exc.message) from None
+    except _Refused as refused:
+        await _close(websocket, refused.code, refused.reason, runtime)
+        return
+    except WebSocketDisconnect:
+        return
+
+    async def still_authorized() -> bool:
+        try:
+            await runtime.accounts.authenticate(token)
+        except Unauthorized:
+            return False
+        return True
+
+    async def send(text: str) -> None:
+        try:
+            await websocket.send_text(text)
+        except WebSocketDisconnect:
+            raise PeerGone() from None
+
+    gone = asyncio.ensure_future(_until_gone(websocket))
+    try:
+        async with runtime.feed.subscribe(account.id, cursor) as subscription:
+            ending = await push_events(
+                subscription, send, gone, still_authorized, runtime.settings.realtime
+            )
+    finally:
+        gone.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await gone
+    if ending is not Ending.GONE:
+        code, reason = _ENDINGS[ending]
+        await _close(websocket, code, reason, runtime)
+
+
+async def _credentials(websocket: WebSocket, runtime: Runtime) -> tuple[str, str | None]:
+    """The token and cursor: from the query, or from the first frame."""
+    token = websocket.query_params.get("token")
+    cursor = websocket.query_params.get("cursor")
+    if token:
+        return token, cursor
+    timeout = runtime.settings.realtime.auth_timeout_seconds
+    try:
+        async with asyncio.timeout(timeout):
+            message = await websocket.receive()
+    except TimeoutError:
+        raise _Refused(CLOSE_AUTH_TIMEOUT, f"no token within {timeout:g} s") from None
+    if message["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(message.get("code", 1000))
+    try:
+        frame = json.loads(message.get("text") or message.get("bytes") or b"")
+    except ValueError:
+        frame = None
+    if not isinstance(frame, dict) or not isinstance(frame.get("token"), str):
+        raise _Refused(
+            CLOSE_BAD_REQUEST, 'first frame must be {"token": "...", "cursor": "..."} in JSON'
+        )
+    first_cursor = frame.get("cursor", cursor)
+    if first_cursor is not None and not isinstance(first_cursor, str):
+        raise _Refused(CLOSE_BAD_REQUEST, "cursor must be a string")
+    return frame["token"], first_cursor
+
+
+async def _until_gone(websocket: WebSocket) -> None:
+    # Frames after the first carry nothing yet; reading them is how a close
+    # from the client is seen.
+    while (await websocket.receive())["type"] != "websocket.disconnect":
+        pass
+
+
+async def _close(websocket: WebSocket, code: int, reason: str, runtime: Runtime) -> None:
+    if websocket.application_state is not WebSocketState.CONNECTED:
+        return
+    # A client that reads nothing cannot take the close frame either: give up
+    # on it after a heartbeat's timeout (the transport drops it then).
+    with contextlib.suppress(WebSocketDisconnect, TimeoutError):
+        async with asyncio.timeout(runtime.settings.realtime.heartbeat_timeout_seconds):
+            await websocket.close(code, reason)

@@ -1,0 +1,207 @@
+"""Subscriptions to accounts' change logs, and what wakes them.
+
+One ``ChangeFeed`` per process. For each account that has subscribers here it
+holds one ``EventBus.watch`` (however many sockets and polls follow the
+account) and hands each wake-up's head to the subscribers; every
+``poll_seconds`` it also reads the heads of those accounts from the log itself,
+which is what makes a lost wake-up a delay rather than a loss. A subscriber
+then reads the log after its own cursor: the bus is never the source of truth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from mailfleet.realtime.events import Event, change_event, reset_event
+from mailfleet.storage.interfaces import EventBus, MailboxStore
+
+log = logging.getLogger("mailfleet.realtime")
+
+# Changes read from the log at once: what a subscriber holds in memory at most.
+PAGE_SIZE = 200
+
+
+class _Listener:
+    """A subscriber as the feed sees it: the newest head it has been told of,
+    and the future it sleeps on."""
+
+    __slots__ = ("head", "waiter")
+
+    def __init__(self, head: int) -> None:
+        self.head = head
+        self.waiter: asyncio.Future[None] | None = None
+
+    def offer(self, head: int) -> None:
+        if head > self.head:
+            self.head = head
+            self.wake()
+
+    def wake(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+
+class _Account:
+    __slots__ = ("listeners", "watch")
+
+    def __init__(self) -> None:
+        self.listeners: set[_Listener] = set()
+        self.watch: asyncio.Task[None] | None = None
+
+    def offer(self, head: int) -> None:
+        for listener in self.listeners:
+            listener.offer(head)
+
+
+class ChangeFeed:
+    def __init__(self, mailbox: MailboxStore, events: EventBus, *, poll_seconds: float) -> None:
+        self.mailbox = mailbox
+        self.events = events
+        self.poll_seconds = poll_seconds
+        self.closed = False
+        self._accounts: dict[int, _Account] = {}
+        self._poller: asyncio.Task[None] | None = None
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, account_id: int, cursor: int | None) -> AsyncIterator[Subscription]:
+        """Follows the account from ``cursor`` (``None``: from its current
+        head, nothing replayed)."""
+        listener = _Listener(0)
+        self._join(account_id, listener)
+        try:
+            # Let the bus watch register before the log is first read: a commit
+            # after that read then wakes us (the poll covers a bus that is slower).
+            await asyncio.sleep(0)
+            if cursor is None:
+                cursor = (await self.mailbox.changes(account_id, 0, limit=0)).head
+            listener.head = cursor
+            yield Subscription(self, account_id, cursor, listener)
+        finally:
+            self._leave(account_id, listener)
+
+    def watched(self) -> dict[int, int]:
+        """Subscribers per account followed in this process (for metrics)."""
+        return {a: len(entry.listeners) for a, entry in self._accounts.items()}
+
+    async def close(self) -> None:
+        """Wakes every subscriber to finish (server shutdown) and stops watching."""
+        self.closed = True
+        tasks = [a.watch for a in self._accounts.values() if a.watch is not None]
+        if self._poller is not None:
+            tasks.append(self._poller)
+        for entry in self._accounts.values():
+            for listener in entry.listeners:
+                listener.wake()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _join(self, account_id: int, listener: _Listener) -> None:
+        entry = self._accounts.get(account_id)
+        if entry is None:
+            entry = self._accounts[account_id] = _Account()
+            entry.watch = asyncio.create_task(self._watch(account_id, entry))
+        entry.listeners.add(listener)
+        if self._poller is None and not self.closed:
+            self._poller = asyncio.create_task(self._poll())
+
+    def _leave(self, account_id: int, listener: _Listener) -> None:
+        entry = self._accounts.get(account_id)
+        if entry is None:
+            return
+        entry.listeners.discard(listener)
+        if not entry.listeners:
+            del self._accounts[account_id]
+            if entry.watch is not None:
+                entry.watch.cancel()
+
+    async def _watch(self, account_id: int, entry: _Account) -> None:
+        try:
+            async for head in self.events.watch(account_id):
+                entry.offer(head)
+        except Exception:
+            # The poll still reads the log; the account's events come late, not never.
+            log.exception("event bus watch of account %s failed", account_id)
+
+    async def _poll(self) -> None:
+        while not self.closed:
+            await asyncio.sleep(self.poll_seconds)
+            for account_id, entry in list(self._accounts.items()):
+                try:
+                    head = (await self.mailbox.changes(account_id, 0, limit=0)).head
+                except Exception:
+                    log.exception("reading the change log head of account %s failed", account_id)
+                    continue
+                entry.offer(head)
+
+
+class Subscription:
+    """One client's position in one account's change log."""
+
+    def __init__(self, feed: ChangeFeed, account_id: int, cursor: int, listener: _Listener) -> None:
+        self.feed = feed
+        self.account_id = account_id
+        self.cursor = cursor
+        self._listener = listener
+
+    @property
+    def head(self) -> int:
+        """The newest sequence number this subscription has heard of."""
+        return max(self._listener.head, self.cursor)
+
+    @property
+    def closed(self) -> bool:
+        return self.feed.closed
+
+    async def read(self, limit: int = PAGE_SIZE) -> list[Event]:
+        """The events after the cursor (at most ``limit``), moving the cursor
+        past them; a cursor the log no longer holds gives one ``reset``."""
+        page = await self.feed.mailbox.changes(self.account_id, self.cursor, limit=limit)
+        self._listener.offer(page.head)
+        if page.reset:
+            self.cursor = page.head
+            return [reset_event(page.head)]
+        if page.changes:
+            self.cursor = page.changes[-1].seq
+        return [change_event(c) for c in page.changes]
+
+    async def wait(self, timeout: float) -> None:
+        """Until the log may hold events after the cursor, the feed closes,
+        ``wake`` is called, or ``timeout`` seconds pass."""
+        if self._listener.head > self.cursor or self.feed.closed:
+            return
+        waiter = self._listener.waiter = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait_for(waiter, timeout)
+        except TimeoutError:
+            pass
+        finally:
+            self._listener.waiter = None
+
+    def wake(self) -> None:
+        """Ends a ``wait`` early (the client went away)."""
+        self._listener.wake()
+
+    def reset(self) -> Event:
+        """Gives up on what the client has not received: ``reset`` at the head."""
+        self.cursor = self.head
+        return reset_event(self.cursor)
+
+
+async def long_poll(
+    feed: ChangeFeed, account_id: int, cursor: int | None, timeout: float
+) -> tuple[list[Event], int]:
+    """``GET /v1/events``: the events after ``cursor`` at once, or the first
+    that commit within ``timeout`` seconds; and the cursor to ask from next."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    async with feed.subscribe(account_id, cursor) as subscription:
+        while True:
+            events = await subscription.read()
+            left = deadline - loop.time()
+            if events or left <= 0 or feed.closed:
+                return events, subscription.cursor
+            await subscription.wait(left)

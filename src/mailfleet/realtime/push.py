@@ -1,0 +1,89 @@
+"""Pushing one subscription down one socket until something ends it.
+
+What can end it, and what the client is told, is decided here; how a socket is
+written and closed belongs to the transport (``api/events.py``):
+- the client went away;
+- its token stopped being valid (logout, password change, account disabled):
+  checked again every ``auth_check_seconds``, so the socket closes within that
+  plus one lookup;
+- it is too slow: a frame waited ``send_timeout_seconds`` for the socket to
+  take it. The client gets ``reset`` (what it missed is not kept for it) and
+  is closed. While a frame waits, nothing more is read from the log for it: a
+  slow client holds one page of events at most, and the transport's buffer;
+- the server is shutting down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import json
+from collections.abc import Awaitable, Callable
+
+from mailfleet.config import RealtimeSettings
+from mailfleet.realtime.events import Event
+from mailfleet.realtime.feed import Subscription
+
+
+class PeerGone(Exception):
+    """The transport raises it when the client has gone away."""
+
+
+class Ending(enum.Enum):
+    GONE = "gone"
+    UNAUTHORIZED = "unauthorized"
+    TOO_SLOW = "too_slow"
+    SHUTDOWN = "shutdown"
+
+
+def encode(event: Event) -> str:
+    return json.dumps(event, separators=(",", ":"))
+
+
+async def push_events(
+    subscription: Subscription,
+    send: Callable[[str], Awaitable[None]],
+    gone: asyncio.Future[None],
+    still_authorized: Callable[[], Awaitable[bool]],
+    settings: RealtimeSettings,
+) -> Ending:
+    """Sends every change after the subscription's cursor, then each change
+    as it commits. ``gone`` completes when the client leaves."""
+    loop = asyncio.get_running_loop()
+    gone.add_done_callback(lambda _: subscription.wake())
+    check_at = loop.time() + settings.auth_check_seconds
+    try:
+        while True:
+            if gone.done():
+                return Ending.GONE
+            if subscription.closed:
+                return Ending.SHUTDOWN
+            if loop.time() >= check_at:
+                if not await still_authorized():
+                    return Ending.UNAUTHORIZED
+                check_at = loop.time() + settings.auth_check_seconds
+            events = await subscription.read()
+            if not events:
+                await subscription.wait(max(0.0, check_at - loop.time()))
+                continue
+            for event in events:
+                try:
+                    async with asyncio.timeout(settings.send_timeout_seconds):
+                        await send(encode(event))
+                except TimeoutError:
+                    return await _too_slow(subscription, send, settings)
+    except PeerGone:
+        return Ending.GONE
+
+
+async def _too_slow(
+    subscription: Subscription, send: Callable[[str], Awaitable[None]], settings: RealtimeSettings
+) -> Ending:
+    # The reset waits behind what the socket already holds: a client that
+    # reads again within a heartbeat's timeout gets it before the close.
+    try:
+        async with asyncio.timeout(settings.heartbeat_timeout_seconds):
+            await send(encode(subscription.reset()))
+    except (TimeoutError, PeerGone):
+        pass
+    return Ending.TOO_SLOW
