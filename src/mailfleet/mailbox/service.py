@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from mailfleet.errors import BadInput, Conflict, Invalid, NotFound
 from mailfleet.ids import new_id, parse_id
@@ -26,6 +27,8 @@ from mailfleet.storage.interfaces import (
     MessageSummary,
     ThreadSummary,
 )
+
+T = TypeVar("T")
 
 MAX_FOLDER_NAME = 200
 # GET /v1/threads/{id} answers the oldest this many; longer threads are rare
@@ -157,21 +160,30 @@ class MailboxService:
         limit: int,
         cursor: str | None,
     ) -> Page:
+        # One row more than asked tells whether another page exists.
+        rows = await self._page(
+            self.store.list_messages, account_id, folder_id, is_read, limit + 1, cursor
+        )
+        items = rows[:limit]
+        return Page(items, encode_cursor(items[-1]) if len(rows) > limit else None)
+
+    async def _page(
+        self,
+        read: Callable[..., Awaitable[list[T]]],
+        account_id: int,
+        folder_id: str,
+        is_read: bool | None,
+        limit: int,
+        cursor: str | None,
+    ) -> list[T]:
+        """A listing's rows from the store, or NotFound for a folder that is
+        not the account's."""
         after = decode_cursor(cursor) if cursor else None
         fid = parse_id(folder_id)
-        # One row more than asked tells whether another page exists.
-        rows = (
-            await self.store.list_messages(
-                account_id, fid, is_read=is_read, limit=limit + 1, after=after
-            )
-            if fid
-            else []
-        )
+        rows = await read(account_id, fid, is_read=is_read, limit=limit, after=after) if fid else []
         if not rows:  # rows are keyed by account and folder: found rows prove the folder
             await self.folder(account_id, folder_id)
-        more = len(rows) > limit
-        items = rows[:limit]
-        return Page(items, encode_cursor(items[-1]) if more else None)
+        return rows
 
     # -- threads (assigned on arrival: threadkeys.py) -------------------------
 
@@ -186,17 +198,9 @@ class MailboxService:
     ) -> ThreadPage:
         """``?group=thread``: one row per thread with mail in the folder, by
         its newest message there; the cursor is that message's position."""
-        after = decode_cursor(cursor) if cursor else None
-        fid = parse_id(folder_id)
-        rows = (
-            await self.store.list_threads(
-                account_id, fid, is_read=is_read, limit=limit + 1, after=after
-            )
-            if fid
-            else []
+        rows = await self._page(
+            self.store.list_threads, account_id, folder_id, is_read, limit + 1, cursor
         )
-        if not rows:
-            await self.folder(account_id, folder_id)
         items = rows[:limit]
         return ThreadPage(items, encode_cursor(items[-1].latest) if len(rows) > limit else None)
 

@@ -152,6 +152,10 @@ class Subscription:
         """The newest sequence number this subscription has heard of."""
         return max(self._listener.head, self.cursor)
 
+    def pending(self) -> bool:
+        """Whether a wake-up or the poll said the log holds more after the cursor."""
+        return self._listener.head > self.cursor
+
     @property
     def closed(self) -> bool:
         return self.feed.closed

@@ -52,6 +52,7 @@ async def push_events(
     loop = asyncio.get_running_loop()
     gone.add_done_callback(lambda _: subscription.wake())
     check_at = loop.time() + settings.auth_check_seconds
+    first = True  # the replay after the cursor
     try:
         while True:
             if gone.done():
@@ -62,7 +63,9 @@ async def push_events(
                 if not await still_authorized():
                     return Ending.UNAUTHORIZED
                 check_at = loop.time() + settings.auth_check_seconds
-            events = await subscription.read()
+            # A wake-up for the token check alone reads nothing from the log.
+            events = await subscription.read() if subscription.pending() or first else []
+            first = False
             if not events:
                 await subscription.wait(max(0.0, check_at - loop.time()))
                 continue

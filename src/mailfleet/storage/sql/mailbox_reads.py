@@ -160,8 +160,14 @@ def _thread_counts(n: int) -> Query:
     return Query(thread_counts(_ACCOUNT, [P(f"t{i}") for i in range(n)]))
 
 
-def _keyset(after: ListCursor | None) -> dict[str, Any]:
-    return {} if after is None else {"after_received_at": after.received_at, "after_id": after.id}
+def _page_params(
+    account_id: int, folder_id: int, is_read: bool | None, limit: int, after: ListCursor | None
+) -> dict[str, Any]:
+    """The parameters of ``_listing`` and ``_thread_heads``."""
+    params = {"account_id": account_id, "folder_id": folder_id, "is_read": is_read, "limit": limit}
+    if after is not None:
+        params.update(after_received_at=after.received_at, after_id=after.id)
+    return params
 
 
 class SqlMailboxReads:
@@ -205,12 +211,7 @@ class SqlMailboxReads:
         query = _listing(is_read is not None, after is not None)
         async with self._read() as session:
             rows = await session.all(
-                query,
-                account_id=account_id,
-                folder_id=folder_id,
-                is_read=is_read,
-                limit=limit,
-                **_keyset(after),
+                query, **_page_params(account_id, folder_id, is_read, limit, after)
             )
         return [summary_from_row(r) for r in rows]
 
@@ -306,12 +307,7 @@ class SqlMailboxReads:
         query = _thread_heads(is_read is not None, after is not None)
         async with self._read() as session:
             rows = await session.all(
-                query,
-                account_id=account_id,
-                folder_id=folder_id,
-                is_read=is_read,
-                limit=limit,
-                **_keyset(after),
+                query, **_page_params(account_id, folder_id, is_read, limit, after)
             )
             heads = [summary_from_row(r) for r in rows]
             counts: dict[int, int] = {}
