@@ -216,10 +216,11 @@ class RealtimeSettings(_Section):
         10, gt=0, description="time a new socket has to send its token before it is closed"
     )
     auth_check_seconds: float = Field(
-        2,
+        60,
         gt=0,
-        description="each socket's token is checked again this often, so a logout or a"
-        " disabled account closes it within this plus one lookup",
+        description="each socket's token is checked again this often (an expired session);"
+        " a logout, a new password or a disabled account close it at once, by a revocation"
+        " on the event bus",
     )
     poll_seconds: float = Field(
         5,

@@ -28,11 +28,14 @@ class _Listener:
     """A subscriber as the feed sees it: the newest head it has been told of,
     and the future it sleeps on."""
 
-    __slots__ = ("head", "waiter")
+    __slots__ = ("head", "revoked", "waiter")
 
     def __init__(self, head: int) -> None:
         self.head = head
         self.waiter: asyncio.Future[None] | None = None
+        # The account's sessions changed (log out, new password, disabled):
+        # the subscriber checks its token again.
+        self.revoked = False
 
     def offer(self, head: int) -> None:
         if head > self.head:
@@ -64,6 +67,7 @@ class ChangeFeed:
         self.closed = False
         self._accounts: dict[int, _Account] = {}
         self._poller: asyncio.Task[None] | None = None
+        events.on_revoked(self._revoked)
 
     @contextlib.asynccontextmanager
     async def subscribe(self, account_id: int, cursor: int | None) -> AsyncIterator[Subscription]:
@@ -118,6 +122,12 @@ class ChangeFeed:
             if entry.watch is not None:
                 entry.watch.cancel()
 
+    def _revoked(self, account_id: int) -> None:
+        entry = self._accounts.get(account_id)
+        for listener in entry.listeners if entry is not None else ():
+            listener.revoked = True
+            listener.wake()
+
     async def _watch(self, account_id: int, entry: _Account) -> None:
         try:
             async for head in self.events.watch(account_id):
@@ -160,6 +170,12 @@ class Subscription:
     def closed(self) -> bool:
         return self.feed.closed
 
+    def take_revoked(self) -> bool:
+        """Whether the account's sessions changed since this was last asked
+        (a revocation on the event bus): time to check the token again."""
+        revoked, self._listener.revoked = self._listener.revoked, False
+        return revoked
+
     async def read(self, limit: int = PAGE_SIZE) -> list[Event]:
         """The events after the cursor (at most ``limit``), moving the cursor
         past them; a cursor the log no longer holds gives one ``reset``."""
@@ -175,7 +191,7 @@ class Subscription:
     async def wait(self, timeout: float) -> None:
         """Until the log may hold events after the cursor, the feed closes,
         ``wake`` is called, or ``timeout`` seconds pass."""
-        if self._listener.head > self.cursor or self.feed.closed:
+        if self._listener.head > self.cursor or self._listener.revoked or self.feed.closed:
             return
         waiter = self._listener.waiter = asyncio.get_running_loop().create_future()
         try:

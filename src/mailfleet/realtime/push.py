@@ -4,8 +4,10 @@ What can end it, and what the client is told, is decided here; how a socket is
 written and closed belongs to the transport (``api/events.py``):
 - the client went away;
 - its token stopped being valid (logout, password change, account disabled):
-  checked again every ``auth_check_seconds``, so the socket closes within that
-  plus one lookup;
+  checked again as soon as the event bus carries a revocation of the account
+  (in every process, before the revoking call returns), and every
+  ``auth_check_seconds`` whatever happens (a session that expires, a
+  revocation a process never read);
 - it is too slow: a frame waited ``send_timeout_seconds`` for the socket to
   take it. The client gets ``reset`` (what it missed is not kept for it) and
   is closed. While a frame waits, nothing more is read from the log for it: a
@@ -59,7 +61,7 @@ async def push_events(
                 return Ending.GONE
             if subscription.closed:
                 return Ending.SHUTDOWN
-            if loop.time() >= check_at:
+            if subscription.take_revoked() or loop.time() >= check_at:
                 if not await still_authorized():
                     return Ending.UNAUTHORIZED
                 check_at = loop.time() + settings.auth_check_seconds
