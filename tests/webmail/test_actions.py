@@ -60,6 +60,13 @@ async def test_folders_search_move_delete_spam(webmail: Webmail) -> None:
     await page.locator(".reader-toolbar").get_by_role("button", name="Delete").click()
     await expect(row(page, "Lunch on Friday")).to_have_count(0)
     await expect(count_of(page, "inbox")).to_have_text("1 unread")
+    # Undo brings it back where it was; delete it again from the list.
+    await page.locator("#toast").get_by_role("button", name="Undo").click()
+    await expect(row(page, "Lunch on Friday")).to_have_count(1)
+    await row(page, "Lunch on Friday").get_by_role("checkbox").check()
+    await page.locator("#bulk-actions").get_by_role("button", name="Delete").click()
+    await expect(row(page, "Lunch on Friday")).to_have_count(0)
+    await expect(count_of(page, "inbox")).to_have_text("1 unread")
 
     # Report spam, then not spam from Junk.
     await row(page, "Cheap watches").get_by_role("checkbox").check()

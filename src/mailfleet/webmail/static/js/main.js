@@ -34,13 +34,47 @@ window.mailfleet = app; // for the console and the browser tests (state only, no
 
 // ---------------------------------------------------------------- helpers
 
-export function toast(text, { error = false } = {}) {
+// The last move's undo (the toast's button, or z).
+let lastUndo = null;
+
+export function toast(text, { error = false, undo = null } = {}) {
   const el = $('#toast');
-  el.textContent = text;
+  el.replaceChildren(text);
+  lastUndo = undo;
+  if (undo) {
+    el.append(
+      ' ',
+      h('button', {
+        type: 'button',
+        class: 'link toast-undo',
+        onclick: () => undoLast(),
+      }, 'Undo'),
+    );
+  }
   el.classList.toggle('error', error);
   el.classList.add('show');
   clearTimeout(toast.timer);
-  toast.timer = setTimeout(() => el.classList.remove('show'), error ? 6000 : 3500);
+  toast.timer = setTimeout(() => el.classList.remove('show'), error || undo ? 8000 : 3500);
+}
+
+export async function undoLast() {
+  const undo = lastUndo;
+  if (!undo) return;
+  lastUndo = null;
+  $('#toast').classList.remove('show');
+  try {
+    await undo();
+    toast('Undone.');
+    await refreshFolders();
+    await loadList(true);
+  } catch (e) {
+    reportError(e);
+  }
+}
+
+// Moves back what a move or delete took away: ``where`` is {id: folder id before}.
+export function undoMove(where) {
+  return () => Promise.all(Object.entries(where).map(([id, folder]) => patch(`/v1/messages/${id}`, { folder_id: folder })));
 }
 
 export function reportError(e) {
@@ -520,12 +554,24 @@ export async function moveMessages(ids, folderId) {
   await Promise.all(ids.map((id) => patch(`/v1/messages/${id}`, { folder_id: folderId })));
 }
 
+function originsOf(rows, ids) {
+  const folder = currentFolder();
+  const where = {};
+  for (const id of ids) {
+    const row = rows.find((r) => r.id === id);
+    where[id] = folder ? folder.id : row ? row.folder_id : null;
+  }
+  for (const id of Object.keys(where)) if (!where[id]) delete where[id];
+  return where;
+}
+
 export async function moveRows(rows, folderId) {
   try {
     const ids = await messagesOf(rows);
+    const where = originsOf(rows, ids);
     await moveMessages(ids, folderId);
     const f = folderById(folderId);
-    toast(`${rows.length === 1 ? 'Conversation' : `${rows.length} conversations`} moved to ${f ? f.name : 'folder'}.`);
+    toast(`${rows.length === 1 ? 'Conversation' : `${rows.length} conversations`} moved to ${f ? f.name : 'folder'}.`, { undo: undoMove(where) });
     if (app.view.kind === 'search') rows.forEach((r) => (r.folder_id = folderId));
     await afterAction(rows);
   } catch (e) {
@@ -541,9 +587,10 @@ export async function moveRowsToRole(rows, role) {
 export async function deleteRows(rows) {
   try {
     const ids = await messagesOf(rows);
+    const where = originsOf(rows, ids);
     await Promise.all(ids.map((id) => del(`/v1/messages/${id}`)));
     const forGood = (currentFolder() || {}).role === 'trash';
-    toast(forGood ? 'Deleted for good.' : `Moved to Trash.`);
+    toast(forGood ? 'Deleted for good.' : 'Moved to Trash.', { undo: forGood ? null : undoMove(where) });
     if (app.view.kind === 'search') {
       const gone = new Set(rows.map((r) => r.key));
       app.rows = app.rows.filter((r) => !gone.has(r.key));
@@ -750,6 +797,7 @@ const SHORTCUTS = [
   ['s', 'Star / unstar'],
   ['Shift+i / Shift+u', 'Mark read / unread'],
   ['v', 'Move to folder'],
+  ['z', 'Undo the last move'],
   ['/', 'Search'],
   ['g then i', 'Go to Inbox'],
   ['Ctrl+Enter', 'Send (in compose)'],
@@ -815,6 +863,7 @@ function setupShortcuts() {
       v: () => act('move'),
       '/': () => $('#search-input').focus(),
       '?': () => showHelp(),
+      z: () => undoLast(),
       g: () => {
         pendingG = true;
         setTimeout(() => (pendingG = false), 1500);

@@ -23,6 +23,7 @@ import {
   moveMessages,
   actionButton,
   loadList,
+  undoMove,
 } from './main.js';
 
 const IMAGES_KEY = 'mailfleet.images.';
@@ -255,6 +256,7 @@ export class Reader {
   async act(kind) {
     if (!this.thread) return;
     const ids = this.targets().map((m) => m.id);
+    const where = Object.fromEntries(this.targets().map((m) => [m.id, m.folder_id]));
     const here = currentFolder();
     try {
       if (kind === 'archive' || kind === 'spam' || kind === 'move' || kind === 'delete') {
@@ -262,7 +264,7 @@ export class Reader {
           chooseFolder(async (f) => {
             try {
               await moveMessages(ids, f.id);
-              toast(`Moved to ${f.name}.`);
+              toast(`Moved to ${f.name}.`, { undo: undoMove(where) });
               await this.leave();
             } catch (e) {
               reportError(e);
@@ -272,11 +274,14 @@ export class Reader {
         }
         if (kind === 'delete') {
           await Promise.all(ids.map((id) => del(`/v1/messages/${id}`)));
-          toast(here && here.role === 'trash' ? 'Deleted for good.' : 'Moved to Trash.');
+          const forGood = here && here.role === 'trash';
+          toast(forGood ? 'Deleted for good.' : 'Moved to Trash.', { undo: forGood ? null : undoMove(where) });
         } else {
           const role = kind === 'archive' ? 'archive' : here && here.role === 'junk' ? 'inbox' : 'junk';
           await moveMessages(ids, folderByRole(role).id);
-          toast(kind === 'archive' ? 'Archived.' : role === 'junk' ? 'Reported as spam.' : 'Moved to Inbox: not spam.');
+          toast(kind === 'archive' ? 'Archived.' : role === 'junk' ? 'Reported as spam.' : 'Moved to Inbox: not spam.', {
+            undo: undoMove(where),
+          });
         }
         await this.leave();
       } else if (kind === 'star') {
