@@ -438,7 +438,7 @@ async def main(args: argparse.Namespace) -> None:
     results: dict[str, Any] = {
         "cores": os.cpu_count(),
         "client_procs": args.client_procs,
-        "auth_check_seconds": args.auth_check_seconds or 2.0,
+        "auth_check_seconds": args.auth_check_seconds or "default",
     }
     try:
         assert server.stdout is not None

@@ -101,3 +101,25 @@ async def test_revocations_are_not_dropped_when_a_process_is_behind(open_bus: Op
         await publisher.publish_revoked([n])
     listener.catch_up()
     assert heard == list(range(1, 3001))
+
+
+async def test_the_newest_head_arrives_even_when_a_process_is_behind(open_bus: OpenBus) -> None:
+    """A listener that is not reading while many accounts change (its queue
+    holds ten datagrams on Linux by default) still hears every account's
+    newest head once it reads again: wake-ups may merge, not vanish."""
+    publisher, listener = await open_bus(), await open_bus()
+    accounts = range(1, 201)
+    watches = {a: listener.watch(a) for a in accounts}
+    nexts = {a: asyncio.ensure_future(anext(w)) for a, w in watches.items()}
+    await asyncio.sleep(0.01)  # every watch registered
+    for head in (1, 2):
+        for a in accounts:  # no await that yields: the listener reads nothing meanwhile
+            await publisher.publish({a: head})
+    heads = await asyncio.wait_for(asyncio.gather(*nexts.values()), 5)
+    assert all(h >= 1 for h in heads)
+    # The latest of each arrives too (coalesced into one wake-up or two).
+    for a, watch in watches.items():
+        head = heads[a - 1]
+        while head < 2:
+            head = await asyncio.wait_for(anext(watch), 5)
+        await watch.aclose()  # type: ignore[attr-defined]

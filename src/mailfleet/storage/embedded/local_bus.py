@@ -4,9 +4,11 @@ profile: ``mailfleet serve``, its worker-in child, the admin CLI).
 Each process binds a Unix datagram socket in the bus directory; a wake-up
 ("account N has changes up to M", a few bytes) goes to the process's own
 watchers directly and to every other socket there with one non-blocking
-``sendto`` each. Nothing polls and nothing is stored: a wake-up is a hint, the
-change log is the truth, so a datagram dropped (a full receive buffer, a
-process starting) only delays a reader until the next one. A socket whose
+``sendto`` each. A peer whose queue is full gets the newest head per account
+once it has room (its backlog is coalesced, so it stays as small as the
+number of accounts that changed). Nothing polls: a wake-up is a hint, the
+change log is the truth, so a datagram lost (a process starting, a backlog
+dropped at close) only delays a reader until the next one or the slow poll. A socket whose
 process died answers ``ECONNREFUSED`` and is removed by the first sender that
 meets it. The directory listing is re-read only when the directory changes.
 
@@ -39,8 +41,9 @@ log = logging.getLogger("mailfleet.events")
 # sockaddr_un holds 108 bytes; a longer bus directory gets its sockets in a
 # short directory of the temp dir named after it (every process finds the same).
 _MAX_SOCKET_PATH = 100
-# How long a revocation waits for a peer whose receive buffer is full. A peer
-# stuck longer is told nothing more: its cache entries expire by age.
+# How long a revocation (or a backlog of wake-ups) waits for a peer whose
+# receive queue is full. A peer stuck longer is told nothing more: its cache
+# entries expire by age, its readers catch up at their slow poll.
 REVOKE_PATIENCE = 2.0
 
 
@@ -74,6 +77,10 @@ class LocalEventBus:
         self._peers_mtime = -1
         self._peers_read_at = 0.0
         self._revoked_callbacks: list[Callable[[int], None]] = []
+        # Wake-ups a peer had no room for (since when, the newest head per
+        # account), kept for REVOKE_PATIENCE at most.
+        self._backlog: dict[str, tuple[float, dict[int, int]]] = {}
+        self._flush: asyncio.Future[None] | None = None
 
     async def open(self) -> None:
         if self.directory is None or self._socket is not None:
@@ -87,6 +94,11 @@ class LocalEventBus:
         asyncio.get_running_loop().add_reader(sock.fileno(), self._receive)
 
     async def close(self) -> None:
+        if self._flush is not None:
+            self._flush.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flush
+        self._backlog.clear()
         sock, self._socket = self._socket, None
         if sock is not None:
             asyncio.get_running_loop().remove_reader(sock.fileno())
@@ -108,9 +120,42 @@ class LocalEventBus:
             return
         payload = " ".join(f"{a}:{h}" for a, h in heads.items()).encode()
         for peer in self._peer_paths():
-            # A full buffer drops it: the reader is behind, and catches up
-            # from the change log at its next wake-up.
-            self._send(payload, peer)
+            backlog = self._backlog.get(peer)
+            if backlog is not None:  # behind already: join the queue, in order
+                _merge(backlog[1], heads)
+            elif not self._send(payload, peer):
+                # The peer's queue is full (Linux keeps ten datagrams per
+                # socket by default): keep the newest head per account for it
+                # and send them as one datagram when it has room, instead of
+                # leaving its readers to the slow poll.
+                self._backlog[peer] = (time.monotonic(), dict(heads))
+                self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        if self._flush is None or self._flush.done():
+            self._flush = asyncio.ensure_future(self._flush_backlog())
+
+    async def _flush_backlog(self) -> None:
+        while self._backlog and self._socket is not None:
+            await asyncio.sleep(0.001)
+            now = time.monotonic()
+            for peer, (since, heads) in list(self._backlog.items()):
+                if now - since > REVOKE_PATIENCE:
+                    # A process this far behind reads the log at its slow poll.
+                    del self._backlog[peer]
+                    continue
+                # ~20 bytes a pair: 2,000 accounts fit one datagram easily.
+                pairs = list(heads.items())
+                sent = 0
+                while sent < len(pairs):
+                    chunk = pairs[sent : sent + 2000]
+                    if not self._send(" ".join(f"{a}:{h}" for a, h in chunk).encode(), peer):
+                        break
+                    sent += len(chunk)
+                if sent == len(pairs):
+                    del self._backlog[peer]
+                else:
+                    self._backlog[peer] = (since, dict(pairs[sent:]))
 
     async def publish_revoked(self, account_ids: Iterable[int]) -> None:
         ids = sorted(set(account_ids))
@@ -212,3 +257,9 @@ class LocalEventBus:
                 str(p) for p in self.directory.iterdir() if p.suffix == ".sock" and str(p) != own
             ]
         return self._peers
+
+
+def _merge(into: dict[int, int], heads: Mapping[int, int]) -> None:
+    for account_id, head in heads.items():
+        if head > into.get(account_id, 0):
+            into[account_id] = head
