@@ -33,6 +33,7 @@ async def test_folders_search_move_delete_spam(webmail: Webmail) -> None:
     page = await webmail.open(ivy)
     await expect(page.locator("#messages .row")).to_have_count(3)
     await expect(count_of(page, "inbox")).to_have_text("3 unread")
+    await expect(page.locator("body")).to_have_attribute("data-live", "live")
     await page.screenshot(path=screenshot_path("inbox"))
 
     # A folder of one's own: create, rename.
