@@ -87,6 +87,13 @@ class StorageSettings(_Section):
 
 class HttpSettings(_Section):
     listen: str = Field("127.0.0.1:8080", description="HOST:PORT of the HTTP API")
+    trusted_origins: list[str] = Field(
+        default_factory=list,
+        description=(
+            "browser origins (scheme://host[:port]) besides the API's own that may send"
+            " state-changing requests; any other Origin header is refused (decision 0012)"
+        ),
+    )
 
     _check = field_validator("listen")(_parse_hostport)
 

@@ -12,7 +12,17 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mailfleet import __version__
-from mailfleet.api import accounts, events, folders, health, messages, search, threads
+from mailfleet.api import (
+    accounts,
+    contacts,
+    events,
+    folders,
+    health,
+    messages,
+    search,
+    threads,
+    webmail,
+)
 from mailfleet.errors import MailfleetError, RateLimited
 from mailfleet.runtime import Runtime
 from mailfleet.storage.errors import BackendUnavailable
@@ -92,8 +102,12 @@ def create_app(runtime: Runtime, *, api: bool = True, realtime: bool = True) -> 
 
     app.include_router(health.router)
     if api:
-        for module in (accounts, folders, messages, search, threads):
+        for module in (accounts, folders, messages, search, threads, contacts):
             app.include_router(module.router)
+        # The webmail: ``/`` and ``/assets/*``; any other path, under /v1 or
+        # not, still answers the JSON 404.
+        app.include_router(webmail.router)
     if realtime:
         app.include_router(events.router)
+    app.add_middleware(webmail.BrowserSafety, trusted_origins=runtime.settings.http.trusted_origins)
     return app

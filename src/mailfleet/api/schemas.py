@@ -173,6 +173,18 @@ class SentOut(BaseModel):
     status: str
 
 
+class ContactOut(BaseModel):
+    name: str
+    email: str
+    count: int
+
+
+class LimitsOut(BaseModel):
+    max_message_bytes: int
+    max_attachment_bytes: int
+    max_recipients: int
+
+
 class ErrorBody(BaseModel):
     code: str
     message: str

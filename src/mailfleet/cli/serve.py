@@ -88,6 +88,8 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
         host, port = server.http_address if server.http_socket else ("", 0)
         if port:
             print(f"  HTTP API on http://{host}:{port}")
+            if "api" in server.roles:
+                print(f"  webmail on http://{host}:{port}/")
         for email, password in demo:
             print(f"  demo login: {email}  password: {password}")
         if demo:

@@ -14,6 +14,7 @@ from typing import TypeVar
 
 from mailfleet.errors import BadInput, Conflict, Invalid, NotFound
 from mailfleet.ids import new_id, parse_id
+from mailfleet.proto.addresses import Address
 from mailfleet.storage.errors import DuplicateKey
 from mailfleet.storage.interfaces import (
     Attachment,
@@ -33,6 +34,10 @@ MAX_FOLDER_NAME = 200
 # GET /v1/threads/{id} answers the oldest this many; longer threads are rare
 # (mailing lists) and the reader pages through the folder listing instead.
 MAX_THREAD_MESSAGES = 1000
+# Address completion reads this many of the newest messages of Sent (whom the
+# account wrote to) and of Inbox and Archive (who wrote to it): two or three
+# index range scans, no blob reads, whatever the mailbox size.
+CONTACT_SCAN = 500
 
 
 def encode_cursor(summary: MessageSummary) -> str:
@@ -66,6 +71,15 @@ class Thread:
     id: int
     subject: str  # the first message's
     messages: list[MessageSummary]  # oldest first
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    """Someone the account has corresponded with: how often and how lately."""
+
+    address: Address
+    count: int
+    last_at: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,3 +272,48 @@ class MailboxService:
             # that counts references removes orphans (not built yet).
         else:
             await self.update(account_id, str(message.summary.id), folder_id=str(trash.id))
+
+    # -- address completion --------------------------------------------------------
+
+    async def contacts(
+        self, account_id: int, own_email: str, query: str, *, limit: int
+    ) -> list[Contact]:
+        """Past correspondents whose address or a word of whose name starts
+        with ``query`` (all of them when it is empty), most frequent first:
+        recipients of sent mail count twice, senders of received mail once."""
+        seen: dict[str, Contact] = {}
+
+        def count(address: Address, weight: int, at: int) -> None:
+            key = address.email.casefold()
+            if key == own_email.casefold():
+                return
+            known = seen.get(key)
+            if known is None:
+                seen[key] = Contact(address, weight, at)
+            else:
+                better = known.address if known.address.name or not address.name else address
+                seen[key] = Contact(better, known.count + weight, max(known.last_at, at))
+
+        for role, weight in (("sent", 2), ("inbox", 1), ("archive", 1)):
+            folder = await self.store.folder_by_role(account_id, role)
+            rows = await self.store.list_messages(
+                account_id, folder.id, is_read=None, limit=CONTACT_SCAN, after=None
+            )
+            for row in rows:
+                if role == "sent":
+                    for address in row.to:
+                        count(address, weight, row.received_at)
+                elif row.sender is not None:
+                    count(row.sender, weight, row.received_at)
+        wanted = query.strip().casefold()
+
+        def matches(contact: Contact) -> bool:
+            if not wanted:
+                return True
+            email = contact.address.email.casefold()
+            words = contact.address.name.casefold().split()
+            return email.startswith(wanted) or any(w.startswith(wanted) for w in words)
+
+        found = [c for c in seen.values() if matches(c)]
+        found.sort(key=lambda c: (-c.count, -c.last_at, c.address.email))
+        return found[:limit]
