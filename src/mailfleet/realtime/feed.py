@@ -139,7 +139,11 @@ class ChangeFeed:
     async def _poll(self) -> None:
         while not self.closed:
             await asyncio.sleep(self.poll_seconds)
-            for account_id, entry in list(self._accounts.items()):
+            for n, (account_id, entry) in enumerate(list(self._accounts.items())):
+                if n % 50 == 49:
+                    # Reads may complete without suspending (SQLite on the
+                    # loop): ten thousand in a row would stall every socket.
+                    await asyncio.sleep(0)
                 try:
                     head = (await self.mailbox.changes(account_id, 0, limit=0)).head
                 except Exception:
