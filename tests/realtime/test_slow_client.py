@@ -29,7 +29,17 @@ async def test_a_client_that_stops_reading_gets_reset_then_is_closed(
     alice = await service.user("alice")
     start = (await poll(alice, None))["cursor"]
 
-    async with connect(ws_url(service), proxy=None, max_queue=1, ping_interval=None) as slow:
+    # The slow client's kernel buffer is small too: left to autotuning, a
+    # loopback receive buffer can grow to hold all 4,000 events, and then
+    # nothing is ever too slow.
+    raw = sockets.socket(sockets.AF_INET, sockets.SOCK_STREAM)
+    raw.setsockopt(sockets.SOL_SOCKET, sockets.SO_RCVBUF, 8192)
+    raw.setblocking(False)
+    host, port = service.server.http_address
+    await asyncio.get_running_loop().sock_connect(raw, (host, port))
+    async with connect(
+        ws_url(service), proxy=None, max_queue=1, ping_interval=None, sock=raw
+    ) as slow:
         await slow.send(json.dumps({"token": alice.token, "cursor": start}))
         async with socket(service, alice, cursor=start) as reader:
             await store_mail(service, alice, CHANGES)

@@ -123,6 +123,7 @@ class LocalEventBus:
             backlog = self._backlog.get(peer)
             if backlog is not None:  # behind already: join the queue, in order
                 _merge(backlog[1], heads)
+                self._schedule_flush()
             elif not self._send(payload, peer):
                 # The peer's queue is full (Linux keeps ten datagrams per
                 # socket by default): keep the newest head per account for it
@@ -147,11 +148,15 @@ class LocalEventBus:
                 # ~20 bytes a pair: 2,000 accounts fit one datagram easily.
                 pairs = list(heads.items())
                 sent = 0
-                while sent < len(pairs):
-                    chunk = pairs[sent : sent + 2000]
-                    if not self._send(" ".join(f"{a}:{h}" for a, h in chunk).encode(), peer):
-                        break
-                    sent += len(chunk)
+                try:
+                    while sent < len(pairs):
+                        chunk = pairs[sent : sent + 2000]
+                        if not self._send(" ".join(f"{a}:{h}" for a, h in chunk).encode(), peer):
+                            break
+                        sent += len(chunk)
+                except OSError as exc:  # not a full queue: this peer will not take it
+                    log.warning("wake-ups for %s dropped: %s", peer, exc)
+                    sent = len(pairs)
                 if sent == len(pairs):
                     del self._backlog[peer]
                 else:
