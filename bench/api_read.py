@@ -23,6 +23,11 @@ second and latency percentiles.
 
     .venv/bin/python bench/api_read.py --data-dir /var/tmp/mf-search-1m
     .venv/bin/python bench/api_read.py --messages 20000 --iterations 200   # quick
+    .venv/bin/python bench/api_read.py --data-dir ... --page-cache 0  # every page rebuilt
+
+Listing pages repeat here, as they do for a client that refetches its Inbox:
+with the default settings they come from the page cache (decision 0017);
+``--page-cache 0`` measures the pages rebuilt every time.
 
 Sending limits are raised for the served process (the bench sends to itself).
 """
@@ -142,7 +147,7 @@ def judge(row: Row, kind: str) -> str:
     return "missed: " + ", ".join(misses) if misses else "met"
 
 
-def start_server(data_dir: Path) -> tuple[subprocess.Popen[bytes], int]:
+def start_server(data_dir: Path, page_cache: int | None) -> tuple[subprocess.Popen[bytes], int]:
     http_port, smtp_port, submission_port = free_port(), free_port(), free_port()
     env = {
         **os.environ,
@@ -150,6 +155,8 @@ def start_server(data_dir: Path) -> tuple[subprocess.Popen[bytes], int]:
         "MAILFLEET_LIMITS__SEND_PER_MINUTE": "1000000",
         "MAILFLEET_LIMITS__SEND_PER_DAY": "1000000",
     }
+    if page_cache is not None:
+        env["MAILFLEET_HTTP__PAGE_CACHE_ENTRIES"] = str(page_cache)
     log = open(data_dir / "api_read-serve.log", "ab")  # noqa: SIM115 (lives with the process)
     proc = subprocess.Popen(
         [
@@ -263,6 +270,11 @@ def main() -> int:
     parser.add_argument("--sends", type=int, default=200, help="POST /v1/messages to self")
     parser.add_argument("--data-dir", type=Path, help="reuse (and top up) this directory")
     parser.add_argument("--no-wrk", action="store_true", help="skip the concurrent part")
+    parser.add_argument(
+        "--page-cache",
+        type=int,
+        help="http.page_cache_entries of the served process (0: every page rebuilt)",
+    )
     args = parser.parse_args()
 
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="mf-api-read-", dir="/var/tmp"))
@@ -272,7 +284,9 @@ def main() -> int:
     for key, value in machine_facts():
         print(f"  {key:<11} {value}")
 
-    proc, port = start_server(data_dir)
+    print(f"  page cache  {'default' if args.page_cache is None else args.page_cache}")
+
+    proc, port = start_server(data_dir, args.page_cache)
     try:
         anonymous = Client(port)
         status, issued = anonymous.call(

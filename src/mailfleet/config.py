@@ -95,6 +95,15 @@ class HttpSettings(_Section):
         ),
     )
 
+    page_cache_entries: int = Field(
+        2048,
+        ge=0,
+        description=(
+            "listing pages each api process keeps encoded, each valid while its account's"
+            " change head stays where it was (0: none; decision 0017)"
+        ),
+    )
+
     _check = field_validator("listen")(_parse_hostport)
 
 

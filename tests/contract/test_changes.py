@@ -38,6 +38,24 @@ async def test_a_new_mailbox_has_an_empty_log(store: MailboxStore) -> None:
     assert (page.changes, page.head, page.reset) == ([], 0, False)
 
 
+async def test_the_head_moves_with_every_change(store: MailboxStore) -> None:
+    box = await new_box(store)
+    a = box.account_id
+    assert await store.head(a) == 0
+    m = mail(box, delivery=(Delivery("x@example.org", "queued"),))
+    heads = [await store.head(a)]
+    await store.store_messages([m])
+    heads.append(await store.head(a))
+    await store.update_message(a, m.id, MessagePatch(is_flagged=True))
+    heads.append(await store.head(a))
+    await store.set_deliveries(a, m.id, [Delivery("x@example.org", "delivered", "250 ok")])
+    heads.append(await store.head(a))
+    await store.delete_message(a, m.id)
+    heads.append(await store.head(a))
+    assert heads == sorted(set(heads)), heads  # strictly rising
+    assert heads[-1] == (await store.changes(a, 0, limit=1)).head
+
+
 async def test_every_kind_of_change_in_order(mailbox_backend: MailboxBackend) -> None:
     backend = mailbox_backend
     store = backend.mailbox

@@ -23,6 +23,7 @@ from mailfleet.api import (
     threads,
     webmail,
 )
+from mailfleet.api.page_cache import EncodedPages
 from mailfleet.errors import MailfleetError, RateLimited
 from mailfleet.runtime import Runtime
 from mailfleet.storage.errors import BackendUnavailable
@@ -71,6 +72,7 @@ def create_app(runtime: Runtime, *, api: bool = True, realtime: bool = True) -> 
         description="mailfleet HTTP API v1 (see shared/API.md).",
     )
     app.state.runtime = runtime
+    app.state.pages = EncodedPages(runtime.settings.http.page_cache_entries)
 
     @app.exception_handler(MailfleetError)
     async def _service_error(_: Request, exc: MailfleetError) -> JSONResponse:

@@ -96,6 +96,11 @@ class MailboxService:
 
     # -- folders ------------------------------------------------------------------
 
+    async def change_head(self, account_id: int) -> int:
+        """Where the account's change log stands: what was read at this head
+        is still true while it stays."""
+        return await self.store.head(account_id)
+
     async def folders(self, account_id: int) -> list[Folder]:
         return await self.store.list_folders(account_id)
 

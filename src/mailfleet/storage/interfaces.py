@@ -465,6 +465,13 @@ class MailboxStore(Protocol):
         than the head: not this account's) answers ``reset``, never a gap."""
         ...
 
+    async def head(self, account_id: int) -> int:
+        """The account's newest sequence number (0 before its first change).
+        Every change to its folders, messages or deliveries moves it, so what
+        a reader built from the account's state at one head stays true until
+        the head moves (the API's page cache relies on it)."""
+        ...
+
 
 class BlobStore(Protocol):
     """Immutable objects named by the sha256 of their content. Writing the same

@@ -332,6 +332,11 @@ class SqlMailboxReads:
             row["created_at"],
         )
 
+    async def head(self, account_id: int) -> int:
+        async with self._read() as session:
+            state = await session.first(_STATE, account_id=account_id)
+        return int(state[0]) if state else 0
+
     async def changes(self, account_id: int, after: int, *, limit: int) -> ChangePage:
         async with self._read() as session:
             state = await session.first(_STATE, account_id=account_id)
