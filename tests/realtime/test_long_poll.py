@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
 from ..conftest import Service, User
 from .conftest import flag, head, poll
 
@@ -89,3 +91,34 @@ async def test_times_out_empty_and_refuses_bad_input(service: Service, alice: Us
         response = await service.client(token).get("/v1/events", params={"timeout": 0})
         assert response.status_code == 401, token
         assert response.json()["error"]["code"] in {"missing_token", "invalid_token"}
+
+
+async def test_back_to_back_polls_keep_one_watch_of_the_account(
+    alice: User, bob: User, service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A poller comes back right after each answer: the account's watch on
+    the event bus lingers for it instead of being cancelled and started again
+    (each cancelled task left cyclic garbage for the collector)."""
+    import mailfleet.realtime.feed as feed_module
+
+    feed = service.runtime.feed
+    account_id = int(alice.id)
+    start = await head(alice)
+    watches = set()
+    for i in range(3):
+        await bob.send(to=[alice.email], subject=f"m{i}")
+        answer = await poll(alice, start, timeout=5)
+        assert answer["events"]
+        start = answer["cursor"]
+        watches.add(feed._accounts[account_id].watch)
+    assert len(watches) == 1
+    assert feed.watched() == {}  # no one follows it between polls
+
+    # Once no one has come back for the linger time, the watch ends.
+    monkeypatch.setattr(feed_module, "WATCH_LINGER_SECONDS", 0.05)
+    await poll(alice, start, timeout=0)
+    async with asyncio.timeout(2):
+        while account_id in feed._accounts:  # noqa: ASYNC110 (the server's state, polled)
+            await asyncio.sleep(0.02)
+    (watch,) = watches
+    assert watch is not None and watch.cancelled()

@@ -22,6 +22,12 @@ log = logging.getLogger("mailfleet.realtime")
 
 # Changes read from the log at once: what a subscriber holds in memory at most.
 PAGE_SIZE = 200
+# How long an account is still watched after its last subscriber left. A long
+# poll ends with every answer and comes back at once: without this, each poll
+# would start and cancel a watch task, and the cancelled tasks' cyclic garbage
+# (exception, traceback, frames) made full collections of a process holding
+# thousands of sockets (each 0.2 s or more) several times a second.
+WATCH_LINGER_SECONDS = 30.0
 
 
 class _Listener:
@@ -48,11 +54,14 @@ class _Listener:
 
 
 class _Account:
-    __slots__ = ("listeners", "watch")
+    __slots__ = ("listeners", "unwatch", "watch")
 
     def __init__(self) -> None:
         self.listeners: set[_Listener] = set()
         self.watch: asyncio.Task[None] | None = None
+        # When the last listener left: the watch lingers this long for the
+        # next (a long poll comes back right after each answer).
+        self.unwatch: asyncio.TimerHandle | None = None
 
     def offer(self, head: int) -> None:
         for listener in self.listeners:
@@ -80,7 +89,7 @@ class ChangeFeed:
             # after that read then wakes us (the poll covers a bus that is slower).
             await asyncio.sleep(0)
             if cursor is None:
-                cursor = (await self.mailbox.changes(account_id, 0, limit=0)).head
+                cursor = await self.mailbox.head(account_id)
             listener.head = cursor
             yield Subscription(self, account_id, cursor, listener)
         finally:
@@ -88,7 +97,7 @@ class ChangeFeed:
 
     def watched(self) -> dict[int, int]:
         """Subscribers per account followed in this process (for metrics)."""
-        return {a: len(entry.listeners) for a, entry in self._accounts.items()}
+        return {a: len(e.listeners) for a, e in self._accounts.items() if e.listeners}
 
     async def close(self) -> None:
         """Wakes every subscriber to finish (server shutdown) and stops watching."""
@@ -97,6 +106,8 @@ class ChangeFeed:
         if self._poller is not None:
             tasks.append(self._poller)
         for entry in self._accounts.values():
+            if entry.unwatch is not None:
+                entry.unwatch.cancel()
             for listener in entry.listeners:
                 listener.wake()
         for task in tasks:
@@ -108,6 +119,9 @@ class ChangeFeed:
         if entry is None:
             entry = self._accounts[account_id] = _Account()
             entry.watch = asyncio.create_task(self._watch(account_id, entry))
+        elif entry.unwatch is not None:
+            entry.unwatch.cancel()
+            entry.unwatch = None
         entry.listeners.add(listener)
         if self._poller is None and not self.closed:
             self._poller = asyncio.create_task(self._poll())
@@ -117,10 +131,18 @@ class ChangeFeed:
         if entry is None:
             return
         entry.listeners.discard(listener)
-        if not entry.listeners:
-            del self._accounts[account_id]
-            if entry.watch is not None:
-                entry.watch.cancel()
+        if not entry.listeners and entry.unwatch is None:
+            entry.unwatch = asyncio.get_running_loop().call_later(
+                WATCH_LINGER_SECONDS, self._unwatch, account_id, entry
+            )
+
+    def _unwatch(self, account_id: int, entry: _Account) -> None:
+        entry.unwatch = None
+        if entry.listeners or self._accounts.get(account_id) is not entry:
+            return
+        del self._accounts[account_id]
+        if entry.watch is not None:
+            entry.watch.cancel()
 
     def _revoked(self, account_id: int) -> None:
         entry = self._accounts.get(account_id)
@@ -139,13 +161,14 @@ class ChangeFeed:
     async def _poll(self) -> None:
         while not self.closed:
             await asyncio.sleep(self.poll_seconds)
-            for n, (account_id, entry) in enumerate(list(self._accounts.items())):
+            followed = [(a, e) for a, e in self._accounts.items() if e.listeners]
+            for n, (account_id, entry) in enumerate(followed):
                 if n % 50 == 49:
                     # Reads may complete without suspending (SQLite on the
                     # loop): ten thousand in a row would stall every socket.
                     await asyncio.sleep(0)
                 try:
-                    head = (await self.mailbox.changes(account_id, 0, limit=0)).head
+                    head = await self.mailbox.head(account_id)
                 except Exception:
                     log.exception("reading the change log head of account %s failed", account_id)
                     continue
