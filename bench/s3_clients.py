@@ -116,6 +116,36 @@ async def _obstore(endpoint: str, bucket: str, data: bytes, n: int) -> dict[str,
     return {"put": await _timed(put, n), "get": await _timed(get, n)}
 
 
+async def _store(endpoint: str, bucket: str, data: bytes, n: int) -> dict[str, tuple]:
+    """mailfleet's S3BlobStore: a put of new content is a HEAD (not there)
+    and a PUT; its get hashes what it read."""
+    from mailfleet.storage.distributed.s3_blobs import S3BlobStore, S3Location
+
+    store = S3BlobStore(
+        S3Location(
+            bucket=bucket,
+            endpoint=endpoint,
+            region=REGION,
+            access_key_id=KEY_ID,
+            secret_access_key=SECRET,
+        )
+    )
+    await store.open()
+    try:
+        counter = iter(range(1 << 62))
+        stored = await store.put(data)
+
+        async def put() -> None:
+            await store.put(next(counter).to_bytes(8) + data[8:])  # new content each time
+
+        async def get() -> None:
+            await store.get(stored.hash)
+
+        return {"put": await _timed(put, n), "get": await _timed(get, n)}
+    finally:
+        await store.close()
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--iterations", type=int, default=200)
@@ -137,7 +167,8 @@ async def main() -> None:
         )
         for size in (4096, 1 << 20):
             data = os.urandom(size)
-            for name, run in (("aiobotocore", _aiobotocore), ("obstore", _obstore)):
+            runs = (("aiobotocore", _aiobotocore), ("obstore", _obstore), ("S3BlobStore", _store))
+            for name, run in runs:
                 # obstore does not create buckets: aiobotocore's run makes it first
                 bucket = f"bench-{size}"
                 figures = await run(endpoint, bucket, data, args.iterations)
