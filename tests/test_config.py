@@ -48,7 +48,7 @@ def test_every_problem_reported_at_once(monkeypatch: pytest.MonkeyPatch) -> None
     ("role", "url", "message"),
     [
         ("metadata_url", "postgresql://db/mail", "not implemented yet"),
-        ("blob_url", "s3://bucket", "not implemented yet"),
+        ("blob_url", "gs://bucket", "expected one of"),
         ("queue_url", "ftp://x", "expected one of"),
     ],
 )

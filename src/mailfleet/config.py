@@ -25,7 +25,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 # Schemes each storage role accepts; the distributed ones arrive with later issues.
 SUPPORTED_SCHEMES: dict[str, set[str]] = {
     "metadata_url": {"sqlite"},
-    "blob_url": {"file"},
+    "blob_url": {"file", "s3"},
     "queue_url": {"sqlite"},
     "cache_url": {"memory"},
     "events_url": {"memory", "local"},
@@ -62,7 +62,11 @@ class StorageSettings(_Section):
     embedded default under ``data_dir``."""
 
     metadata_url: str = Field("", description="sqlite:///PATH (later postgresql://)")
-    blob_url: str = Field("", description="file:///DIR (later s3://)")
+    blob_url: str = Field(
+        "",
+        description="file:///DIR, or s3://BUCKET[/PREFIX]?endpoint=URL&region=R"
+        " (more parameters and the credentials: docs/decisions/0015-blobs-on-s3.md)",
+    )
     queue_url: str = Field("", description="sqlite:///PATH (later nats://)")
     cache_url: str = Field("memory://", description="memory:// (later redis://)")
     events_url: str = Field(

@@ -19,6 +19,11 @@ class BlobMissing(StorageError):
     pass
 
 
+class BlobCorrupt(StorageError):
+    """A blob's bytes are not those its name (their sha256) promises: changed
+    on the way to the store and refused, or found so on a read."""
+
+
 class BackendUnavailable(StorageError):
     """The backend cannot be reached or refused the write: try later."""
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Protocol
 
 from mailfleet.config import DeliverySettings, Settings
+from mailfleet.storage.distributed.s3_blobs import S3BlobStore
 from mailfleet.storage.embedded.files import FileBlobStore, file_url_path
 from mailfleet.storage.embedded.local_bus import LocalEventBus
 from mailfleet.storage.embedded.memory import MemoryCache
@@ -88,6 +89,13 @@ def _event_bus(url: str) -> EventBus:
     return LocalEventBus(None)  # memory://: this process only
 
 
+def blob_store(url: str) -> BlobStore:
+    """``file:///DIR`` or ``s3://BUCKET[/PREFIX]?...`` (``S3Location``)."""
+    if url.startswith("s3://"):
+        return S3BlobStore.from_url(url)
+    return FileBlobStore(file_url_path(url))
+
+
 def queue_policies(settings: Settings) -> dict[str, QueuePolicy]:
     """Each queue's lease, delivery limit and dedupe window. ``outgoing``
     leases for ``delivery.lease_seconds`` (every attempt is bounded under
@@ -146,7 +154,7 @@ def create_stores(settings: Settings) -> Stores:
             keep_changes=settings.storage.change_log_keep,
         ),
         search=search,
-        blobs=FileBlobStore(file_url_path(settings.storage_url("blob_url"))),
+        blobs=blob_store(settings.storage_url("blob_url")),
         queue=SqliteQueue(settings.storage_url("queue_url"), queue_policies(settings)),
         cache=MemoryCache(),
         events=events,
