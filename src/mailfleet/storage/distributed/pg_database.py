@@ -219,6 +219,26 @@ class PgDatabase:
             async with self.primary_pool().acquire() as conn:
                 yield conn
 
+    async def wait_for_replica(self, *, timeout: float) -> None:
+        """Returns once the replica (if any) has replayed every commit the
+        primary had made when this was called."""
+        if self._replica is None:
+            return
+        async with self.connection() as conn:
+            lsn = await conn.fetchval("SELECT pg_current_wal_lsn()::text")
+        deadline = asyncio.get_running_loop().time() + timeout
+        with storage_errors(self.label):
+            async with self._replica.acquire() as conn:
+                while not await conn.fetchval(
+                    "SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn", lsn
+                ):
+                    if asyncio.get_running_loop().time() > deadline:
+                        raise BackendUnavailable(
+                            f"postgresql {self.label}: the replica is more than {timeout:.0f} s"
+                            " behind its primary"
+                        )
+                    await asyncio.sleep(0.02)
+
     async def ensure_schema(self, *, migrate: bool) -> SchemaState:
         """Alembic through SQLAlchemy's asyncpg dialect (no second driver):
         upgrade to head when ``migrate``, else refuse a schema not at head."""

@@ -64,7 +64,9 @@ class PgCluster:
         *,
         migrate: bool = True,
         pool_size: int = 10,
+        placement_ttl: float = PLACEMENT_TTL_SECONDS,
     ) -> None:
+        self.placement_ttl = placement_ttl
         self.directory = PgDatabase(directory_url, migrate=migrate, pool_size=pool_size)
         if not shards:
             shards = [ShardConfig(DEFAULT_SHARD, directory_url)]
@@ -140,7 +142,7 @@ class PgCluster:
         self._placements.pop(account_id, None)
 
     def _remember(self, account_id: int, shard: str) -> None:
-        self._placements[account_id] = (shard, time.monotonic() + PLACEMENT_TTL_SECONDS)
+        self._placements[account_id] = (shard, time.monotonic() + self.placement_ttl)
         self._placements.move_to_end(account_id)
         while len(self._placements) > _CACHED_PLACEMENTS:
             self._placements.popitem(last=False)
