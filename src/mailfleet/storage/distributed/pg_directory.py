@@ -7,11 +7,31 @@ when it makes the account's mailbox."""
 
 from __future__ import annotations
 
-from sqlalchemy.ext.asyncio import create_async_engine
+from typing import Any
 
-from mailfleet.storage.distributed.pg_database import sqlalchemy_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from mailfleet.storage.distributed.pg_database import sqlalchemy_url, storage_errors
 from mailfleet.storage.distributed.pg_shards import PgCluster
 from mailfleet.storage.sql.directory import SqlDirectoryStore
+from mailfleet.storage.sql.transaction import Transaction
+
+
+class _PgTransaction(Transaction):
+    """asyncpg raises a refused connection as a bare ``OSError`` through
+    SQLAlchemy: mapped here too, so a directory that is down is "try later"."""
+
+    def __init__(self, engine: AsyncEngine, label: str) -> None:
+        super().__init__(engine, write=True)
+        self.label = label
+
+    async def __aenter__(self) -> AsyncConnection:
+        with storage_errors(self.label):
+            return await super().__aenter__()
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        with storage_errors(self.label):
+            await super().__aexit__(exc_type, exc, tb)
 
 
 class PgDirectoryStore(SqlDirectoryStore):
@@ -22,6 +42,9 @@ class PgDirectoryStore(SqlDirectoryStore):
         )
         super().__init__(writer, cluster.directory)
         self.cluster = cluster
+
+    def _write(self) -> Transaction:
+        return _PgTransaction(self.writer, self.cluster.directory.label)
 
     async def open(self) -> None:
         await self.cluster.open()
