@@ -47,7 +47,7 @@ def test_every_problem_reported_at_once(monkeypatch: pytest.MonkeyPatch) -> None
 @pytest.mark.parametrize(
     ("role", "url", "message"),
     [
-        ("metadata_url", "postgresql://db/mail", "not implemented yet"),
+        ("metadata_url", "mysql://db/mail", "expected one of"),
         ("blob_url", "gs://bucket", "expected one of"),
         ("queue_url", "ftp://x", "expected one of"),
     ],
@@ -57,3 +57,30 @@ def test_storage_urls_by_scheme(role: str, url: str, message: str) -> None:
         load_settings(None, {"storage": {role: url}})
     assert f"storage.{role}" in str(caught.value)
     assert message in str(caught.value)
+
+
+def test_postgresql_metadata_with_shards() -> None:
+    shards = [
+        {"name": "s0", "url": "postgresql://h/s0", "replica_url": "postgresql://r/s0"},
+        {"name": "s1", "url": "postgresql://h/s1"},
+    ]
+    settings = load_settings(
+        None, {"storage": {"metadata_url": "postgresql://h/dir", "metadata_shards": shards}}
+    )
+    assert [s.name for s in settings.storage.metadata_shards] == ["s0", "s1"]
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None, {"storage": {"metadata_shards": shards}})  # on SQLite
+    assert "postgresql:// metadata_url" in str(caught.value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(
+            None,
+            {
+                "storage": {
+                    "metadata_url": "postgresql://h/dir",
+                    "metadata_shards": [shards[0], {**shards[1], "name": "s0", "url": "x://"}],
+                }
+            },
+        )
+    problems = "\n".join(caught.value.problems)
+    assert "names must differ" in problems
+    assert "metadata_shards.1.url" in problems

@@ -24,7 +24,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Schemes each storage role accepts; the distributed ones arrive with later issues.
 SUPPORTED_SCHEMES: dict[str, set[str]] = {
-    "metadata_url": {"sqlite"},
+    "metadata_url": {"sqlite", "postgresql"},
     "blob_url": {"file", "s3"},
     "queue_url": {"sqlite"},
     "cache_url": {"memory"},
@@ -57,11 +57,37 @@ def split_hostport(value: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+class MetadataShard(_Section):
+    """One PostgreSQL mailbox shard (decision 0016)."""
+
+    name: str = Field(
+        min_length=1,
+        description="stable name each account's placement records (`mailfleet account move"
+        " ADDRESS --to NAME`); never reuse one for another database",
+    )
+    url: str = Field(description="postgresql://USER@HOST:PORT/DATABASE of the shard's primary")
+    replica_url: str = Field(
+        "",
+        description="postgresql:// of its streaming replica: listings and search read there"
+        " (they may lag by the replication delay); empty: everything on the primary",
+    )
+
+
 class StorageSettings(_Section):
     """Where each storage role lives, chosen by URL scheme. Empty means the
     embedded default under ``data_dir``."""
 
-    metadata_url: str = Field("", description="sqlite:///PATH (later postgresql://)")
+    metadata_url: str = Field(
+        "",
+        description="sqlite:///PATH, or postgresql://USER@HOST:PORT/DATABASE: the directory"
+        " database of a fleet (domains, accounts, sessions, placements)",
+    )
+    metadata_shards: list[MetadataShard] = Field(
+        default_factory=list,
+        description="PostgreSQL only: the mailbox shards ([[storage.metadata_shards]] name,"
+        " url, replica_url); none: the directory database holds the mailboxes too, as"
+        " shard 'main'",
+    )
     blob_url: str = Field(
         "",
         description="file:///DIR, or s3://BUCKET[/PREFIX]?endpoint=URL&region=R"
@@ -327,9 +353,28 @@ def load_settings(
             problems.append(
                 f"storage.{role}: scheme {scheme!r}{hint}; expected one of {sorted(schemes)}"
             )
+    problems.extend(_shard_problems(settings))
     if problems:
         raise ConfigError(problems)
     return settings
+
+
+def _shard_problems(settings: Settings) -> list[str]:
+    shards = settings.storage.metadata_shards
+    if not shards:
+        return []
+    if not settings.storage_url("metadata_url").startswith("postgresql"):
+        return ["storage.metadata_shards: shards need a postgresql:// metadata_url"]
+    problems = []
+    names = [s.name for s in shards]
+    if len(set(names)) != len(names):
+        problems.append(f"storage.metadata_shards: names must differ, got {names}")
+    for i, shard in enumerate(shards):
+        for key in ("url", "replica_url"):
+            value = getattr(shard, key)
+            if value and not value.startswith("postgresql"):
+                problems.append(f"storage.metadata_shards.{i}.{key}: expected postgresql://")
+    return problems
 
 
 class _Environment(BaseSettings):

@@ -1,7 +1,8 @@
 """``mailfleet db upgrade|status``: the metadata schema, migrated once per
 fleet rather than by every process that starts.
 
-``upgrade`` brings every metadata database the settings name to the newest
+``upgrade`` brings every metadata database the settings name (on PostgreSQL:
+the directory and every shard) to the newest
 revision this mailfleet knows and prints each one's revision before and after;
 ``status`` prints each one's revision against that newest one, and exits 1
 when any is not at it. Processes started with ``storage.migrate_on_start =
@@ -11,12 +12,12 @@ false`` refuse a database that is not (``storage/migrations`` ``ensure_schema``)
 from __future__ import annotations
 
 import argparse
-import asyncio
 from collections.abc import Callable
 from typing import Any
 
 from mailfleet.config import Settings
-from mailfleet.storage.migrations import SchemaState, database_state, upgrade_database
+from mailfleet.storage.factory import metadata_states, upgrade_metadata
+from mailfleet.storage.migrations import SchemaState
 
 
 def register(commands: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -34,19 +35,12 @@ def register(commands: Any, common: Callable[[argparse.ArgumentParser], None]) -
     common(status)
 
 
-def metadata_urls(settings: Settings) -> list[str]:
-    """Every metadata database the settings name (one until accounts are
-    placed on shards)."""
-    return [settings.storage_url("metadata_url")]
-
-
 def _revision(revision: str | None) -> str:
     return revision or "none"
 
 
 async def _upgrade(args: argparse.Namespace, settings: Settings) -> int:
-    for url in metadata_urls(settings):
-        before, after = await asyncio.to_thread(upgrade_database, url)
+    for before, after in await upgrade_metadata(settings):
         if before.current == after.current:
             print(f"{after.database}: at {_revision(after.current)}, up to date")
         else:
@@ -64,7 +58,7 @@ def _describe(state: SchemaState) -> str:
 
 
 async def _status(args: argparse.Namespace, settings: Settings) -> int:
-    states = [await asyncio.to_thread(database_state, url) for url in metadata_urls(settings)]
+    states = await metadata_states(settings)
     for state in states:
         print(_describe(state))
     return 0 if all(s.up_to_date for s in states) else 1

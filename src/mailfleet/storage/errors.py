@@ -58,3 +58,7 @@ class SchemaOutOfDate(StorageError):
                 f"run `{UPGRADE_COMMAND}` with the same settings, then start again"
             )
         super().__init__(message)
+
+
+class MoveRefused(StorageError):
+    """``mailfleet account move`` cannot start; the message says why."""

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from mailfleet.config import DeliverySettings, Settings
+from mailfleet.storage.distributed.pg_directory import PgDirectoryStore
+from mailfleet.storage.distributed.pg_mailbox import PgMailboxStore
+from mailfleet.storage.distributed.pg_move import MoveReport, move_account
+from mailfleet.storage.distributed.pg_search import PgSearchIndex
+from mailfleet.storage.distributed.pg_shards import PgCluster, ShardConfig
 from mailfleet.storage.distributed.s3_blobs import S3BlobStore
 from mailfleet.storage.embedded.files import FileBlobStore, file_url_path
 from mailfleet.storage.embedded.local_bus import LocalEventBus
@@ -16,6 +22,7 @@ from mailfleet.storage.embedded.sqlite import SqliteDatabase, SqliteDirectorySto
 from mailfleet.storage.embedded.sqlite_mailbox import SqliteMailboxStore
 from mailfleet.storage.embedded.sqlite_queue import SqliteQueue
 from mailfleet.storage.embedded.sqlite_search import SqliteSearchIndex
+from mailfleet.storage.errors import MoveRefused
 from mailfleet.storage.interfaces import (
     BlobStore,
     Cache,
@@ -26,6 +33,7 @@ from mailfleet.storage.interfaces import (
     QueuePolicy,
     SearchIndex,
 )
+from mailfleet.storage.migrations import SchemaState, database_state, upgrade_database
 
 # What each queue guarantees (decision 0009). ``incoming``: worker-in holds a
 # batch of 64 for two minutes and gives up on a mail after ten deliveries.
@@ -137,6 +145,25 @@ def create_stores(settings: Settings) -> Stores:
     """Builds (does not open) the stores the settings name. ``load_settings``
     has already refused schemes with no implementation."""
     events = _event_bus(settings.storage_url("events_url"))
+    directory, mailbox, search = (
+        postgresql_metadata(settings, events)
+        if is_postgresql(settings)
+        else _sqlite_metadata(settings, events)
+    )
+    return Stores(
+        directory=directory,
+        mailbox=mailbox,
+        search=search,
+        blobs=blob_store(settings.storage_url("blob_url")),
+        queue=SqliteQueue(settings.storage_url("queue_url"), queue_policies(settings)),
+        cache=MemoryCache(),
+        events=events,
+    )
+
+
+def _sqlite_metadata(
+    settings: Settings, events: EventBus
+) -> tuple[DirectoryStore, MailboxStore, SearchIndex]:
     # On SQLite one database fills three roles: the directory, the mailboxes
     # and the search index, which the mailbox store writes in the same
     # transaction as the messages it indexes.
@@ -145,17 +172,80 @@ def create_stores(settings: Settings) -> Stores:
         migrate=settings.storage.migrate_on_start,
     )
     search = SqliteSearchIndex(database)
-    return Stores(
-        directory=SqliteDirectoryStore(database),
-        mailbox=SqliteMailboxStore(
-            database,
-            search=search,
-            on_commit=events.publish,
-            keep_changes=settings.storage.change_log_keep,
-        ),
+    mailbox = SqliteMailboxStore(
+        database,
         search=search,
-        blobs=blob_store(settings.storage_url("blob_url")),
-        queue=SqliteQueue(settings.storage_url("queue_url"), queue_policies(settings)),
-        cache=MemoryCache(),
-        events=events,
+        on_commit=events.publish,
+        keep_changes=settings.storage.change_log_keep,
     )
+    return SqliteDirectoryStore(database), mailbox, search
+
+
+# -- PostgreSQL metadata (decision 0016) ---------------------------------------
+
+
+def is_postgresql(settings: Settings) -> bool:
+    return settings.storage_url("metadata_url").startswith("postgresql")
+
+
+def postgresql_cluster(settings: Settings) -> PgCluster:
+    """The directory database and the mailbox shards the settings name."""
+    return PgCluster(
+        settings.storage_url("metadata_url"),
+        [
+            ShardConfig(s.name, s.url, s.replica_url or None)
+            for s in settings.storage.metadata_shards
+        ],
+        migrate=settings.storage.migrate_on_start,
+    )
+
+
+def postgresql_metadata(
+    settings: Settings, events: EventBus
+) -> tuple[DirectoryStore, MailboxStore, SearchIndex]:
+    """On PostgreSQL one cluster (directory + shards) fills three roles: the
+    directory on its own database, each mailbox and its search documents on
+    the account's shard, written in the same transaction."""
+    cluster = postgresql_cluster(settings)
+    mailbox = PgMailboxStore(
+        cluster, on_commit=events.publish, keep_changes=settings.storage.change_log_keep
+    )
+    return PgDirectoryStore(cluster), mailbox, PgSearchIndex(cluster)
+
+
+async def upgrade_metadata(settings: Settings) -> list[tuple[SchemaState, SchemaState]]:
+    """``mailfleet db upgrade``: every metadata database (on PostgreSQL the
+    directory and each shard) to the newest schema; each one's state before
+    and after."""
+    if not is_postgresql(settings):
+        return [await asyncio.to_thread(upgrade_database, settings.storage_url("metadata_url"))]
+    found = []
+    for database in postgresql_cluster(settings).databases():
+        before = await database.ensure_schema(migrate=True)
+        found.append((before, await database.schema_state()))
+    return found
+
+
+async def metadata_states(settings: Settings) -> list[SchemaState]:
+    """``mailfleet db status``: where each metadata database stands."""
+    if not is_postgresql(settings):
+        return [await asyncio.to_thread(database_state, settings.storage_url("metadata_url"))]
+    return [await d.schema_state() for d in postgresql_cluster(settings).databases()]
+
+
+async def move_account_to(settings: Settings, email: str, shard: str) -> MoveReport:
+    """``mailfleet account move``: the account's mailbox to shard ``shard``
+    while the service runs. Raises ``MoveRefused`` with the reason
+    when it cannot start (no such account or shard, the embedded profile)."""
+    if not is_postgresql(settings):
+        raise MoveRefused("accounts move between PostgreSQL shards; this metadata is SQLite")
+    cluster = postgresql_cluster(settings)
+    directory = PgDirectoryStore(cluster)
+    await directory.open()
+    try:
+        account = await directory.get_account_by_email(email)
+        if account is None:
+            raise MoveRefused(f"no account {email}")
+        return await move_account(cluster, account.id, shard)
+    finally:
+        await directory.close()

@@ -469,7 +469,9 @@ class MailboxStore(Protocol):
         """The account's newest sequence number (0 before its first change).
         Every change to its folders, messages or deliveries moves it, so what
         a reader built from the account's state at one head stays true until
-        the head moves (the API's page cache relies on it)."""
+        the head moves (the API's page cache relies on it). Read from where
+        listings are read (a shard's replica, when it has one), so a listing
+        read after it never shows an older state than this head."""
         ...
 
 

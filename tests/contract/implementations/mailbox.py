@@ -7,10 +7,15 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mailfleet.storage.distributed.pg_directory import PgDirectoryStore
+from mailfleet.storage.distributed.pg_mailbox import PgMailboxStore
+from mailfleet.storage.distributed.pg_search import PgSearchIndex
+from mailfleet.storage.distributed.pg_shards import PgCluster, ShardConfig
 from mailfleet.storage.embedded.sqlite import SqliteDatabase, SqliteDirectoryStore
 from mailfleet.storage.embedded.sqlite_mailbox import SqliteMailboxStore
 from mailfleet.storage.embedded.sqlite_search import SqliteSearchIndex
 from mailfleet.storage.interfaces import DirectoryStore, MailboxStore, SearchIndex
+from tests.support.postgres import fresh_databases
 
 from ..backends import register
 
@@ -48,3 +53,32 @@ async def sqlite_mailbox(directory: Path) -> AsyncIterator[MailboxBackend]:
     finally:
         await search.close()
         await mailbox.close()
+
+
+@register("mailbox", "distributed", "postgresql")
+@asynccontextmanager
+async def postgresql_mailbox(directory: Path) -> AsyncIterator[MailboxBackend]:
+    """A directory database and two shards: accounts the suite makes are
+    spread over both, so every query must find its account's shard."""
+    async with fresh_databases(3) as (directory_url, shard0, shard1):
+        cluster = PgCluster(
+            directory_url, [ShardConfig("shard0", shard0), ShardConfig("shard1", shard1)]
+        )
+        commits: list[dict[int, int]] = []
+
+        async def on_commit(heads: Mapping[int, int]) -> None:
+            commits.append(dict(heads))
+
+        mailbox = PgMailboxStore(cluster, on_commit=on_commit, keep_changes=KEEP_CHANGES)
+        search = PgSearchIndex(cluster)
+        directory_store = PgDirectoryStore(cluster)
+        backend = MailboxBackend(mailbox, search, directory_store, commits)
+        await mailbox.open()
+        await search.open()
+        await directory_store.open()
+        try:
+            yield backend
+        finally:
+            await directory_store.close()
+            await search.close()
+            await mailbox.close()

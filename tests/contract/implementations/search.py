@@ -4,6 +4,7 @@ it (the suite stores mail through the mailbox and searches the index)."""
 from __future__ import annotations
 
 from ..backends import register
-from .mailbox import sqlite_mailbox
+from .mailbox import postgresql_mailbox, sqlite_mailbox
 
 register("search", "embedded", "sqlite")(sqlite_mailbox)
+register("search", "distributed", "postgresql")(postgresql_mailbox)

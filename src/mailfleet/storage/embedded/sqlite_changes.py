@@ -11,25 +11,14 @@ starts."""
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
 from typing import Any
 
+from mailfleet.storage.sql.changes import encode, folder_state, message_state, prune_through
+
+__all__ = ["ChangeLog", "message_state"]
 _INSERT = "INSERT INTO changes (account_id, seq, kind, data, at) VALUES (?, ?, ?, ?, ?)"
-
-
-def message_state(
-    message_id: int, folder_id: int, thread_id: int, is_read: object, is_flagged: object
-) -> dict[str, object]:
-    """What a ``message.*`` change carries: where the message is and its flags."""
-    return {
-        "id": message_id,
-        "folder_id": folder_id,
-        "thread_id": thread_id,
-        "is_read": bool(is_read),
-        "is_flagged": bool(is_flagged),
-    }
 
 
 class ChangeLog:
@@ -55,12 +44,7 @@ class ChangeLog:
 
     def folder_updated(self, account_id: int, folder_id: int, row: Any) -> None:
         """``row``: (name, role, total, unread) as stored now."""
-        name, role, total, unread = row
-        self.add(
-            account_id,
-            "folder.updated",
-            {"id": folder_id, "name": name, "role": role, "total": total, "unread": unread},
-        )
+        self.add(account_id, "folder.updated", folder_state(folder_id, row))
 
     def write(self) -> dict[int, int]:
         """Numbers and stores the recorded changes; ``{account_id: head}``."""
@@ -82,12 +66,13 @@ class ChangeLog:
             head, kept_after = int(state[0]), int(state[1])
             first = head - len(recorded) + 1
             rows.extend(
-                (account_id, first + i, kind, json.dumps(data, separators=(",", ":")), now)
+                (account_id, first + i, kind, encode(data), now)
                 for i, (kind, data) in enumerate(recorded)
             )
             heads[account_id] = head
-            if head - kept_after > self.keep + max(64, self.keep // 8):
-                self._prune(account_id, head - self.keep)
+            through = prune_through(head, kept_after, self.keep)
+            if through is not None:
+                self._prune(account_id, through)
         self.conn.executemany(_INSERT, rows)
         self._pending.clear()
         return heads

@@ -35,6 +35,7 @@ from mailfleet.storage.interfaces import (
 )
 from mailfleet.storage.sql.mailbox_reads import SqlMailboxReads
 from mailfleet.storage.sql.rows import (
+    CLAIMABLE,
     SUMMARY_COLUMNS,
     attachment_rows,
     delivery_rows,
@@ -247,10 +248,6 @@ def set_deliveries_sync(
     if summary is not None:
         # The sender sees each recipient's standing on the Sent copy.
         log.add(account_id, "message.updated", {**_state(summary), "delivery": True})
-
-
-# Recipients a delivery attempt may take (``claim_deliveries``).
-CLAIMABLE = ("queued", "deferred")
 
 
 def claim_deliveries_sync(

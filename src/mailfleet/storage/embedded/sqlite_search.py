@@ -30,6 +30,7 @@ from mailfleet.storage.interfaces import MessageSummary, SearchDocument
 from mailfleet.storage.sql.query import Query, one_off
 from mailfleet.storage.sql.rows import SUMMARY_COLUMNS, summary_from_row
 from mailfleet.storage.sql.schema import messages
+from mailfleet.storage.sql.search import filter_condition
 
 if TYPE_CHECKING:
     from mailfleet.storage.embedded.sqlite import SqliteDatabase
@@ -136,22 +137,7 @@ class SqlCompiler:
         return self.filter(node)
 
     def filter(self, node: Filter) -> ColumnElement[bool]:
-        if node.kind == "in":
-            ids = self.folders.get(str(node.value), frozenset())
-            return messages.c.folder_id.in_(sorted(ids)) if ids else sa.false()
-        if node.kind == "is":
-            return {
-                "read": messages.c.is_read.is_(True),
-                "unread": messages.c.is_read.is_(False),
-                "flagged": messages.c.is_flagged.is_(True),
-            }[str(node.value)]
-        if node.kind == "has":
-            return messages.c.has_attachments.is_(True)
-        if node.kind == "before":
-            return messages.c.received_at < int(node.value)
-        if node.kind == "after":
-            return messages.c.received_at >= int(node.value)
-        raise ValueError(f"unknown filter {node.kind!r}")
+        return filter_condition(node, self.folders)
 
 
 def search_statement(

@@ -170,30 +170,60 @@ def _page_params(
     return params
 
 
+async def stale_sends(reads: ReadSessions, received_before: int, limit: int) -> list[StaleSend]:
+    """``MailboxStore.stale_sends`` on one database."""
+    async with reads.read() as session:
+        rows = list(await session.all(_STALE_SENDS, received_before=received_before, limit=limit))
+
+    def key(r: Any) -> tuple[int, int]:
+        return r["account_id"], r["message_id"]
+
+    if len(rows) == limit and key(rows[0]) != key(rows[-1]):
+        # The last message may be cut short by the limit: the next sweep
+        # takes it whole.
+        last = key(rows[-1])
+        rows = [r for r in rows if key(r) != last]
+    found: dict[tuple[int, int], StaleSend] = {}
+    for r in rows:
+        previous = found.get(key(r))
+        sender = orjson.loads(r["sender"])[0] if r["sender"] else ""
+        found[key(r)] = StaleSend(
+            r["account_id"],
+            r["message_id"],
+            r["raw_hash"],
+            sender,
+            (*(previous.recipients if previous else ()), r["email"]),
+        )
+    return list(found.values())
+
+
 class SqlMailboxReads:
     """Every read is one session of ``reads``: one transaction, one snapshot."""
 
     reads: ReadSessions
 
-    def _read(self) -> Any:
+    def _read(self, account_id: int | None, *, stale_ok: bool = False) -> Any:
+        """The session for a read of ``account_id``'s mailbox. ``stale_ok``:
+        a listing or a search, which a sharded store may serve from a
+        replica (a store of one database has one source for every account)."""
         return self.reads.read()
 
     async def ping(self) -> None:
-        async with self._read() as session:
+        async with self._read(None) as session:
             await session.first(_PING)
 
     async def list_folders(self, account_id: int) -> list[Folder]:
-        async with self._read() as session:
+        async with self._read(account_id) as session:
             rows = await session.all(_FOLDERS, account_id=account_id)
         return [folder_from_row(r) for r in rows]
 
     async def get_folder(self, account_id: int, folder_id: int) -> Folder | None:
-        async with self._read() as session:
+        async with self._read(account_id) as session:
             row = await session.first(_FOLDER, account_id=account_id, folder_id=folder_id)
         return folder_from_row(row) if row else None
 
     async def folder_by_role(self, account_id: int, role: str) -> Folder:
-        async with self._read() as session:
+        async with self._read(account_id) as session:
             row = await session.first(_FOLDER_BY_ROLE, account_id=account_id, role=role)
         if row is None:
             raise LookupError(f"account {account_id} has no {role} folder")
@@ -209,14 +239,14 @@ class SqlMailboxReads:
         after: ListCursor | None,
     ) -> list[MessageSummary]:
         query = _listing(is_read is not None, after is not None)
-        async with self._read() as session:
+        async with self._read(account_id, stale_ok=True) as session:
             rows = await session.all(
                 query, **_page_params(account_id, folder_id, is_read, limit, after)
             )
         return [summary_from_row(r) for r in rows]
 
     async def get_message(self, account_id: int, message_id: int) -> Message | None:
-        async with self._read() as session:
+        async with self._read(account_id) as session:
             return await self._message(session, account_id, message_id)
 
     @staticmethod
@@ -250,46 +280,22 @@ class SqlMailboxReads:
     async def find_by_message_id_header(
         self, account_id: int, header: str
     ) -> MessageSummary | None:
-        async with self._read() as session:
+        async with self._read(account_id) as session:
             row = await session.first(_BY_HEADER, account_id=account_id, header=header)
         return summary_from_row(row) if row else None
 
     async def stale_sends(self, received_before: int, limit: int) -> list[StaleSend]:
-        async with self._read() as session:
-            rows = list(
-                await session.all(_STALE_SENDS, received_before=received_before, limit=limit)
-            )
-
-        def key(r: Any) -> tuple[int, int]:
-            return r["account_id"], r["message_id"]
-
-        if len(rows) == limit and key(rows[0]) != key(rows[-1]):
-            # The last message may be cut short by the limit: the next sweep
-            # takes it whole.
-            last = key(rows[-1])
-            rows = [r for r in rows if key(r) != last]
-        found: dict[tuple[int, int], StaleSend] = {}
-        for r in rows:
-            previous = found.get(key(r))
-            sender = orjson.loads(r["sender"])[0] if r["sender"] else ""
-            found[key(r)] = StaleSend(
-                r["account_id"],
-                r["message_id"],
-                r["raw_hash"],
-                sender,
-                (*(previous.recipients if previous else ()), r["email"]),
-            )
-        return list(found.values())
+        return await stale_sends(self.reads, received_before, limit)
 
     async def get_deliveries(self, account_id: int, message_id: int) -> list[Delivery]:
-        async with self._read() as session:
+        async with self._read(account_id) as session:
             rows = await session.all(_DELIVERIES, account_id=account_id, message_id=message_id)
         return [delivery_from_row(r) for r in rows]
 
     async def thread_messages(
         self, account_id: int, thread_id: int, *, limit: int
     ) -> list[MessageSummary]:
-        async with self._read() as session:
+        async with self._read(account_id) as session:
             rows = await session.all(
                 _THREAD, account_id=account_id, thread_id=thread_id, limit=limit
             )
@@ -305,7 +311,7 @@ class SqlMailboxReads:
         after: ListCursor | None,
     ) -> list[ThreadSummary]:
         query = _thread_heads(is_read is not None, after is not None)
-        async with self._read() as session:
+        async with self._read(account_id, stale_ok=True) as session:
             rows = await session.all(
                 query, **_page_params(account_id, folder_id, is_read, limit, after)
             )
@@ -318,7 +324,7 @@ class SqlMailboxReads:
         return [ThreadSummary(h, counts.get(h.thread_id, 1)) for h in heads]
 
     async def get_upload(self, account_id: int, upload_id: int) -> Upload | None:
-        async with self._read() as session:
+        async with self._read(account_id) as session:
             row = await session.first(_UPLOAD, account_id=account_id, upload_id=upload_id)
         if row is None:
             return None
@@ -333,12 +339,14 @@ class SqlMailboxReads:
         )
 
     async def head(self, account_id: int) -> int:
-        async with self._read() as session:
+        # From where listings are read: a replica's head is never ahead of
+        # what a listing read after it from the same replica shows.
+        async with self._read(account_id, stale_ok=True) as session:
             state = await session.first(_STATE, account_id=account_id)
         return int(state[0]) if state else 0
 
     async def changes(self, account_id: int, after: int, *, limit: int) -> ChangePage:
-        async with self._read() as session:
+        async with self._read(account_id) as session:
             state = await session.first(_STATE, account_id=account_id)
             if state is None:
                 return ChangePage([], 0, reset=after != 0)

@@ -20,6 +20,9 @@ from mailfleet.storage.interfaces import (
 )
 from mailfleet.storage.sql.schema import messages
 
+# Recipients a delivery attempt may take (``MailboxStore.claim_deliveries``).
+CLAIMABLE = ("queued", "deferred")
+
 SUMMARY_COLUMNS = (
     messages.c.account_id,
     messages.c.id,

@@ -163,6 +163,9 @@ mailbox_state = sa.Table(
     sa.Column("account_id", sa.BigInteger, primary_key=True, autoincrement=False),
     sa.Column("modseq", sa.BigInteger, nullable=False),
     sa.Column("kept_after", sa.BigInteger, nullable=False),
+    # Set on the old shard while the account moves (migration 0008): every
+    # write there refuses the account and waits for its new placement.
+    sa.Column("moving_to", sa.Text, nullable=True),
 )
 
 changes = sa.Table(
@@ -173,4 +176,27 @@ changes = sa.Table(
     sa.Column("kind", sa.Text, nullable=False),
     sa.Column("data", sa.Text, nullable=False),  # JSON object
     sa.Column("at", sa.BigInteger, nullable=False),
+)
+
+# Placement (migration 0008; used by the PostgreSQL directory database of a
+# sharded fleet, empty on SQLite, whose one database is the only shard): the
+# shard holding each account's mailbox, recorded per account so that an
+# account can move, and how many accounts each shard holds, so that a new
+# account goes to the least loaded.
+placements = sa.Table(
+    "placements",
+    metadata,
+    sa.Column("account_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("shard", sa.Text, nullable=False),
+    # "moving" while ``mailfleet account move`` copies it to ``moving_to``
+    sa.Column("state", sa.Text, nullable=False),
+    sa.Column("moving_to", sa.Text, nullable=True),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+)
+
+shard_loads = sa.Table(
+    "shard_loads",
+    metadata,
+    sa.Column("shard", sa.Text, primary_key=True),
+    sa.Column("accounts", sa.BigInteger, nullable=False),
 )
