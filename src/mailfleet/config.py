@@ -26,9 +26,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 SUPPORTED_SCHEMES: dict[str, set[str]] = {
     "metadata_url": {"sqlite"},
     "blob_url": {"file"},
-    "queue_url": {"sqlite"},
-    "cache_url": {"memory"},
-    "events_url": {"memory", "local"},
+    "queue_url": {"sqlite", "nats"},
+    "cache_url": {"memory", "redis"},
+    "events_url": {"memory", "local", "redis"},
 }
 PLANNED_SCHEMES = {"postgresql", "s3", "redis", "nats"}
 
@@ -63,13 +63,23 @@ class StorageSettings(_Section):
 
     metadata_url: str = Field("", description="sqlite:///PATH (later postgresql://)")
     blob_url: str = Field("", description="file:///DIR (later s3://)")
-    queue_url: str = Field("", description="sqlite:///PATH (later nats://)")
-    cache_url: str = Field("memory://", description="memory:// (later redis://)")
+    queue_url: str = Field(
+        "",
+        description="sqlite:///PATH, or nats://HOST:PORT[,HOST:PORT...]/?prefix=mailfleet"
+        "&replicas=1 (JetStream: one work-queue stream PREFIX_<queue> per queue, each"
+        " kept on REPLICAS servers; list every server of the cluster)",
+    )
+    cache_url: str = Field(
+        "memory://",
+        description="memory:// (this process only), or redis://HOST:PORT[/DB]?prefix=mailfleet"
+        " (shared by every process; keys PREFIX:<key>)",
+    )
     events_url: str = Field(
         "",
         description="local:///DIR (wake-ups between the processes sharing a data"
-        " directory, the default: DATA_DIR/events), memory:// (this process only;"
-        " later nats:// or redis://)",
+        " directory, the default: DATA_DIR/events), memory:// (this process only),"
+        " or redis://HOST:PORT[/DB]?prefix=mailfleet (every process of a fleet: Redis"
+        " pub/sub on channels PREFIX:wake, PREFIX:revoke; decision 0014)",
     )
     change_log_keep: int = Field(
         10_000,

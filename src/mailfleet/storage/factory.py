@@ -8,6 +8,9 @@ from pathlib import Path
 from typing import Protocol
 
 from mailfleet.config import DeliverySettings, Settings
+from mailfleet.storage.distributed.nats_queue import NatsQueue
+from mailfleet.storage.distributed.redis_cache import RedisCache
+from mailfleet.storage.distributed.redis_events import RedisEventBus
 from mailfleet.storage.embedded.files import FileBlobStore, file_url_path
 from mailfleet.storage.embedded.local_bus import LocalEventBus
 from mailfleet.storage.embedded.memory import MemoryCache
@@ -83,9 +86,23 @@ class StorageRole(Protocol):
 
 
 def _event_bus(url: str) -> EventBus:
+    if url.startswith("redis://"):
+        return RedisEventBus(url)
     if url.startswith("local://"):
         return LocalEventBus(Path(url[len("local://") :]))
     return LocalEventBus(None)  # memory://: this process only
+
+
+def _queue(url: str, policies: dict[str, QueuePolicy]) -> Queue:
+    if url.startswith("nats://"):
+        return NatsQueue(url, policies)
+    return SqliteQueue(url, policies)
+
+
+def _cache(url: str) -> Cache:
+    if url.startswith("redis://"):
+        return RedisCache(url)
+    return MemoryCache()
 
 
 def queue_policies(settings: Settings) -> dict[str, QueuePolicy]:
@@ -147,7 +164,7 @@ def create_stores(settings: Settings) -> Stores:
         ),
         search=search,
         blobs=FileBlobStore(file_url_path(settings.storage_url("blob_url"))),
-        queue=SqliteQueue(settings.storage_url("queue_url"), queue_policies(settings)),
-        cache=MemoryCache(),
+        queue=_queue(settings.storage_url("queue_url"), queue_policies(settings)),
+        cache=_cache(settings.storage_url("cache_url")),
         events=events,
     )
