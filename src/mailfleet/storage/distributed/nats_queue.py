@@ -191,13 +191,16 @@ class NatsQueue:
         for queue in {*self._policies, ERROR_QUEUE}:
             await self._ensure(queue)
 
-    async def close(self) -> None:
+    async def _stop_movers(self) -> None:
         movers, self._movers = list(self._movers.values()), {}
         for task in movers:
             task.cancel()
         for task in movers:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+    async def close(self) -> None:
+        await self._stop_movers()
         nc, self._nc = self._nc, None
         self._ready.clear()
         self._delivered.clear()
@@ -675,6 +678,7 @@ class NatsQueue:
 
     async def delete_streams(self) -> None:
         """Deletes every stream of this prefix (tests clean up with it)."""
+        await self._stop_movers()
         answer = await self._api("$JS.API.STREAM.NAMES", {"subject": f"{self._prefix}.>"})
         for name in answer.get("streams") or []:
             with contextlib.suppress(nats.js.errors.NotFoundError):
