@@ -22,15 +22,14 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-# Schemes each storage role accepts; the distributed ones arrive with later issues.
+# Schemes each storage role accepts: the embedded default's and the distributed profile's.
 SUPPORTED_SCHEMES: dict[str, set[str]] = {
     "metadata_url": {"sqlite", "postgresql"},
     "blob_url": {"file", "s3"},
-    "queue_url": {"sqlite"},
-    "cache_url": {"memory"},
-    "events_url": {"memory", "local"},
+    "queue_url": {"sqlite", "nats"},
+    "cache_url": {"memory", "redis"},
+    "events_url": {"memory", "local", "redis"},
 }
-PLANNED_SCHEMES = {"postgresql", "s3", "redis", "nats"}
 
 
 class ConfigError(Exception):
@@ -93,13 +92,23 @@ class StorageSettings(_Section):
         description="file:///DIR, or s3://BUCKET[/PREFIX]?endpoint=URL&region=R"
         " (more parameters and the credentials: docs/decisions/0015-blobs-on-s3.md)",
     )
-    queue_url: str = Field("", description="sqlite:///PATH (later nats://)")
-    cache_url: str = Field("memory://", description="memory:// (later redis://)")
+    queue_url: str = Field(
+        "",
+        description="sqlite:///PATH, or nats://HOST:PORT[,HOST:PORT...]/?prefix=mailfleet"
+        "&replicas=1 (JetStream: one work-queue stream PREFIX_<queue> per queue, each"
+        " kept on REPLICAS servers; list every server of the cluster)",
+    )
+    cache_url: str = Field(
+        "memory://",
+        description="memory:// (this process only), or redis://HOST:PORT[/DB]?prefix=mailfleet"
+        " (shared by every process; keys PREFIX:<key>)",
+    )
     events_url: str = Field(
         "",
         description="local:///DIR (wake-ups between the processes sharing a data"
-        " directory, the default: DATA_DIR/events), memory:// (this process only;"
-        " later nats:// or redis://)",
+        " directory, the default: DATA_DIR/events), memory:// (this process only),"
+        " or redis://HOST:PORT[/DB]?prefix=mailfleet (every process of a fleet: Redis"
+        " pub/sub on channels PREFIX:wake, PREFIX:revoke; decision 0014)",
     )
     change_log_keep: int = Field(
         10_000,
@@ -349,10 +358,7 @@ def load_settings(
     for role, schemes in SUPPORTED_SCHEMES.items():
         scheme = settings.storage_url(role).split(":", 1)[0]
         if scheme not in schemes:
-            hint = " (not implemented yet)" if scheme in PLANNED_SCHEMES else ""
-            problems.append(
-                f"storage.{role}: scheme {scheme!r}{hint}; expected one of {sorted(schemes)}"
-            )
+            problems.append(f"storage.{role}: scheme {scheme!r}; expected one of {sorted(schemes)}")
     problems.extend(_shard_problems(settings))
     if problems:
         raise ConfigError(problems)

@@ -9,11 +9,14 @@ from pathlib import Path
 from typing import Protocol
 
 from mailfleet.config import DeliverySettings, Settings
+from mailfleet.storage.distributed.nats_queue import NatsQueue
 from mailfleet.storage.distributed.pg_directory import PgDirectoryStore
 from mailfleet.storage.distributed.pg_mailbox import PgMailboxStore
 from mailfleet.storage.distributed.pg_move import MoveReport, move_account
 from mailfleet.storage.distributed.pg_search import PgSearchIndex
 from mailfleet.storage.distributed.pg_shards import PgCluster, ShardConfig
+from mailfleet.storage.distributed.redis_cache import RedisCache
+from mailfleet.storage.distributed.redis_events import RedisEventBus
 from mailfleet.storage.distributed.s3_blobs import S3BlobStore
 from mailfleet.storage.embedded.files import FileBlobStore, file_url_path
 from mailfleet.storage.embedded.local_bus import LocalEventBus
@@ -92,6 +95,8 @@ class StorageRole(Protocol):
 
 
 def _event_bus(url: str) -> EventBus:
+    if url.startswith("redis://"):
+        return RedisEventBus(url)
     if url.startswith("local://"):
         return LocalEventBus(Path(url[len("local://") :]))
     return LocalEventBus(None)  # memory://: this process only
@@ -102,6 +107,18 @@ def blob_store(url: str) -> BlobStore:
     if url.startswith("s3://"):
         return S3BlobStore.from_url(url)
     return FileBlobStore(file_url_path(url))
+
+
+def _queue(url: str, policies: dict[str, QueuePolicy]) -> Queue:
+    if url.startswith("nats://"):
+        return NatsQueue(url, policies)
+    return SqliteQueue(url, policies)
+
+
+def _cache(url: str) -> Cache:
+    if url.startswith("redis://"):
+        return RedisCache(url)
+    return MemoryCache()
 
 
 def queue_policies(settings: Settings) -> dict[str, QueuePolicy]:
@@ -155,8 +172,8 @@ def create_stores(settings: Settings) -> Stores:
         mailbox=mailbox,
         search=search,
         blobs=blob_store(settings.storage_url("blob_url")),
-        queue=SqliteQueue(settings.storage_url("queue_url"), queue_policies(settings)),
-        cache=MemoryCache(),
+        queue=_queue(settings.storage_url("queue_url"), queue_policies(settings)),
+        cache=_cache(settings.storage_url("cache_url")),
         events=events,
     )
 

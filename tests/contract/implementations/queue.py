@@ -7,9 +7,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from mailfleet.storage.distributed.nats_queue import NatsQueue
 from mailfleet.storage.embedded.sqlite_queue import SqliteQueue
 from mailfleet.storage.interfaces import QueuePolicy
 from tests.contract.backends import register
+from tests.support.nats import require_nats, unique_prefix
 
 # Long leases and windows where a test must not see them run out; ``brief``
 # for the tests that wait for a lease or a dedupe window to end.
@@ -30,3 +32,18 @@ async def sqlite_queue(directory: Path) -> AsyncIterator[SqliteQueue]:
         yield queue
     finally:
         await queue.close()
+
+
+@register("queue", "distributed", "nats")
+@asynccontextmanager
+async def nats_queue(directory: Path) -> AsyncIterator[NatsQueue]:
+    server = await require_nats()
+    queue = NatsQueue(f"{server}/?prefix={unique_prefix('q')}", POLICIES)
+    await queue.open()
+    try:
+        yield queue
+    finally:
+        try:
+            await queue.delete_streams()
+        finally:
+            await queue.close()
