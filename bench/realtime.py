@@ -1,7 +1,7 @@
 """The realtime role under load: memory per idle WebSocket, and the time from a
 mailbox commit to its event at the client, over WebSocket and long poll.
 
-One ``mailfleet serve --roles realtime`` process on its own data directory.
+One ``mailfleet serve --roles realtime`` process per phase, on its own data directory.
 This process makes the accounts (one message each, a session each), then:
 1. opens ``--clients`` idle WebSockets (one per account) from ``--client-procs``
    client processes; RSS of the realtime process before and after, per socket;
@@ -414,6 +414,29 @@ async def run_phase(
     await clients.stop()
 
 
+async def start_realtime(
+    data_dir: Path, env: dict[str, str]
+) -> tuple[asyncio.subprocess.Process, str]:
+    server = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "mailfleet",
+        "--data-dir",
+        str(data_dir),
+        "serve",
+        "--roles",
+        "realtime",
+        "--http",
+        "127.0.0.1:0",
+        stdout=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    assert server.stdout is not None
+    while not (found := re.search(rb"HTTP API on (http://\S+)", await server.stdout.readline())):
+        pass
+    return server, found.group(1).decode()
+
+
 async def main(args: argparse.Namespace) -> None:
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # children inherit it
@@ -431,67 +454,45 @@ async def main(args: argparse.Namespace) -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if args.auth_check_seconds:
         env["MAILFLEET_REALTIME__AUTH_CHECK_SECONDS"] = str(args.auth_check_seconds)
-    server = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "mailfleet",
-        "--data-dir",
-        str(data_dir),
-        "serve",
-        "--roles",
-        "realtime",
-        "--http",
-        "127.0.0.1:0",
-        stdout=asyncio.subprocess.PIPE,
-        env=env,
-    )
     results: dict[str, Any] = {
         "cores": os.cpu_count(),
         "client_procs": args.client_procs,
         "auth_check_seconds": args.auth_check_seconds or "default",
     }
+    rates = [int(r) for r in args.rates.split(",")]
+    phases = []
+    if args.clients:
+        phases.append(("websocket", "ws", args.clients, args.client_procs))
+    if args.pollers:
+        phases.append(("long-poll", "poll", args.pollers, max(1, args.client_procs // 2)))
     try:
-        assert server.stdout is not None
-        while not (
-            found := re.search(rb"HTTP API on (http://\S+)", await server.stdout.readline())
-        ):
-            pass
-        base = found.group(1).decode()
-        print(
-            f"realtime process {server.pid} on {base}; {os.cpu_count()} cores shared by it, "
-            f"this process (writes) and {args.client_procs} client processes"
-        )
-        ws_url = base.replace("http://", "ws://") + "/v1/events/ws"
-        rates = [int(r) for r in args.rates.split(",")]
-        if args.clients:
-            await run_phase(
-                "websocket",
-                "ws",
-                ws_url,
-                stores,
-                accounts[: args.clients],
-                server.pid,
-                args.client_procs,
-                rates,
-                args.seconds,
-                results,
-            )
-        if args.pollers:
-            await run_phase(
-                "long-poll",
-                "poll",
-                base,
-                stores,
-                accounts[: args.pollers],
-                server.pid,
-                max(1, args.client_procs // 2),
-                rates,
-                args.seconds,
-                results,
-            )
+        # A realtime process per phase: the first phase's 10,000 closed sockets
+        # would otherwise be collected (a full collection of their cycles)
+        # during the second phase's timed writes.
+        for name, mode, count_, procs in phases:
+            server, base = await start_realtime(data_dir, env)
+            try:
+                print(
+                    f"realtime process {server.pid} on {base}; {os.cpu_count()} cores shared"
+                    f" by it, this process (writes) and {procs} client processes"
+                )
+                url = base.replace("http://", "ws://") + "/v1/events/ws" if mode == "ws" else base
+                await run_phase(
+                    name,
+                    mode,
+                    url,
+                    stores,
+                    accounts[:count_],
+                    server.pid,
+                    procs,
+                    rates,
+                    args.seconds,
+                    results,
+                )
+            finally:
+                server.terminate()
+                await server.wait()
     finally:
-        server.terminate()
-        await server.wait()
         await stores.close()
         if not args.data_dir:
             shutil.rmtree(data_dir, ignore_errors=True)
