@@ -24,6 +24,8 @@ second and latency percentiles.
     .venv/bin/python bench/api_read.py --data-dir /var/tmp/mf-search-1m
     .venv/bin/python bench/api_read.py --messages 20000 --iterations 200   # quick
     .venv/bin/python bench/api_read.py --data-dir ... --page-cache 0  # every page rebuilt
+    createdb -h 127.0.0.1 -U postgres mf_bench && .venv/bin/python bench/api_read.py \
+        --data-dir /var/tmp/mf-pg-1m --metadata-url postgresql://postgres@127.0.0.1:5432/mf_bench
 
 Listing pages repeat here, as they do for a client that refetches its Inbox:
 with the default settings they come from the page cache (decision 0017);
@@ -147,7 +149,9 @@ def judge(row: Row, kind: str) -> str:
     return "missed: " + ", ".join(misses) if misses else "met"
 
 
-def start_server(data_dir: Path, page_cache: int | None) -> tuple[subprocess.Popen[bytes], int]:
+def start_server(
+    data_dir: Path, page_cache: int | None, metadata_url: str | None
+) -> tuple[subprocess.Popen[bytes], int]:
     http_port, smtp_port, submission_port = free_port(), free_port(), free_port()
     env = {
         **os.environ,
@@ -157,6 +161,8 @@ def start_server(data_dir: Path, page_cache: int | None) -> tuple[subprocess.Pop
     }
     if page_cache is not None:
         env["MAILFLEET_HTTP__PAGE_CACHE_ENTRIES"] = str(page_cache)
+    if metadata_url:
+        env["MAILFLEET_STORAGE__METADATA_URL"] = metadata_url
     log = open(data_dir / "api_read-serve.log", "ab")  # noqa: SIM115 (lives with the process)
     proc = subprocess.Popen(
         [
@@ -206,14 +212,14 @@ def wrk(port: int, path: str, token: str | None, script: Path | None) -> dict[st
     return figures
 
 
-def prepare(data_dir: Path, messages: int, batch: int) -> None:
-    settings = load_settings(
-        None,
-        {
-            "data_dir": str(data_dir),
-            "auth": {"argon2_time_cost": 1, "argon2_memory_kib": 256, "argon2_parallelism": 1},
-        },
-    )
+def prepare(data_dir: Path, messages: int, batch: int, metadata_url: str | None) -> None:
+    values: dict[str, Any] = {
+        "data_dir": str(data_dir),
+        "auth": {"argon2_time_cost": 1, "argon2_memory_kib": 256, "argon2_parallelism": 1},
+    }
+    if metadata_url:
+        values["storage"] = {"metadata_url": metadata_url}
+    settings = load_settings(None, values)
 
     async def load() -> None:
         stores = create_stores(settings)
@@ -275,18 +281,23 @@ def main() -> int:
         type=int,
         help="http.page_cache_entries of the served process (0: every page rebuilt)",
     )
+    parser.add_argument(
+        "--metadata-url",
+        help="postgresql://... : metadata and search on PostgreSQL (the database must exist)",
+    )
     args = parser.parse_args()
 
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="mf-api-read-", dir="/var/tmp"))
     data_dir.mkdir(parents=True, exist_ok=True)
-    prepare(data_dir, args.messages, args.batch)
+    prepare(data_dir, args.messages, args.batch, args.metadata_url)
     print("machine:")
     for key, value in machine_facts():
         print(f"  {key:<11} {value}")
 
     print(f"  page cache  {'default' if args.page_cache is None else args.page_cache}")
+    print(f"  metadata    {args.metadata_url or 'SQLite in the data directory'}")
 
-    proc, port = start_server(data_dir, args.page_cache)
+    proc, port = start_server(data_dir, args.page_cache, args.metadata_url)
     try:
         anonymous = Client(port)
         status, issued = anonymous.call(
