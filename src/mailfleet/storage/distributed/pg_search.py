@@ -16,9 +16,11 @@ The document is written by ``PgMailboxStore.store_messages`` in the
 transaction that stores the message, and deleted with it. Folder, flag and
 date operators are conditions on the live ``messages`` rows
 (``storage/sql/search.py``), as on SQLite. Newest first: by message id (our
-ids are time-ordered); PostgreSQL's planner picks between the GIN index (rare
-words: few matches, then sorted) and the account's messages walked newest
-first with the document checked per row (common words: stops after a page).
+ids are time-ordered). ``PgSearchIndex.search`` walks the account's newest
+messages checking each document (common words fill a page at once), walks on
+while the matches seen promise a page soon, and asks the GIN index for the
+rest (rare words: few matches, then sorted). The planner alone cannot tell a
+word that no message holds from a common one.
 
 Limits of tsvector, both far past what people type: positions stop at
 16,383 (a phrase is matched exactly in a field's first 16,383 words; a
@@ -27,6 +29,7 @@ single word anywhere), and a lexeme keeps its first 256 positions.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -157,6 +160,9 @@ class _Compiler:
 # no message holds from a common one: it walked all 1,000,000 messages of an
 # account for a word that matched none (1.1 s).
 RECENT_WALK = 2_000
+# The longest walk on, when the matches of the first stretch say a page will
+# fill within it (20,000 rows: about 20 ms).
+MAX_WALK = 20_000
 _RECENT_BOUND = (
     "SELECT id FROM messages WHERE account_id = $1 AND id < $2 ORDER BY id DESC OFFSET $3 LIMIT 1"
 )
@@ -250,49 +256,39 @@ class PgSearchIndex:
         before_id: int | None,
     ) -> list[MessageSummary]:
         database = await self.cluster.shard(account_id)
+        text = required_text(query)
+        rows: list[Any] = []
         async with database.read(stale_ok=True) as session:
-            # The oldest message of the recent walk; None: the walk covers
-            # every message below the cursor.
-            found = await session.fetch(
-                _RECENT_BOUND, account_id, before_id or 2**63 - 1, self.recent_walk - 1
-            )
-            bound: int | None = found[0][0] if found else None
-            if bound is None or required_text(query) is None:
-                # One statement: a walk that is bounded anyway, or a query
-                # of filters only, which no text index can narrow.
-                sql, args = one_off(
-                    search_statement(
-                        account_id, query, folders=folders, limit=limit, before_id=before_id
-                    ),
-                    DIALECT,
+
+            async def matches(**bounds: Any) -> None:
+                statement = search_statement(
+                    account_id, query, folders=folders, limit=limit - len(rows), **bounds
                 )
-                rows = list(await session.fetch(sql, *args))
-            else:
-                sql, args = one_off(
-                    search_statement(
-                        account_id,
-                        query,
-                        folders=folders,
-                        limit=limit,
-                        before_id=before_id,
-                        from_id=bound,
-                    ),
-                    DIALECT,
-                )
-                rows = list(await session.fetch(sql, *args))
-                if len(rows) < limit:
-                    sql, args = one_off(
-                        search_statement(
-                            account_id,
-                            query,
-                            folders=folders,
-                            limit=limit - len(rows),
-                            before_id=bound,
-                            by_index=True,
-                        ),
-                        DIALECT,
-                    )
-                    rows.extend(await session.fetch(sql, *args))
+                sql, args = one_off(statement, DIALECT)
+                rows.extend(await session.fetch(sql, *args))
+
+            upper, walk, walked = before_id, self.recent_walk, 0
+            while True:
+                # The oldest message of this stretch of the walk; None: the
+                # stretch reaches the account's oldest message.
+                found = await session.fetch(_RECENT_BOUND, account_id, upper or 2**63 - 1, walk - 1)
+                bound: int | None = found[0][0] if found else None
+                if bound is None or text is None:
+                    # The rest is short, or a query of filters only, which
+                    # no text index can narrow: walk it.
+                    await matches(before_id=upper)
+                    break
+                await matches(before_id=upper, from_id=bound)
+                walked += walk
+                if len(rows) >= limit:
+                    break
+                # Walk on while the matches seen so far promise a full page
+                # within MAX_WALK more rows; otherwise the index finds the rest.
+                needed = (limit - len(rows)) * walked * 1.5 / len(rows) if rows else math.inf
+                if needed > MAX_WALK:
+                    await matches(before_id=bound, by_index=True)
+                    break
+                upper, walk = bound, int(needed) + 1
         return [summary_from_row(row) for row in rows]
 
     async def index(self, documents: Sequence[SearchDocument]) -> int:
