@@ -1,10 +1,17 @@
 """Fixtures: a real mailfleet server on loopback ports with its own data
-directory, and HTTP clients that talk to it over TCP like any outside client."""
+directory, and HTTP clients that talk to it over TCP like any outside client.
+
+The server runs on each storage profile ``MAILFLEET_TEST_BACKENDS`` selects
+(``embedded`` by default; ``embedded,distributed`` runs every server test on
+both, ``distributed`` on PostgreSQL shards, S3, NATS JetStream and Redis only):
+the ``profile`` fixture is parametrized by them and gives each data directory
+its storage (``tests/support/profile.py``). A test that holds only on the
+embedded profile is marked ``@pytest.mark.embedded_only("why")``."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +20,7 @@ import pytest
 
 from mailfleet.config import Settings, deep_merge, load_settings
 from mailfleet.server import ROLES, Server
+from tests.support.profile import Profile, provisioner, selected_profiles, stored_blobs
 
 DOMAIN = "example.com"
 # worker-out would try to deliver the remote mail tests queue: tests of
@@ -115,6 +123,10 @@ class Service:
         token = login.json()["token"]
         return User(self.client(token), response.json(), token)
 
+    async def stored_blobs(self) -> dict[str, int]:
+        """Every object in the blob store (leftovers included) and its size."""
+        return await stored_blobs(self.runtime.stores.blobs)
+
     async def close(self) -> None:
         self.closed = True
         for client in self.clients:
@@ -125,9 +137,36 @@ class Service:
 StartService = Callable[..., Awaitable[Service]]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "embedded_only(reason): holds only on the embedded profile; skipped with the"
+        " reason on the distributed one",
+    )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _storage_provisioner() -> Iterator[None]:
+    """Waits, at the end, for the distributed storage still being removed."""
+    yield
+    provisioner().close()
+
+
+@pytest.fixture(params=selected_profiles())
+def profile(request: pytest.FixtureRequest) -> Iterator[Profile]:
+    """The storage profile of this test's servers and CLI runs."""
+    marker = request.node.get_closest_marker("embedded_only")
+    if request.param != "embedded" and marker is not None:
+        pytest.skip(f"embedded-only: {marker.args[0]}")
+    chosen = Profile(request.param)
+    yield chosen
+    chosen.release()
+
+
 @pytest.fixture
-async def start_service(tmp_path: Path) -> AsyncIterator[StartService]:
-    """Starts a server; ``overrides`` are settings merged over the test defaults."""
+async def start_service(tmp_path: Path, profile: Profile) -> AsyncIterator[StartService]:
+    """Starts a server; ``overrides`` are settings merged over the test defaults
+    and the profile's storage."""
     started: list[Service] = []
 
     async def start(
@@ -135,7 +174,9 @@ async def start_service(tmp_path: Path) -> AsyncIterator[StartService]:
         data_dir: Path | None = None,
         roles: tuple[str, ...] = TEST_ROLES,
     ) -> Service:
-        settings = make_settings(data_dir or tmp_path / "data", overrides)
+        data = data_dir or tmp_path / "data"
+        storage = {"storage": profile.storage(data)}
+        settings = make_settings(data, deep_merge(storage, overrides or {}))
         server = await Server.open(settings, roles)
         await server.start()
         service = Service(server)

@@ -1,6 +1,6 @@
-"""The change log and its wake-ups across processes on the embedded profile:
-worker-in in its own process stores a mail that came in over SMTP, and the
-API process reads it from the account's change log, woken by the event bus."""
+"""The change log and its wake-ups across processes: worker-in in its own
+process stores a mail that came in over SMTP, and the API process reads it
+from the account's change log, woken by the event bus."""
 
 from __future__ import annotations
 

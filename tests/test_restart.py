@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 
 from tests.conftest import PASSWORD
+from tests.support.profile import Profile, config_args
 
 MAILFLEET = [sys.executable, "-m", "mailfleet"]
 
@@ -24,11 +25,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _config(data_dir: Path, args: tuple[str, ...]) -> list[str]:
+    # A test that brings its own configuration puts the storage in it.
+    return [] if "--config" in args else config_args(data_dir)
+
+
 def run_cli(
     data_dir: Path, *args: str, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*MAILFLEET, "--data-dir", str(data_dir), *args],
+        [*MAILFLEET, "--data-dir", str(data_dir), *_config(data_dir, args), *args],
         input=stdin,
         capture_output=True,
         text=True,
@@ -44,6 +50,7 @@ def serve_command(data_dir: Path, port: int, *extra: str) -> list[str]:
         *extra,
         "--data-dir",
         str(data_dir),
+        *_config(data_dir, extra),
         "--http",
         f"127.0.0.1:{port}",
         "--smtp",
@@ -81,8 +88,9 @@ def start(data_dir: Path, port: int, *extra: str) -> subprocess.Popen[bytes]:
     raise AssertionError("serve did not become ready in 30 s")
 
 
-def test_acknowledged_data_survives_sigkill(tmp_path: Path) -> None:
+def test_acknowledged_data_survives_sigkill(tmp_path: Path, profile: Profile) -> None:
     data_dir = tmp_path / "data"
+    profile.storage(data_dir)
     assert run_cli(data_dir, "domain", "add", "example.com", "--open-signup").returncode == 0
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -166,8 +174,9 @@ def test_acknowledged_data_survives_sigkill(tmp_path: Path) -> None:
     assert "far@remote.example" in listing.stdout
 
 
-def test_serve_demo_prints_working_logins(tmp_path: Path) -> None:
+def test_serve_demo_prints_working_logins(tmp_path: Path, profile: Profile) -> None:
     data_dir = tmp_path / "data"
+    profile.storage(data_dir)
     port = free_port()
     process = subprocess.Popen(
         serve_command(data_dir, port, "--demo"),

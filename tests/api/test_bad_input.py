@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import httpx
 import pytest
 
 from tests.conftest import Service, StartService, User
-
-
-def _blob_files(service: Service) -> set[Path]:
-    root = Path(service.runtime.settings.data_dir) / "blobs"
-    return {p for p in root.rglob("*") if p.is_file()}
 
 
 async def _nothing_stored(service: Service, sender: User, recipient: User) -> None:
@@ -103,14 +96,14 @@ async def test_unknown_local_recipient(service: Service, alice: User, bob: User)
 
 async def test_unknown_attachment_id(service: Service, alice: User, bob: User) -> None:
     upload = await alice.upload("a.txt", b"a", "text/plain")
-    before = _blob_files(service)
+    before = await service.stored_blobs()
     for bad in ("999999999", "not-an-id", "-1", ""):
         response = await alice.client.post(
             "/v1/messages",
             json={"to": [bob.email], "subject": "x", "attachments": [upload["id"], bad]},
         )
         _error(response, 422, "unknown_attachment")
-    assert _blob_files(service) == before
+    assert await service.stored_blobs() == before
     await _nothing_stored(service, alice, bob)
 
 
@@ -145,7 +138,7 @@ async def test_oversize_attachment_is_413_and_leaves_nothing(start_service: Star
     limit = 100_000
     service = await start_service({"limits": {"max_attachment_bytes": limit}})
     alice = await service.user("alice")
-    before = _blob_files(service)
+    before = await service.stored_blobs()
 
     exact = await alice.upload("exact.bin", b"x" * limit, "application/octet-stream")
     assert exact["size"] == limit
@@ -162,9 +155,10 @@ async def test_oversize_attachment_is_413_and_leaves_nothing(start_service: Star
     )
     _error(huge, 413, "attachment_too_large")
 
-    added = _blob_files(service) - before
-    assert len(added) == 1  # only the accepted upload, no leftovers in tmp
-    assert next(iter(added)).stat().st_size == limit
+    after = await service.stored_blobs()
+    added = after.keys() - before.keys()
+    assert len(added) == 1, added  # only the accepted upload, no leftovers
+    assert after[added.pop()] == limit
 
 
 async def test_whole_message_over_the_limit_is_413(start_service: StartService) -> None:

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import email
 import os
-import sqlite3
 from email import policy
-from pathlib import Path
 
 from tests.conftest import DOMAIN, Service, User
 
@@ -102,27 +99,15 @@ async def test_attachments_are_stored_once_however_many_recipients(
     service: Service, alice: User
 ) -> None:
     recipients = [await service.user(f"r{i}") for i in range(5)]
-    blob_root = Path(service.runtime.settings.data_dir) / "blobs"
-
-    def blobs() -> dict[str, int]:
-        """Every stored blob and its size: files, and rows of the small-blob pack."""
-        found = {
-            p.name: p.stat().st_size
-            for p in blob_root.rglob("*")
-            if p.is_file() and p.parent.name != "tmp" and not p.name.startswith("small.sqlite")
-        }
-        with contextlib.closing(sqlite3.connect(blob_root / "small.sqlite")) as pack:
-            found.update(pack.execute("SELECT hash, length(data) FROM blobs").fetchall())
-        return found
-
     upload = await alice.upload("big.bin", PDF, "application/octet-stream")
-    before = blobs()
+    before = await service.stored_blobs()
     await alice.send(to=[r.email for r in recipients], subject="s", attachments=[upload["id"]])
-    added = blobs().keys() - before.keys()
+    after = await service.stored_blobs()
+    added = after.keys() - before.keys()
     # The raw message (shared by every copy) and the body text; no copy of the
     # attachment per recipient.
-    assert len(added) == 2
-    assert sum(blobs().values()) < 3 * len(PDF)
+    assert len(added) == 2, added
+    assert sum(after.values()) < 3 * len(PDF)
     for r in recipients:
         (message,) = await r.messages("inbox")
         full = (await r.client.get(f"/v1/messages/{message['id']}")).json()

@@ -11,11 +11,13 @@ import dkim
 from mailfleet.config import load_settings
 from mailfleet.proto.dkim import sign
 from mailfleet.runtime import Runtime
+from tests.support.profile import Profile
 from tests.test_restart import run_cli
 
 
-def test_domain_and_user_lifecycle(tmp_path: Path) -> None:
+def test_domain_and_user_lifecycle(tmp_path: Path, profile: Profile) -> None:
     data = tmp_path / "data"
+    profile.storage(data)
     added = run_cli(data, "domain", "add", "Example.COM", "--open-signup")
     assert added.returncode == 0, added.stderr
     assert "example.com" in added.stdout
@@ -71,8 +73,9 @@ def test_domain_and_user_lifecycle(tmp_path: Path) -> None:
     assert "active" in run_cli(data, "user", "list", "--domain", "example.com").stdout
 
 
-def test_errors_are_clear_and_non_zero(tmp_path: Path) -> None:
+def test_errors_are_clear_and_non_zero(tmp_path: Path, profile: Profile) -> None:
     data = tmp_path / "data"
+    profile.storage(data)
     unknown_domain = run_cli(
         data, "user", "add", "x@nowhere.example", "--password-stdin", stdin="a good password\n"
     )
@@ -106,8 +109,11 @@ def test_bad_config_names_every_bad_key(tmp_path: Path) -> None:
     assert "no such file" in result.stderr
 
 
-def test_domain_dkim_makes_one_key_and_prints_records_that_verify(tmp_path: Path) -> None:
+def test_domain_dkim_makes_one_key_and_prints_records_that_verify(
+    tmp_path: Path, profile: Profile
+) -> None:
     data = tmp_path / "data"
+    storage = profile.storage(data)
     run_cli(data, "domain", "add", "example.com")
     first = run_cli(data, "domain", "dkim", "example.com", "--mx", "mx.example.com")
     assert first.returncode == 0, first.stderr
@@ -135,7 +141,7 @@ def test_domain_dkim_makes_one_key_and_prints_records_that_verify(tmp_path: Path
     published = "".join(part.strip('"') for part in txt.split('" "')).encode()
 
     async def stored_key() -> bytes:
-        settings = load_settings(overrides={"data_dir": str(data)})
+        settings = load_settings(overrides={"data_dir": str(data), "storage": storage})
         runtime = await Runtime.open(settings)
         try:
             keys = await runtime.stores.directory.dkim_keys("example.com")

@@ -12,16 +12,18 @@ from pathlib import Path
 import httpx
 
 from tests.conftest import FAST_AUTH, PASSWORD
+from tests.support.profile import Profile, storage_config
 from tests.support.smtp_peer import SmtpPeer
 from tests.test_restart import free_port, start
 
 REMOTE = "remote.test"
 
 
-def config(path: Path, peer_port: int) -> Path:
+def config(path: Path, peer_port: int, storage: str) -> Path:
     auth = "\n".join(f"{k} = {v}" for k, v in FAST_AUTH.items())
     path.write_text(
-        f"""
+        storage
+        + f"""
 [smtp.routes]
 "{REMOTE}" = "127.0.0.1:{peer_port}"
 
@@ -44,7 +46,9 @@ open_signup = true
     return path
 
 
-async def test_killed_mid_delivery_delivers_once_per_recipient(tmp_path: Path) -> None:
+async def test_killed_mid_delivery_delivers_once_per_recipient(
+    tmp_path: Path, profile: Profile
+) -> None:
     # ok@ takes the mail on the first attempt; late@ is deferred once (451 at
     # RCPT), and on its retry the peer holds DATA while we kill the process.
     peer = await SmtpPeer(
@@ -54,7 +58,9 @@ async def test_killed_mid_delivery_delivers_once_per_recipient(tmp_path: Path) -
     peer.stall_data = release
     data_dir = tmp_path / "data"
     port = free_port()
-    toml = config(tmp_path / "mailfleet.toml", peer.port)
+    profile.storage(data_dir)
+    storage = storage_config(data_dir).read_text() if profile.distributed else ""
+    toml = config(tmp_path / "mailfleet.toml", peer.port, storage)
     args = ("--config", str(toml), "--roles", "api,worker-out")
 
     first_data = asyncio.Event()

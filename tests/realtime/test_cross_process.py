@@ -18,6 +18,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from mailfleet.delivery.incoming_process import WorkerInProcess
+from tests.support.profile import config_args
 
 from ..conftest import DOMAIN, Service, StartService
 from .conftest import receive, receive_until_closed
@@ -40,6 +41,7 @@ async def realtime_process(start_service: StartService) -> AsyncIterator[tuple[S
         "mailfleet",
         "--data-dir",
         str(service.runtime.settings.data_dir),
+        *config_args(service.runtime.settings.data_dir),
         "serve",
         "--roles",
         "realtime",

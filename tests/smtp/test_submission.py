@@ -23,6 +23,7 @@ import pytest
 from mailfleet.smtp.submission import is_loopback
 from mailfleet.storage.errors import BackendUnavailable
 from tests.conftest import DOMAIN, PASSWORD, Service, StartService, User
+from tests.support.profile import Profile, config_args
 from tests.support.tools import require_program
 from tests.test_restart import free_port
 
@@ -628,7 +629,8 @@ async def test_same_message_id_with_other_content_is_another_message(
 # -- mailfleet serve -----------------------------------------------------------------------
 
 
-def test_serve_listens_for_submission_where_told(tmp_path: Path) -> None:
+def test_serve_listens_for_submission_where_told(tmp_path: Path, profile: Profile) -> None:
+    profile.storage(tmp_path / "data")
     port = free_port()
     http = free_port()
     process = subprocess.Popen(
@@ -639,6 +641,7 @@ def test_serve_listens_for_submission_where_told(tmp_path: Path) -> None:
             "serve",
             "--data-dir",
             str(tmp_path / "data"),
+            *config_args(tmp_path / "data"),
             "--http",
             f"127.0.0.1:{http}",
             "--smtp",

@@ -79,9 +79,9 @@ async def _ensure_template(admin: asyncpg.Connection) -> str:
     return name
 
 
-@asynccontextmanager
-async def fresh_databases(count: int) -> AsyncIterator[list[str]]:
-    """URLs of ``count`` new databases at the schema head, dropped on exit."""
+async def create_databases(count: int) -> list[str]:
+    """URLs of ``count`` new databases at the schema head; the caller drops
+    them with ``drop_databases``."""
     admin = await _admin()
     names: list[str] = []
     try:
@@ -90,11 +90,33 @@ async def fresh_databases(count: int) -> AsyncIterator[list[str]]:
             name = f"{PREFIX}{os.getpid()}_{next(_serial)}_{secrets.token_hex(3)}"
             await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
             names.append(name)
-        yield [database_url(n) for n in names]
-    finally:
+    except BaseException:
         for name in names:
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        raise
+    finally:
         await admin.close()
+    return [database_url(n) for n in names]
+
+
+async def drop_databases(urls: list[str]) -> None:
+    admin = await _admin()
+    try:
+        for url in urls:
+            name = sa.make_url(url).database
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@asynccontextmanager
+async def fresh_databases(count: int) -> AsyncIterator[list[str]]:
+    """URLs of ``count`` new databases at the schema head, dropped on exit."""
+    urls = await create_databases(count)
+    try:
+        yield urls
+    finally:
+        await drop_databases(urls)
 
 
 @asynccontextmanager

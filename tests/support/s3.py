@@ -108,6 +108,12 @@ def shared_s3_server() -> S3Server:
     return _running
 
 
+def running_s3_endpoint() -> str | None:
+    if _running is None or _running.process.poll() is not None:
+        return None
+    return _running.endpoint
+
+
 def stop_shared_s3_server() -> None:
     global _running
     if _running is not None:
