@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from mailfleet.storage.distributed.nats_queue import NatsQueue
 from mailfleet.storage.embedded.sqlite_queue import SqliteQueue
+from mailfleet.storage.errors import BackendUnavailable
 from mailfleet.storage.interfaces import QueuePolicy
 from tests.contract.backends import register
 from tests.support.nats import require_nats, unique_prefix
@@ -44,6 +46,27 @@ async def nats_queue(directory: Path) -> AsyncIterator[NatsQueue]:
         yield queue
     finally:
         try:
-            await queue.delete_streams()
+            await asyncio.wait_for(queue.delete_streams(), 8)
+        except (TimeoutError, BackendUnavailable):
+            # nats-server 2.9 has been seen to leave JetStream's API
+            # unanswered for tens of seconds after the delayed-put test
+            # (reproduced only after another test of the file): delete the
+            # streams at the end of the session instead of hanging here.
+            LEFT_BEHIND.append((server, queue))
         finally:
             await queue.close()
+
+
+# Queues whose streams could not be deleted at once (see above).
+LEFT_BEHIND: list[tuple[str, NatsQueue]] = []
+
+
+async def delete_left_behind() -> None:
+    while LEFT_BEHIND:
+        server, left = LEFT_BEHIND.pop()
+        fresh = NatsQueue(f"{server}/?prefix={left.options.prefix}", POLICIES)
+        await fresh.open()
+        try:
+            await asyncio.wait_for(fresh.delete_streams(), 30)
+        finally:
+            await fresh.close()
