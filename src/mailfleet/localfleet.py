@@ -159,6 +159,11 @@ def _wait(what: str, check: Any, timeout: float, proc: Proc | None = None) -> No
         time.sleep(0.1)
 
 
+# The Popen objects of the processes this Python started, kept until they are
+# stopped and waited for (a discarded one warns that its child still runs).
+_children: dict[int, subprocess.Popen[bytes]] = {}
+
+
 def _spawn(proc: Proc, command: Sequence[str], env: dict[str, str] | None = None) -> None:
     with open(proc.log, "ab") as log:
         child = subprocess.Popen(
@@ -172,6 +177,7 @@ def _spawn(proc: Proc, command: Sequence[str], env: dict[str, str] | None = None
             start_new_session=True,
         )
     proc.pid = child.pid
+    _children[child.pid] = child
 
 
 def _as_postgres(*command: str) -> subprocess.CompletedProcess[str]:
@@ -202,9 +208,12 @@ class Fleet:
     """A fleet under ``root``: ``start`` it, ``stop`` it, ask its ``status``,
     and stop or start one backend of it (the backend-down tests)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, env: dict[str, str] | None = None) -> None:
         self.root = root
         self.state_file = root / "fleet.json"
+        # MAILFLEET_* settings for the fleet's mailfleet processes, over the
+        # environment this process inherited.
+        self.env = dict(env or {})
 
     # -- state -----------------------------------------------------------------
 
@@ -303,7 +312,7 @@ class Fleet:
             ))  # fmt: skip
         self._pg_start(state, "shard2-replica")
         for cluster in ("directory", "shard1", "shard2"):
-            self._psql(state, cluster, f"CREATE DATABASE {DATABASE}", database="postgres")
+            self.sql(state, cluster, f"CREATE DATABASE {DATABASE}", database="postgres")
 
     def _pg_start(self, state: FleetState, cluster: str) -> None:
         name = f"pg-{cluster}"
@@ -323,7 +332,8 @@ class Fleet:
             state.procs.append(Proc(name, "postgres", port, pid, log, {"cluster": cluster}))
         self.save(state)
 
-    def _psql(self, state: FleetState, cluster: str, sql: str, database: str = DATABASE) -> str:
+    def sql(self, state: FleetState, cluster: str, sql: str, database: str = DATABASE) -> str:
+        """One statement on one PostgreSQL cluster of the fleet, as psql prints it."""
         port = state.ports[f"pg-{cluster}"]
         result = _as_postgres(
             str(PG_BIN / "psql"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-d",
@@ -367,8 +377,17 @@ class Fleet:
         urls = [f"nats://127.0.0.1:{state.ports[f'nats-{n}']}" for n in NATS_NODES]
 
         async def ready() -> bool:
+            async def quiet(_: Exception) -> None:
+                pass  # refused while the nodes start: expected, asked again
+
             try:
-                nc = await nats.connect(servers=urls, connect_timeout=1, max_reconnect_attempts=1)
+                nc = await nats.connect(
+                    servers=urls,
+                    connect_timeout=1,
+                    max_reconnect_attempts=1,
+                    error_cb=quiet,
+                    allow_reconnect=False,
+                )
             except (OSError, nats.errors.Error):
                 return False
             try:
@@ -480,7 +499,7 @@ open_signup = true
         )
 
     def _mailfleet_env(self, data_dir: Path) -> dict[str, str]:
-        env = dict(os.environ)
+        env = {**os.environ, **self.env}
         env["MAILFLEET_DATA_DIR"] = str(data_dir)
         env["PYTHONUNBUFFERED"] = "1"  # its start line reaches the log at once
         env.pop("MAILFLEET_CONFIG", None)
@@ -714,6 +733,11 @@ frontend stats
     @staticmethod
     def _reap(pid: int) -> None:
         # Processes started by this very Python (the tests) are its children.
+        child = _children.get(pid)
+        if child is not None:
+            if child.poll() is not None:
+                del _children[pid]
+            return
         with contextlib.suppress(ChildProcessError, OSError):
             os.waitpid(pid, os.WNOHANG)
 
