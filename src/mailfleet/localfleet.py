@@ -371,7 +371,7 @@ class Fleet:
         self.save(state)
         self._wait_jetstream(state)
 
-    def _wait_jetstream(self, state: FleetState) -> None:
+    def _wait_jetstream(self, state: FleetState, streams: bool = False) -> None:
         import nats  # the fleet tool alone needs it here
 
         urls = [f"nats://127.0.0.1:{state.ports[f'nats-{n}']}" for n in NATS_NODES]
@@ -392,7 +392,19 @@ class Fleet:
                 return False
             try:
                 reply = await nc.request("$JS.API.INFO", b"", timeout=1)
-                return "error" not in json.loads(reply.data)
+                if "error" in json.loads(reply.data):
+                    return False
+                if not streams:
+                    return True
+                # After a restart of the whole cluster every replicated stream
+                # elects its own leader, seconds after the meta leader: until
+                # then its publishes time out.
+                reply = await nc.request("$JS.API.STREAM.NAMES", b"{}", timeout=1)
+                for name in json.loads(reply.data).get("streams") or []:
+                    info = await nc.request(f"$JS.API.STREAM.INFO.{name}", b"", timeout=1)
+                    if not json.loads(info.data).get("cluster", {}).get("leader"):
+                        return False
+                return True
             except nats.errors.Error:
                 return False
             finally:
@@ -506,15 +518,20 @@ open_signup = true
         return env
 
     def _migrate(self, state: FleetState) -> None:
-        result = subprocess.run(
-            [_mailfleet_program(), "--config", str(self.config_path), "db", "upgrade"],
-            capture_output=True,
-            text=True,
-            env=self._mailfleet_env(self.root / "run" / "migrate"),
-            check=False,
-        )
-        if result.returncode != 0:
-            raise FleetError(f"mailfleet db upgrade: {result.stderr.strip()}")
+        # The schema once; then one process opens the queues and so creates
+        # their replicated streams: nine processes creating them at once on
+        # a cluster that has just elected its meta leader timed out
+        # (JetStream answered none within 5 s) and the role exited.
+        for command in (["db", "upgrade"], ["queue", "list", "incoming"]):
+            result = subprocess.run(
+                [_mailfleet_program(), "--config", str(self.config_path), *command],
+                capture_output=True,
+                text=True,
+                env=self._mailfleet_env(self.root / "run" / "migrate"),
+                check=False,
+            )
+            if result.returncode != 0:
+                raise FleetError(f"mailfleet {' '.join(command)}: {result.stderr.strip()}")
 
     def _role_command(self, state: FleetState, proc: Proc) -> list[str]:
         role = proc.extra["role"]
@@ -681,7 +698,7 @@ frontend stats
             for proc in procs:
                 _spawn(proc, self._nats_command(state, proc.name.removeprefix("nats-")))
             self.save(state)
-            self._wait_jetstream(state)
+            self._wait_jetstream(state, streams=True)
         elif kind == "s3":
             (proc,) = procs
             moto = Path(sys.executable).parent / "moto_server"
