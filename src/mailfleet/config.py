@@ -8,6 +8,7 @@ Every problem is reported at once, each naming the key at fault.
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -95,8 +96,9 @@ class StorageSettings(_Section):
     queue_url: str = Field(
         "",
         description="sqlite:///PATH, or nats://HOST:PORT[,HOST:PORT...]/?prefix=mailfleet"
-        "&replicas=1 (JetStream: one work-queue stream PREFIX_<queue> per queue, each"
-        " kept on REPLICAS servers; list every server of the cluster)",
+        "&replicas=1&publish_patience=20 (JetStream: one work-queue stream PREFIX_<queue>"
+        " per queue, each kept on REPLICAS servers; list every server of the cluster;"
+        " a put retries for PUBLISH_PATIENCE seconds before it answers 'try later')",
     )
     cache_url: str = Field(
         "memory://",
@@ -162,6 +164,23 @@ class SmtpSettings(_Section):
         10, gt=0, description="submission AUTH failures per window before 454 (brute force)"
     )
     failed_login_window_seconds: float = Field(15 * 60, gt=0)
+    proxy_protocol: bool = Field(
+        False,
+        description="behind a TCP balancer (HAProxy `send-proxy`): a connection from one of"
+        " proxy_trusted must open with a PROXY protocol header (v1 or v2), and the client"
+        " it names is the one rate limits, Received lines and SPF see; connections from"
+        " other addresses are served as direct clients (MX and submission)",
+    )
+    proxy_trusted: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1/32", "::1/128"],
+        description="addresses or networks of the balancers whose PROXY headers are believed",
+    )
+    recipient_check_timeout_seconds: float = Field(
+        8,
+        gt=0,
+        description="smtp-in: longest wait for the directory behind a RCPT check (a backend"
+        " that hangs) before answering 451",
+    )
     insecure_auth_on_loopback: bool = Field(
         False,
         description="let submission clients on 127.0.0.1/::1 AUTH without STARTTLS (tests only)",
@@ -179,6 +198,13 @@ class SmtpSettings(_Section):
     )
 
     _check = field_validator("listen", "submission_listen")(_parse_hostport)
+
+    @field_validator("proxy_trusted")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for network in value:
+            ipaddress.ip_network(network, strict=False)  # ValueError names it
+        return value
 
 
 class DeliverySettings(_Section):

@@ -20,7 +20,7 @@ from mailfleet.delivery.incoming import IncomingWorker
 from mailfleet.delivery.outgoing import OutgoingWorker
 from mailfleet.runtime import Runtime
 from mailfleet.smtp.inbound import MxHandler
-from mailfleet.smtp.server import ConnectionLimits, MailfleetSMTP
+from mailfleet.smtp.server import ConnectionLimits, MailfleetSMTP, proxy_networks
 from mailfleet.smtp.submission import SubmissionHandler, SubmissionSMTP
 from mailfleet.smtp.tls import self_signed, server_context
 
@@ -167,6 +167,7 @@ class Server:
             "tls_context": await self._tls_context(),
             "require_starttls": False,
             "timeout": smtp.timeout_seconds,
+            "proxy_from": proxy_networks(smtp.proxy_trusted) if smtp.proxy_protocol else (),
         }
 
     async def _listen_smtp(

@@ -41,8 +41,13 @@ def test_nats_and_redis_urls_select_the_distributed_implementations(tmp_path: Pa
 def test_nats_url_defaults_and_refusals() -> None:
     options = parse_nats_queue_url("nats://127.0.0.1:4222")
     assert (options.prefix, options.replicas) == ("mailfleet", 1)
+    assert options.publish_patience == 20
+    patient = parse_nats_queue_url("nats://127.0.0.1:4222/?publish_patience=4.5")
+    assert patient.publish_patience == 4.5
     with pytest.raises(ValueError, match="replicas"):
         parse_nats_queue_url("nats://127.0.0.1:4222/?replicas=7")
+    with pytest.raises(ValueError, match="publish_patience"):
+        parse_nats_queue_url("nats://127.0.0.1:4222/?publish_patience=0.5")
     with pytest.raises(ValueError, match="prefix"):
         parse_nats_queue_url("nats://127.0.0.1:4222/?prefix=a.b")
     with pytest.raises(ValueError, match="prefix"):

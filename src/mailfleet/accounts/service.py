@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import secrets
 from dataclasses import dataclass
@@ -81,7 +82,10 @@ class AccountService:
         domain = normalize_domain(name)
         existing = await self.directory.get_domain(domain)
         if existing is None:
-            await self.add_domain(domain, open_signup=open_signup)
+            # The processes of a fleet start together, each ensuring the
+            # configured domains: another one may make it first.
+            with contextlib.suppress(Conflict):
+                await self.add_domain(domain, open_signup=open_signup)
         elif existing.open_signup != open_signup:
             await self.directory.set_domain_signup(domain, open_signup)
 

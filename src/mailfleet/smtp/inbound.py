@@ -7,11 +7,13 @@ DATA. Policy answers (RFC 5321 section 4.2, RFC 3463 enhanced codes):
 - message over the size limit: 552 5.3.4 (announced in EHLO SIZE, refused at
   MAIL FROM when declared, enforced while DATA is read);
 - too many messages from one IP: 451 4.7.1; too many connections: 421 4.7.0;
-- any storage failure during DATA: 451 4.3.0, never 250.
+- any storage failure during DATA: 451 4.3.0, never 250; a recipient check
+  slower than ``smtp.recipient_check_timeout_seconds``: 451 4.3.0.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -37,6 +39,7 @@ class MxHandler:
         self.limiter = limiter
         self.max_recipients = settings.limits.max_recipients
         self.messages_per_minute = settings.smtp.messages_per_minute_per_ip
+        self.check_timeout = settings.smtp.recipient_check_timeout_seconds
 
     async def handle_EHLO(
         self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
@@ -64,7 +67,12 @@ class MxHandler:
         if len(envelope.rcpt_tos) >= self.max_recipients:
             return "452 4.5.3 Too many recipients"
         try:
-            verdict, mailbox = await self.service.check_recipient(address)
+            # A read: cut short, it leaves nothing behind.
+            async with asyncio.timeout(self.check_timeout):
+                verdict, mailbox = await self.service.check_recipient(address)
+        except TimeoutError:
+            log.warning("recipient check took over %.0f s", self.check_timeout)
+            return "451 4.3.0 Temporary failure; try again later"
         except StorageError:
             log.exception("recipient check failed")
             return "451 4.3.0 Temporary failure; try again later"
@@ -87,6 +95,11 @@ class MxHandler:
             helo=session.host_name or "",
             tls=session.ssl is not None,
         )
+        # No timeout of our own around this: a put cut short here may still
+        # commit (a thread holding SQLite's lock, a PubAck lost on the way), so
+        # a 451 would be followed by the mail's delivery and the client's
+        # retry would make a second copy. Each store bounds its own wait
+        # (NATS: the queue URL's publish_patience).
         try:
             queue_id = await self.service.accept(mail, raw)
         except StorageError:

@@ -1,18 +1,21 @@
 """Our aiosmtpd ``SMTP`` protocol: enhanced status codes (RFC 3463) on the
 replies aiosmtpd writes itself, PIPELINING advertised (RFC 2920; aiosmtpd
 reads commands in order from a buffered stream, so pipelined clients work),
-per-client-IP connection limits applied before the greeting, and a DATA
+per-client-IP connection limits applied before the greeting (to the client a
+trusted balancer names in a PROXY protocol header, when it sends one), and a DATA
 reader that takes the mail in whole buffers rather than one awaited line at a
 time (the same replies as aiosmtpd's)."""
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import re
 from collections import Counter
 from typing import Any
 
+from aiosmtpd.proxy_protocol import get_proxy
 from aiosmtpd.smtp import MISSING, SMTP
 
 from mailfleet.errors import RateLimited
@@ -89,10 +92,34 @@ class ConnectionLimits:
         return None
 
 
+Networks = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+
+# A balancer writes its PROXY header at once; a peer that sends nothing this
+# long is not one (aiosmtpd warns below 3 s).
+PROXY_HEADER_TIMEOUT = 10.0
+
+
+def proxy_networks(trusted: list[str]) -> Networks:
+    return tuple(ipaddress.ip_network(n, strict=False) for n in trusted)
+
+
+def _is_in(ip: str, networks: Networks) -> bool:
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return any(address in network for network in networks)
+
+
 class MailfleetSMTP(SMTP):
-    def __init__(self, *args: Any, limits: ConnectionLimits, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, limits: ConnectionLimits, proxy_from: Networks = (), **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.limits = limits
+        # Peers whose connections open with a PROXY protocol header naming the
+        # real client (HAProxy ``send-proxy``); empty: PROXY is off.
+        self.proxy_from = proxy_from
         self._counted_ip: str | None = None
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
@@ -182,9 +209,43 @@ class MailfleetSMTP(SMTP):
             status = _ENHANCED.get(status, status)
         await super().push(status)
 
+    async def _read_proxy_header(self) -> bool:
+        """The PROXY protocol header (v1 or v2) a trusted balancer sends before
+        anything else; the client it names becomes the session's peer, so the
+        limits below, the Received line and SPF see the client, not the
+        balancer. A header without addresses (v1 UNKNOWN, v2 LOCAL: the
+        balancer's own health check) keeps the balancer's. False: hang up."""
+        assert self.session is not None
+        balancer = self.session.peer
+        try:
+            async with asyncio.timeout(PROXY_HEADER_TIMEOUT):
+                data = await get_proxy(self._reader)
+        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
+            data = None
+        if data is None or not data.valid:
+            log.warning(
+                "no valid PROXY header from balancer %s: %s",
+                balancer,
+                "none" if data is None else data.error,
+            )
+            return False
+        if data.src_addr is not None and data.src_port is not None:
+            # aiosmtpd annotates ``peer`` as str, yet it holds the peername tuple.
+            self.session.peer = (str(data.src_addr), int(data.src_port))  # type: ignore[assignment]
+            self.session.proxy_data = data
+        return True
+
     async def _handle_client(self) -> None:
         peer = self.session.peer if self.session else None
         ip = peer[0] if isinstance(peer, tuple) else str(peer)
+        if self.proxy_from and _is_in(ip, self.proxy_from):
+            if not await self._read_proxy_header():
+                if self.transport is not None:
+                    self.transport.close()
+                return
+            assert self.session is not None
+            client = self.session.peer
+            ip = client[0] if isinstance(client, tuple) else str(client)
         refusal = await self.limits.admit(ip)
         if refusal is not None:
             log.info("refused connection from %s: %s", ip, refusal)

@@ -76,7 +76,9 @@ MSG_ID = "Nats-Msg-Id"
 
 # One publish attempt waits this long for its PubAck; attempts go on, same
 # Nats-Msg-Id, for PUBLISH_PATIENCE in all (a leader election took ~3 s in
-# the field notes), then the put fails with BackendUnavailable.
+# the field notes), then the put fails with BackendUnavailable. The queue URL's
+# ``publish_patience`` changes it: shorter answers "try later" sooner when
+# the cluster is down, at the price of 503s through a slow election.
 PUBLISH_TIMEOUT = 2.0
 PUBLISH_PATIENCE = 20.0
 API_TIMEOUT = 5.0
@@ -108,12 +110,15 @@ class NatsQueueOptions:
     servers: tuple[str, ...]
     prefix: str = "mailfleet"
     replicas: int = 1
+    publish_patience: float = PUBLISH_PATIENCE
 
 
 def parse_nats_queue_url(url: str) -> NatsQueueOptions:
-    """``nats://h1:4222,h2:4222/?prefix=mailfleet&replicas=3``: every server
-    of the cluster (the client fails over between them), the prefix of the
-    stream names and subjects, and the copies each stream keeps."""
+    """``nats://h1:4222,h2:4222/?prefix=mailfleet&replicas=3&publish_patience=20``:
+    every server of the cluster (the client fails over between them), the
+    prefix of the stream names and subjects, the copies each stream keeps, and
+    how many seconds a put keeps trying before it is BackendUnavailable (an
+    SMTP client waits that long for its 451 while no server answers)."""
     parts = urlsplit(url)
     if parts.scheme != "nats" or not parts.netloc:
         raise ValueError(f"expected nats://HOST:PORT[,HOST:PORT...]/?prefix=..., got {url!r}")
@@ -124,8 +129,11 @@ def parse_nats_queue_url(url: str) -> NatsQueueOptions:
     replicas = int(query.get("replicas", "1"))
     if not 1 <= replicas <= 5:
         raise ValueError(f"replicas={replicas}: JetStream keeps 1 to 5 copies")
+    patience = float(query.get("publish_patience", PUBLISH_PATIENCE))
+    if not PUBLISH_TIMEOUT <= patience <= 300:
+        raise ValueError(f"publish_patience={patience}: {PUBLISH_TIMEOUT:g} to 300 seconds")
     servers = tuple(f"nats://{hostport}" for hostport in parts.netloc.split(","))
-    return NatsQueueOptions(servers, prefix, replicas)
+    return NatsQueueOptions(servers, prefix, replicas, patience)
 
 
 class _Delivered:
@@ -316,7 +324,7 @@ class NatsQueue:
         duplicate instead of a second item. Returns (sequence, duplicate)."""
         nc = self._client()
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + PUBLISH_PATIENCE
+        deadline = loop.time() + self.options.publish_patience
         pause = 0.05
         while True:
             try:
