@@ -69,6 +69,8 @@ class SweepReport:
     after: str = ""
     """Where the next run continues its listing of live blobs; "" when this
     run reached the end (the next starts a new pass)."""
+    purge_after: str = ""
+    """The same for the listing of condemned blobs."""
     dry_run: bool = False
 
     def summary(self) -> str:
@@ -119,15 +121,18 @@ class BlobSweep:
         unqueued = [h for h in hashes if h not in queued]
         return (set(hashes) & queued) | await self.mailbox.blob_references(unqueued)
 
-    async def run(self, *, limit: int, after: str = "", dry_run: bool = False) -> SweepReport:
-        """One bounded run: the whole purge step (at most ``limit``
-        condemned blobs), then the condemn step over at most ``limit`` live
-        blobs after ``after``."""
+    async def run(
+        self, *, limit: int, after: str = "", purge_after: str = "", dry_run: bool = False
+    ) -> SweepReport:
+        """One bounded run: the purge step over at most ``limit`` condemned
+        blobs after ``purge_after``, then the condemn step over at most
+        ``limit`` live blobs after ``after``; the report says where the next
+        run continues each."""
         report = SweepReport(dry_run=dry_run)
         cutoff = self.clock() - self.grace_ms
         # Listed after the cutoff was taken, and before any row is probed.
         queued = await self._queued()
-        await self._purge(report, cutoff, queued, limit)
+        await self._purge(report, cutoff, queued, purge_after, limit)
         await self._condemn(report, cutoff, queued, after, limit)
         if report.purged:
             log.info("blob sweep freed %d blobs", len(report.purged))
@@ -135,15 +140,17 @@ class BlobSweep:
                 log.debug("blob sweep freed %s", blob_hash)
         return report
 
-    async def _purge(self, report: SweepReport, cutoff: int, queued: set[str], limit: int) -> None:
-        after = ""
+    async def _purge(
+        self, report: SweepReport, cutoff: int, queued: set[str], after: str, limit: int
+    ) -> None:
         seen = 0
         while seen < limit:
             page = await self.blobs.list_condemned(after=after, limit=min(BATCH, limit - seen))
             if not page:
+                report.purge_after = ""
                 return
             seen += len(page)
-            after = page[-1].hash
+            after = report.purge_after = page[-1].hash
             due = [b.hash for b in page if b.at <= cutoff]
             report.waiting += len(page) - len(due)
             named = await self._named(due, queued) if due else set()
@@ -188,6 +195,7 @@ class BlobSweeper:
         self.interval_seconds = interval_seconds
         self.limit = limit
         self.after = ""
+        self.purge_after = ""
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -202,11 +210,13 @@ class BlobSweeper:
 
     async def run_once(self) -> SweepReport | None:
         try:
-            report = await self.sweep.run(limit=self.limit, after=self.after)
+            report = await self.sweep.run(
+                limit=self.limit, after=self.after, purge_after=self.purge_after
+            )
         except SweepUnsafe as exc:
             log.warning("blob sweep skipped: %s", exc)
             return None
-        self.after = report.after
+        self.after, self.purge_after = report.after, report.purge_after
         log.info("blob sweep: %s", report.summary())
         return report
 

@@ -68,7 +68,7 @@ async def _sweep(args: argparse.Namespace, settings: Settings) -> int:
         )
         total = SweepReport(dry_run=args.dry_run)
         started = time.monotonic()
-        after = ""
+        after = purge_after = ""
         left = args.limit
         while True:
             step = (
@@ -77,14 +77,16 @@ async def _sweep(args: argparse.Namespace, settings: Settings) -> int:
                 else min(left, settings.blobs.sweep_limit)
             )
             try:
-                report = await sweep.run(limit=step, after=after, dry_run=args.dry_run)
+                report = await sweep.run(
+                    limit=step, after=after, purge_after=purge_after, dry_run=args.dry_run
+                )
             except SweepUnsafe as exc:
                 raise SweepRefused(str(exc)) from exc
             _add(total, report)
-            after = report.after
+            after, purge_after = report.after, report.purge_after
             if left is not None:
                 left -= report.examined
-            if not after or (left is not None and left <= 0):
+            if (not after and not purge_after) or (left is not None and left <= 0):
                 break
     finally:
         for store in reversed(opened):
@@ -98,8 +100,8 @@ async def _sweep(args: argparse.Namespace, settings: Settings) -> int:
 def _add(total: SweepReport, report: SweepReport) -> None:
     total.examined += report.examined
     total.condemned += report.condemned
-    # Every run's purge step lists all condemned blobs: a dry run reports the
-    # same ones again.
+    # A dry run changes nothing: a purge step that starts over reports the
+    # same blobs again.
     total.purged += [h for h in report.purged if h not in set(total.purged)]
     total.restored += [h for h in report.restored if h not in set(total.restored)]
-    total.waiting = report.waiting
+    total.waiting += report.waiting
