@@ -260,6 +260,27 @@ class DeliverySettings(_Section):
         return self
 
 
+class BlobSettings(_Section):
+    """The blob lifecycle (decision 0018): worker-out frees blobs that no
+    message, upload or queued item names any more."""
+
+    sweep: bool = Field(True, description="run the periodic sweep in worker-out")
+    sweep_interval_seconds: float = Field(3600, gt=0, description="time between two runs")
+    grace_seconds: float = Field(
+        86400,
+        gt=0,
+        description="a blob is condemned no sooner than this after it was written, and freed "
+        "no sooner than this after it was condemned; must exceed the longest time between "
+        "storing a blob and committing what names it",
+    )
+    sweep_limit: int = Field(
+        100_000, gt=0, description="live blobs one run examines; the next run continues"
+    )
+    queue_scan_limit: int = Field(
+        100_000, gt=0, description="a run changes nothing when a queue holds more items"
+    )
+
+
 class LimitSettings(_Section):
     max_message_bytes: int = Field(25 * 1024 * 1024, gt=0, description="whole message")
     max_attachment_bytes: int = Field(25 * 1024 * 1024, gt=0, description="one upload")
@@ -328,6 +349,7 @@ class Settings(_Section):
     limits: LimitSettings = LimitSettings()
     auth: AuthSettings = AuthSettings()
     delivery: DeliverySettings = DeliverySettings()
+    blobs: BlobSettings = BlobSettings()
     realtime: RealtimeSettings = RealtimeSettings()
     domains: list[DomainSeed] = Field(
         default_factory=list, description="hosted domains ensured at start"

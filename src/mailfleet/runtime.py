@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mailfleet.accounts.service import AccountService
+from mailfleet.blobs import BlobSweep
 from mailfleet.config import Settings
 from mailfleet.delivery.incoming import IncomingService
 from mailfleet.delivery.mx import MxResolver
@@ -31,6 +32,7 @@ class Runtime:
     search: SearchService
     limiter: RateLimiter
     feed: ChangeFeed
+    blob_sweep: BlobSweep
 
     @classmethod
     async def open(cls, settings: Settings) -> Runtime:
@@ -82,6 +84,13 @@ class Runtime:
             limiter=limiter,
             feed=ChangeFeed(
                 stores.mailbox, stores.events, poll_seconds=settings.realtime.poll_seconds
+            ),
+            blob_sweep=BlobSweep(
+                stores.mailbox,
+                stores.blobs,
+                stores.queue,
+                grace_seconds=settings.blobs.grace_seconds,
+                queue_scan_limit=settings.blobs.queue_scan_limit,
             ),
         )
         for seed in settings.domains:

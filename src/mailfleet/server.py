@@ -15,6 +15,7 @@ from typing import Any
 import uvicorn
 
 from mailfleet.api.app import create_app
+from mailfleet.blobs import BlobSweeper
 from mailfleet.config import Settings, split_hostport
 from mailfleet.delivery.incoming import IncomingWorker
 from mailfleet.delivery.outgoing import OutgoingWorker
@@ -64,6 +65,7 @@ class Server:
         self._smtp_sessions: weakref.WeakSet[MailfleetSMTP] = weakref.WeakSet()
         self.worker_in: IncomingWorker | None = None
         self.worker_out: OutgoingWorker | None = None
+        self.blob_sweeper: BlobSweeper | None = None
 
     @classmethod
     async def open(cls, settings: Settings, roles: Iterable[str] = ROLES) -> Server:
@@ -97,6 +99,14 @@ class Server:
                 runtime.outgoing, runtime.stores.queue, runtime.settings.delivery
             )
             self.worker_out.start()
+            blobs = runtime.settings.blobs
+            if blobs.sweep:
+                self.blob_sweeper = BlobSweeper(
+                    runtime.blob_sweep,
+                    interval_seconds=blobs.sweep_interval_seconds,
+                    limit=blobs.sweep_limit,
+                )
+                self.blob_sweeper.start()
         if "smtp-in" in self.roles:
             await self._start_smtp()
         if "submission" in self.roles:
@@ -223,6 +233,8 @@ class Server:
             self._http = None
         if self.worker_in is not None:
             await self.worker_in.stop()
+        if self.blob_sweeper is not None:
+            await self.blob_sweeper.stop()
         if self.worker_out is not None:
             await self.worker_out.stop()
         for sock in (self.http_socket, self.smtp_socket, self.submission_socket):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -140,3 +141,114 @@ async def test_files_stream_over_limit_leaves_no_file(tmp_path: Path) -> None:
         await store.close()
     files = [p for p in (tmp_path / "blobs").rglob("*") if p.is_file()]
     assert [p for p in files if not p.name.startswith("small.sqlite")] == []
+
+
+# -- the lifecycle (decision 0018): listing, condemn, restore, purge -----------------
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+# Object stores date objects in whole seconds: a time may be a second early.
+SLACK_MS = 1000
+
+
+async def _live(blobs: BlobStore) -> dict[str, int]:
+    return {b.hash: b.at for b in await blobs.list_blobs(after="", limit=10_000)}
+
+
+async def _condemned(blobs: BlobStore) -> dict[str, int]:
+    return {b.hash: b.at for b in await blobs.list_condemned(after="", limit=10_000)}
+
+
+async def test_list_blobs_in_hash_order_by_pages(blobs: BlobStore) -> None:
+    before = _now_ms()
+    # Both sides of the file store's split, and a streamed one.
+    stored = [await blobs.put(os.urandom(size)) for size in (10, 5000, 128 * 1024 + 1)]
+    stored.append(await blobs.put_stream(_chunks(os.urandom(70_000)), max_size=1 << 20))
+    stored += [await blobs.put(os.urandom(100)) for _ in range(6)]
+    after = _now_ms()
+    hashes = sorted(b.hash for b in stored)
+    listed = await blobs.list_blobs(after="", limit=100)
+    assert [b.hash for b in listed] == hashes
+    assert all(before - SLACK_MS <= b.at <= after for b in listed)
+    pages: list[str] = []
+    cursor = ""
+    while page := await blobs.list_blobs(after=cursor, limit=3):
+        assert len(page) <= 3
+        pages += [b.hash for b in page]
+        cursor = page[-1].hash
+    assert pages == hashes
+    assert [b.hash for b in await blobs.list_blobs(after=hashes[4], limit=100)] == hashes[5:]
+
+
+@pytest.mark.parametrize("size", [100, 128 * 1024 + 1])
+async def test_a_condemned_blob_is_still_read_until_purged(blobs: BlobStore, size: int) -> None:
+    data = os.urandom(size)
+    blob = await blobs.put(data)
+    before = _now_ms()
+    await blobs.condemn(blob.hash)
+    after = _now_ms()
+    assert blob.hash not in await _live(blobs)
+    condemned = await _condemned(blobs)
+    assert before - SLACK_MS <= condemned[blob.hash] <= after
+    assert await blobs.exists(blob.hash)
+    assert await blobs.get(blob.hash) == data
+    assert b"".join(await _read(blobs, blob.hash, 4096)) == data
+    # Condemned after this time: not purged by it.
+    assert not await blobs.purge(blob.hash, condemned_before=before - 1)
+    assert await blobs.get(blob.hash) == data
+    assert await blobs.purge(blob.hash, condemned_before=_now_ms())
+    assert not await blobs.exists(blob.hash)
+    with pytest.raises(BlobMissing):
+        await blobs.get(blob.hash)
+    assert blob.hash not in await _condemned(blobs)
+    assert not await blobs.purge(blob.hash, condemned_before=_now_ms())
+
+
+@pytest.mark.parametrize("size", [100, 128 * 1024 + 1])
+async def test_a_put_after_condemn_is_live_and_survives_the_purge(
+    blobs: BlobStore, size: int
+) -> None:
+    data = os.urandom(size)
+    blob = await blobs.put(data)
+    await blobs.condemn(blob.hash)
+    before = _now_ms()
+    assert await blobs.put(data) == blob
+    assert (await _live(blobs))[blob.hash] >= before - SLACK_MS
+    await blobs.purge(blob.hash, condemned_before=_now_ms())
+    assert await blobs.get(blob.hash) == data
+    assert blob.hash in await _live(blobs)
+    assert blob.hash not in await _condemned(blobs)
+
+
+@pytest.mark.parametrize("size", [100, 128 * 1024 + 1])
+async def test_restore_makes_a_condemned_blob_live(blobs: BlobStore, size: int) -> None:
+    data = os.urandom(size)
+    blob = await blobs.put(data)
+    await blobs.condemn(blob.hash)
+    before = _now_ms()
+    await blobs.restore(blob.hash)
+    live = await _live(blobs)
+    assert live[blob.hash] >= before - SLACK_MS  # dated as restored: not old again at once
+    assert blob.hash not in await _condemned(blobs)
+    assert not await blobs.purge(blob.hash, condemned_before=_now_ms())
+    assert await blobs.get(blob.hash) == data
+    await blobs.restore(blob.hash)  # not condemned: nothing to do
+    await blobs.restore("e" * 64)  # no such blob: nothing to do
+    assert await blobs.get(blob.hash) == data
+
+
+async def test_purge_and_condemn_leave_what_they_do_not_own(blobs: BlobStore) -> None:
+    live = await blobs.put(b"live")
+    assert not await blobs.purge(live.hash, condemned_before=_now_ms() + 60_000)
+    assert await blobs.get(live.hash) == b"live"
+    await blobs.condemn("d" * 64)  # no such blob
+    assert await _condemned(blobs) == {}
+    await blobs.condemn(live.hash)
+    await blobs.condemn(live.hash)  # twice is once
+    assert list(await _condemned(blobs)) == [live.hash]
+    await blobs.delete(live.hash)  # delete takes the condemned copy too
+    assert not await blobs.exists(live.hash)
+    assert await _condemned(blobs) == {}

@@ -273,8 +273,8 @@ class MailboxService:
         trash = await self.store.folder_by_role(account_id, "trash")
         if message.summary.folder_id == trash.id:
             await self.store.delete_message(account_id, message.summary.id)
-            # Blobs stay: they may be shared with other copies; a collector
-            # that counts references removes orphans (not built yet).
+            # Blobs stay: other copies may name them. The blob sweep frees
+            # them once nothing does (decision 0018).
         else:
             await self.update(account_id, str(message.summary.id), folder_id=str(trash.id))
 

@@ -88,6 +88,17 @@ class Blob:
 
 
 @dataclass(frozen=True, slots=True)
+class StoredBlob:
+    """A blob as the lifecycle sweep sees it (decision 0018): its hash and
+    ``at`` (ms), when it was written (a live blob) or condemned (a condemned
+    one). Object stores keep whole seconds: ``at`` may be up to a second
+    early, never late."""
+
+    hash: str
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
 class Upload:
     """An attachment uploaded for a message not yet sent."""
 
@@ -457,6 +468,13 @@ class MailboxStore(Protocol):
     async def create_upload(self, upload: Upload) -> None: ...
     async def get_upload(self, account_id: int, upload_id: int) -> Upload | None: ...
 
+    async def blob_references(self, hashes: Sequence[str]) -> set[str]:
+        """Which of ``hashes`` any row names, in every account (on a sharded
+        store: on every shard): a message's raw mail, text or HTML body, an
+        attachment, an upload. Read from the primary: the blob sweep frees
+        what this does not return (decision 0018)."""
+        ...
+
     # change log
     async def changes(self, account_id: int, after: int, *, limit: int) -> ChangePage:
         """The account's changes with a sequence number above ``after``, in
@@ -491,7 +509,40 @@ class BlobStore(Protocol):
     async def get(self, blob_hash: str) -> bytes: ...
     def stream(self, blob_hash: str, chunk_size: int = 65536) -> AsyncIterator[bytes]: ...
     async def exists(self, blob_hash: str) -> bool: ...
-    async def delete(self, blob_hash: str) -> None: ...
+    async def delete(self, blob_hash: str) -> None:
+        """Removes the blob at once, condemned copy included. Only for blobs
+        nothing can name (tests, a failed write): freeing mail goes through
+        the sweep (``condemn``, then ``purge``), which is safe with sharing."""
+        ...
+
+    # The lifecycle (decision 0018): a blob nothing names is condemned, kept
+    # aside for a grace period, then purged unless something names it again.
+    async def list_blobs(self, *, after: str, limit: int) -> list[StoredBlob]:
+        """Live blobs with a hash above ``after`` (``""``: from the start), in
+        hash order, at most ``limit``, each with when it was written."""
+        ...
+
+    async def condemn(self, blob_hash: str) -> None:
+        """Sets a live blob aside: ``get``, ``stream`` and ``exists`` still
+        find it, but a ``put`` of the same content no longer sees it and
+        stores it live again. A blob not live is left alone."""
+        ...
+
+    async def list_condemned(self, *, after: str, limit: int) -> list[StoredBlob]:
+        """Condemned blobs above ``after`` in hash order, each with when it
+        was condemned."""
+        ...
+
+    async def restore(self, blob_hash: str) -> None:
+        """A condemned blob something names after all: live again, written
+        now as far as ``list_blobs`` tells."""
+        ...
+
+    async def purge(self, blob_hash: str, *, condemned_before: int) -> bool:
+        """Deletes the condemned copy of a blob if it was condemned at or
+        before ``condemned_before`` (ms); True when one was deleted. A live
+        copy is never touched."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,7 +32,7 @@ import sqlalchemy as sa
 from mailfleet.search.document import document_for
 from mailfleet.storage.distributed.pg_changes import PgChangeLog
 from mailfleet.storage.distributed.pg_search import insert_documents
-from mailfleet.storage.distributed.pg_shards import PgCluster
+from mailfleet.storage.distributed.pg_shards import PLACEMENT_TTL_SECONDS, PgCluster
 from mailfleet.storage.errors import BackendUnavailable
 from mailfleet.storage.interfaces import (
     Delivery,
@@ -44,7 +44,7 @@ from mailfleet.storage.interfaces import (
     Upload,
 )
 from mailfleet.storage.sql.changes import message_state
-from mailfleet.storage.sql.mailbox_reads import SqlMailboxReads, stale_sends
+from mailfleet.storage.sql.mailbox_reads import SqlMailboxReads, blob_references, stale_sends
 from mailfleet.storage.sql.rows import (
     CLAIMABLE,
     SUMMARY_COLUMNS,
@@ -621,6 +621,21 @@ class PgMailboxStore(SqlMailboxReads):
             if len(found) >= limit:
                 break
         return found
+
+    async def blob_references(self, hashes: Sequence[str]) -> set[str]:
+        # Every shard, on its primary: a replica's lag could hide a copy
+        # just stored, and the sweep frees what is not found. An account
+        # being moved is on both shards from its copy until its old rows are
+        # deleted, at least the placement cache's lifetime later: shards
+        # probed within that time of each other cannot both miss it.
+        wanted = list(hashes)
+        while True:
+            started = time.monotonic()
+            found: set[str] = set()
+            for database in self.cluster.shard_databases():
+                found |= await blob_references(database, wanted)
+            if time.monotonic() - started < PLACEMENT_TTL_SECONDS / 2:
+                return found
 
 
 class _MoveWait:

@@ -12,6 +12,11 @@ Integrity, end to end:
 - every read hashes what it got and refuses a blob that is not its name
   (``BlobCorrupt``), before handing out the last chunk.
 
+Lifecycle (decision 0018): a condemned blob is moved to
+``PREFIX/trash/<sha256>`` (a server-side copy carrying the time it was
+condemned, then a delete of the live key). Reads fall back to it; a put does
+not see it and writes the live key afresh.
+
 Memory: ``put_stream`` holds about one part; reads go chunk by chunk off the
 socket. Writes above ``multipart_threshold`` go as a multipart upload of
 ``part_size`` parts, aborted on any failure (or past ``max_size``) so no part
@@ -25,6 +30,7 @@ import contextlib
 import hashlib
 import secrets
 import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -37,7 +43,7 @@ from aiobotocore.session import AioSession, get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
 from mailfleet.storage.errors import BackendUnavailable, BlobCorrupt, BlobMissing, BlobTooLarge
-from mailfleet.storage.interfaces import Blob
+from mailfleet.storage.interfaces import Blob, StoredBlob
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -50,6 +56,9 @@ DEFAULT_PART_SIZE = 8 * MIB
 DEFAULT_MULTIPART_THRESHOLD = 8 * MIB
 # Server-side encryption under which an ETag is still the MD5 of the content.
 _ETAG_IS_MD5 = {None, "AES256"}
+# Object metadata on a condemned copy: when it was condemned (ms). Listings
+# carry only LastModified (whole seconds); a purge reads this exact time.
+_CONDEMNED_AT = "condemned-at"
 # Errors of the transport below botocore that it does not wrap.
 _TRANSPORT_ERRORS = (BotoCoreError, aiohttp.ClientError, OSError, TimeoutError)
 
@@ -223,6 +232,11 @@ class S3BlobStore:
             raise BlobMissing(blob_hash)
         return f"{self._root}{blob_hash[:2]}/{blob_hash[2:4]}/{blob_hash}"
 
+    def _trash_key(self, blob_hash: str) -> str:
+        if not _valid_hash(blob_hash):
+            raise BlobMissing(blob_hash)
+        return f"{self._root}trash/{blob_hash}"
+
     def _upload_key(self) -> str:
         """Where a stream goes before its hash is known. A crash leaves it
         behind: the bucket's lifecycle rule expires ``tmp/`` (decision 0015)."""
@@ -367,26 +381,33 @@ class S3BlobStore:
     # -- reads ---------------------------------------------------------------
 
     async def _head(self, key: str) -> bool:
+        return await self._head_metadata(key) is not None
+
+    async def _head_metadata(self, key: str) -> dict[str, str] | None:
+        """The object's user metadata, or None when there is no such object."""
         try:
-            await self.s3.head_object(Bucket=self.bucket, Key=key)
+            response = await self.s3.head_object(Bucket=self.bucket, Key=key)
         except ClientError as exc:
             if _status(exc) == 404:
-                return False
+                return None
             raise _unavailable("head", exc) from exc
         except _TRANSPORT_ERRORS as exc:
             raise _unavailable("head", exc) from exc
-        return True
+        return dict(response.get("Metadata", {}))
 
     async def _open_body(self, blob_hash: str) -> Any:
-        try:
-            response = await self.s3.get_object(Bucket=self.bucket, Key=self.key(blob_hash))
-        except ClientError as exc:
-            if _status(exc) == 404:
-                raise BlobMissing(blob_hash) from None
-            raise _unavailable("get", exc) from exc
-        except _TRANSPORT_ERRORS as exc:
-            raise _unavailable("get", exc) from exc
-        return response["Body"]
+        # The live key, else the condemned copy (still readable until purged).
+        for key in (self.key(blob_hash), self._trash_key(blob_hash)):
+            try:
+                response = await self.s3.get_object(Bucket=self.bucket, Key=key)
+            except ClientError as exc:
+                if _status(exc) == 404:
+                    continue
+                raise _unavailable("get", exc) from exc
+            except _TRANSPORT_ERRORS as exc:
+                raise _unavailable("get", exc) from exc
+            return response["Body"]
+        raise BlobMissing(blob_hash)
 
     async def get(self, blob_hash: str) -> bytes:
         body = await self._open_body(blob_hash)
@@ -425,12 +446,104 @@ class S3BlobStore:
     async def exists(self, blob_hash: str) -> bool:
         if not _valid_hash(blob_hash):
             return False
-        return await self._head(self.key(blob_hash))
+        return await self._head(self.key(blob_hash)) or await self._head(self._trash_key(blob_hash))
 
     # -- removal -------------------------------------------------------------
 
     async def delete(self, blob_hash: str) -> None:
         await self._delete_key(self.key(blob_hash), quiet=False)
+        await self._delete_key(self._trash_key(blob_hash), quiet=False)
+
+    # -- lifecycle (decision 0018) --------------------------------------------
+
+    async def _list(self, prefix: str, start_after: str, limit: int) -> list[tuple[str, int]]:
+        """(key below ``prefix``, LastModified in ms) in key order."""
+        found: list[tuple[str, int]] = []
+        params: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
+        if start_after:
+            params["StartAfter"] = prefix + start_after
+        try:
+            while len(found) < limit:
+                page = await self.s3.list_objects_v2(
+                    MaxKeys=min(1000, limit - len(found)), **params
+                )
+                for item in page.get("Contents", []):
+                    modified = int(item["LastModified"].timestamp() * 1000)
+                    found.append((item["Key"][len(prefix) :], modified))
+                token = page.get("NextContinuationToken")
+                if not page.get("IsTruncated") or not token:
+                    break
+                params["ContinuationToken"] = token
+        except (ClientError, *_TRANSPORT_ERRORS) as exc:
+            raise _unavailable("list", exc) from exc
+        return found
+
+    async def list_blobs(self, *, after: str, limit: int) -> list[StoredBlob]:
+        # Live keys are "ab/cd/<hash>": hex fan-out directories sort before
+        # "tmp/" and "trash/", so the listing is over at the first key that
+        # is not one.
+        start = f"{after[:2]}/{after[2:4]}/{after}" if after else ""
+        found: list[StoredBlob] = []
+        for name, modified in await self._list(self._root, start, limit):
+            blob_hash = name.rpartition("/")[2]
+            if name != f"{blob_hash[:2]}/{blob_hash[2:4]}/{blob_hash}" or not _valid_hash(
+                blob_hash
+            ):
+                break
+            found.append(StoredBlob(blob_hash, modified))
+        return found
+
+    async def list_condemned(self, *, after: str, limit: int) -> list[StoredBlob]:
+        listed = await self._list(f"{self._root}trash/", after, limit)
+        return [StoredBlob(name, modified) for name, modified in listed if _valid_hash(name)]
+
+    async def _copy(self, source: str, target: str, metadata: dict[str, str]) -> bool:
+        """Server-side copy; False when ``source`` is gone."""
+        try:
+            await self.s3.copy_object(
+                Bucket=self.bucket,
+                Key=target,
+                CopySource={"Bucket": self.bucket, "Key": source},
+                MetadataDirective="REPLACE",
+                Metadata=metadata,
+            )
+        except ClientError as exc:
+            if _status(exc) == 404:
+                return False
+            raise _unavailable("copy", exc) from exc
+        except _TRANSPORT_ERRORS as exc:
+            raise _unavailable("copy", exc) from exc
+        return True
+
+    async def condemn(self, blob_hash: str) -> None:
+        now = time.time_ns() // 1_000_000
+        # Copy first, then delete the live key: at every moment one of the
+        # two is there for a reader.
+        if await self._copy(
+            self.key(blob_hash), self._trash_key(blob_hash), {_CONDEMNED_AT: str(now)}
+        ):
+            await self._delete_key(self.key(blob_hash), quiet=False)
+
+    async def restore(self, blob_hash: str) -> None:
+        live, condemned = self.key(blob_hash), self._trash_key(blob_hash)
+        # Same bytes under the same name: copying over a live key put again
+        # meanwhile changes nothing but its LastModified (now, as restored).
+        if await self._head(live) or await self._copy(condemned, live, {}):
+            await self._delete_key(condemned, quiet=False)
+
+    async def purge(self, blob_hash: str, *, condemned_before: int) -> bool:
+        condemned = self._trash_key(blob_hash)
+        metadata = await self._head_metadata(condemned)
+        if metadata is None:
+            return False
+        try:
+            at = int(metadata.get(_CONDEMNED_AT, ""))
+        except ValueError:
+            at = 0  # not ours to date: old enough
+        if at > condemned_before:
+            return False
+        await self._delete_key(condemned, quiet=False)
+        return True
 
     async def _delete_key(self, key: str, *, quiet: bool = True) -> None:
         """S3 answers a delete of a missing key with success, so twice is fine.

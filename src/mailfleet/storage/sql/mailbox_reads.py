@@ -6,6 +6,7 @@ its driver (``storage/sql/query.py``)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
@@ -123,6 +124,43 @@ _CHANGES = Query(
     .order_by(changes.c.seq)
     .limit(P("limit"))
 )
+
+
+# Hashes per probe of ``blob_references``: a fixed shape, compiled once; a
+# short batch is padded with "" (no hash).
+REFERENCE_BATCH = 100
+_HASHES: list[sa.BindParameter[str]] = [P(f"h{i}") for i in range(REFERENCE_BATCH)]
+_REFERENCES = Query(
+    sa.union(
+        sa.select(messages.c.raw_hash.label("hash")).where(messages.c.raw_hash.in_(_HASHES)),
+        # "IS NOT NULL" spelled out: the partial indexes are chosen for it.
+        sa.select(messages.c.body_hash).where(
+            messages.c.body_hash.is_not(None), messages.c.body_hash.in_(_HASHES)
+        ),
+        sa.select(messages.c.html_hash).where(
+            messages.c.html_hash.is_not(None), messages.c.html_hash.in_(_HASHES)
+        ),
+        sa.select(message_attachments.c.blob_hash).where(
+            message_attachments.c.blob_hash.in_(_HASHES)
+        ),
+        sa.select(uploads.c.blob_hash).where(uploads.c.blob_hash.in_(_HASHES)),
+    )
+)
+
+
+async def blob_references(reads: ReadSessions, hashes: Sequence[str]) -> set[str]:
+    """``MailboxStore.blob_references`` on one database: index probes,
+    ``REFERENCE_BATCH`` hashes a statement."""
+    found: set[str] = set()
+    wanted = list(dict.fromkeys(hashes))
+    for start in range(0, len(wanted), REFERENCE_BATCH):
+        batch = wanted[start : start + REFERENCE_BATCH]
+        params = {f"h{i}": batch[i] if i < len(batch) else "" for i in range(REFERENCE_BATCH)}
+        async with reads.read() as session:
+            rows = await session.all(_REFERENCES, **params)
+        found.update(str(r["hash"]) for r in rows)
+    found.discard("")
+    return found
 
 
 @cache
@@ -286,6 +324,9 @@ class SqlMailboxReads:
 
     async def stale_sends(self, received_before: int, limit: int) -> list[StaleSend]:
         return await stale_sends(self.reads, received_before, limit)
+
+    async def blob_references(self, hashes: Sequence[str]) -> set[str]:
+        return await blob_references(self.reads, hashes)
 
     async def get_deliveries(self, account_id: int, message_id: int) -> list[Delivery]:
         async with self._read(account_id) as session:

@@ -95,6 +95,21 @@ messages = sa.Table(
     sa.Index(
         "ix_messages_thread", "account_id", "thread_id", "received_at", "id", "folder_id", "is_read"
     ),
+    # "Does any copy, in any account, name this blob?" (the blob sweep,
+    # decision 0018): one probe per hash. Bodies are often absent.
+    sa.Index("ix_messages_raw_hash", "raw_hash"),
+    sa.Index(
+        "ix_messages_body_hash",
+        "body_hash",
+        sqlite_where=sa.text("body_hash IS NOT NULL"),
+        postgresql_where=sa.text("body_hash IS NOT NULL"),
+    ),
+    sa.Index(
+        "ix_messages_html_hash",
+        "html_hash",
+        sqlite_where=sa.text("html_hash IS NOT NULL"),
+        postgresql_where=sa.text("html_hash IS NOT NULL"),
+    ),
 )
 
 message_attachments = sa.Table(
@@ -110,6 +125,7 @@ message_attachments = sa.Table(
     sa.Column("blob_hash", sa.Text, nullable=False),
     sa.Column("content_id", sa.Text, nullable=True),
     sa.Column("inline", sa.Boolean, nullable=False),
+    sa.Index("ix_message_attachments_blob", "blob_hash"),
 )
 
 deliveries = sa.Table(
@@ -139,6 +155,7 @@ uploads = sa.Table(
     sa.Column("size", sa.BigInteger, nullable=False),
     sa.Column("blob_hash", sa.Text, nullable=False),
     sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Index("ix_uploads_blob", "blob_hash"),
 )
 
 # Threading (threadkeys.py, decision 0006): every Message-ID an account's
