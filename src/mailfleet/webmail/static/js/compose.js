@@ -164,7 +164,9 @@ export class Composer {
 
   // ------------------------------------------------------------ open
   open({ mode = 'new', message = null, draft = null } = {}) {
-    if (this.dialog.open) this.saveNow();
+    // The previous draft, if it is still here: the dialog is open, or it was
+    // just closed and its close event has not run yet.
+    if (this.draft) this.saveNow();
     this.uploads = new Map();
     if (draft) this.draft = { ...draft };
     else this.draft = this.fromMessage(mode, message);
@@ -239,6 +241,10 @@ export class Composer {
   }
 
   onClosed() {
+    // The close event comes a task after close(): a compose opened in
+    // between (a shortcut pressed right after Discard or Send) owns the
+    // dialog and its draft now.
+    if (this.dialog.open) return;
     this.hideSuggestions();
     this.saveNow();
     for (const u of this.uploads.values()) if (u.state === 'uploading' && u.abort) u.abort();
