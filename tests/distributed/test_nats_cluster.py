@@ -151,8 +151,16 @@ async def test_every_acknowledged_put_survives_the_leader_s_death_exactly_once(
         assert len(acknowledged) > BEFORE_KILL  # puts went on after the kill
 
         fetched: Counter[int] = Counter()
+        # As worker-in does: a fetch the cluster cannot answer yet (its
+        # consumer's leader is still being elected) is tried again.
+        give_up = asyncio.get_running_loop().time() + 30
         while True:
-            items = await queue.fetch("incoming", limit=64, timeout=1)
+            try:
+                items = await queue.fetch("incoming", limit=64, timeout=1)
+            except BackendUnavailable:
+                assert asyncio.get_running_loop().time() < give_up, "no consumer leader in 30 s"
+                await asyncio.sleep(0.5)
+                continue
             if not items:
                 break
             for item in items:
