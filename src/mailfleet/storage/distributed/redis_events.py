@@ -34,6 +34,7 @@ from redis.asyncio.client import PubSub
 
 from mailfleet.storage.distributed.redis_cache import parse_redis_url
 from mailfleet.storage.errors import BackendUnavailable
+from mailfleet.storage.watchers import Watchers
 
 log = logging.getLogger("mailfleet.events")
 
@@ -42,19 +43,6 @@ log = logging.getLogger("mailfleet.events")
 REVOKE_PATIENCE = 2.0
 # Pause before the subscription is made again after its connection failed.
 RESUBSCRIBE_PAUSE = 0.5
-
-
-class _Watch:
-    """One watcher: the newest head not yet read, and a wake-up flag."""
-
-    def __init__(self) -> None:
-        self.head = 0
-        self.event = asyncio.Event()
-
-    def offer(self, head: int) -> None:
-        if head > self.head:
-            self.head = head
-            self.event.set()
 
 
 class _Acks:
@@ -82,7 +70,7 @@ class RedisEventBus:
         self._client: aioredis.Redis | None = None
         self._reader: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
-        self._watches: dict[int, set[_Watch]] = {}
+        self._watchers = Watchers()
         self._revoked_callbacks: list[Callable[[int], None]] = []
         self._acks: dict[str, _Acks] = {}
 
@@ -141,29 +129,12 @@ class RedisEventBus:
     async def publish(self, heads: Mapping[int, int]) -> None:
         if not heads:
             return
-        self._deliver(heads)
+        self._watchers.deliver(heads)
         pairs = " ".join(f"{a}:{h}" for a, h in heads.items())
         await self._publish(self._wake_channel, f"{self.bus_id} {pairs}")
 
-    async def watch(self, account_id: int) -> AsyncIterator[int]:
-        entry = _Watch()
-        self._watches.setdefault(account_id, set()).add(entry)
-        try:
-            while True:
-                await entry.event.wait()
-                entry.event.clear()
-                yield entry.head
-        finally:
-            watches = self._watches.get(account_id)
-            if watches is not None:
-                watches.discard(entry)
-                if not watches:
-                    del self._watches[account_id]
-
-    def _deliver(self, heads: Mapping[int, int]) -> None:
-        for account_id, head in heads.items():
-            for entry in self._watches.get(account_id, ()):
-                entry.offer(head)
+    def watch(self, account_id: int) -> AsyncIterator[int]:
+        return self._watchers.watch(account_id)
 
     # -- revocations ---------------------------------------------------------------
 
@@ -260,7 +231,7 @@ class RedisEventBus:
                 with contextlib.suppress(ValueError):
                     a, h = int(account), int(head)
                     heads[a] = max(h, heads.get(a, 0))
-            self._deliver(heads)
+            self._watchers.deliver(heads)
         elif channel == self._revoke_channel and rest:
             token, accounts = rest[0], rest[1:]
             for account in accounts:

@@ -36,6 +36,8 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from pathlib import Path
 
+from mailfleet.storage.watchers import Watchers
+
 log = logging.getLogger("mailfleet.events")
 
 # sockaddr_un holds 108 bytes; a longer bus directory gets its sockets in a
@@ -54,23 +56,10 @@ def socket_directory(directory: Path) -> Path:
     return Path(tempfile.gettempdir()) / f"mailfleet-bus-{digest}"
 
 
-class _Watch:
-    """One watcher: the newest head not yet read, and a wake-up flag."""
-
-    def __init__(self) -> None:
-        self.head = 0
-        self.event = asyncio.Event()
-
-    def offer(self, head: int) -> None:
-        if head > self.head:
-            self.head = head
-            self.event.set()
-
-
 class LocalEventBus:
     def __init__(self, directory: Path | None) -> None:
         self.directory = socket_directory(directory) if directory is not None else None
-        self._watches: dict[int, set[_Watch]] = {}
+        self._watchers = Watchers()
         self._socket: socket.socket | None = None
         self._path: Path | None = None
         self._peers: list[str] = []
@@ -115,7 +104,7 @@ class LocalEventBus:
     async def publish(self, heads: Mapping[int, int]) -> None:
         if not heads:
             return
-        self._deliver(heads)
+        self._watchers.deliver(heads)
         if self._socket is None:
             return
         payload = " ".join(f"{a}:{h}" for a, h in heads.items()).encode()
@@ -205,25 +194,8 @@ class LocalEventBus:
         for callback in self._revoked_callbacks:
             callback(account_id)
 
-    async def watch(self, account_id: int) -> AsyncIterator[int]:
-        entry = _Watch()
-        self._watches.setdefault(account_id, set()).add(entry)
-        try:
-            while True:
-                await entry.event.wait()
-                entry.event.clear()
-                yield entry.head
-        finally:
-            watches = self._watches.get(account_id)
-            if watches is not None:
-                watches.discard(entry)
-                if not watches:
-                    del self._watches[account_id]
-
-    def _deliver(self, heads: Mapping[int, int]) -> None:
-        for account_id, head in heads.items():
-            for entry in self._watches.get(account_id, ()):
-                entry.offer(head)
+    def watch(self, account_id: int) -> AsyncIterator[int]:
+        return self._watchers.watch(account_id)
 
     def _receive(self) -> None:
         assert self._socket is not None
@@ -244,7 +216,7 @@ class LocalEventBus:
                 except ValueError:
                     continue  # not ours: a wake-up is only ever account:head
                 heads[a] = max(h, heads.get(a, 0))
-        self._deliver(heads)
+        self._watchers.deliver(heads)
 
     def _peer_paths(self) -> list[str]:
         assert self.directory is not None
