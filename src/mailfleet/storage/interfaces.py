@@ -19,6 +19,7 @@ Redis) with no change here. Rules that make that possible:
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -560,6 +561,12 @@ class QueuePolicy:
     dedupe_window_seconds: float = 120.0
     """How long a ``dedupe_key`` is remembered (JetStream: the stream's
     ``duplicate_window``)."""
+
+
+def new_queue_item_id(now_ms: int) -> str:
+    """A queue item's id: its time first (hex milliseconds), so ids sort in
+    the order items were put, then 48 random bits."""
+    return f"{now_ms:013x}{secrets.token_hex(6)}"
 
 
 @dataclass(frozen=True, slots=True)

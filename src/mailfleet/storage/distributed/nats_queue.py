@@ -35,7 +35,6 @@ import hashlib
 import json
 import logging
 import re
-import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -57,7 +56,7 @@ from nats.js.api import (
 
 from mailfleet.ids import now_ms
 from mailfleet.storage.errors import BackendUnavailable
-from mailfleet.storage.interfaces import QueueItem, QueuePolicy, QueueStats
+from mailfleet.storage.interfaces import QueueItem, QueuePolicy, QueueStats, new_queue_item_id
 
 log = logging.getLogger("mailfleet.queue")
 
@@ -97,10 +96,6 @@ DEDUPE_INDEX_SLACK_SECONDS = 60.0
 MAX_ACK_PENDING = 1_000_000
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]+$")
-
-
-def _new_id(now: int) -> str:
-    return f"{now:013x}{secrets.token_hex(6)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,7 +363,7 @@ class NatsQueue:
     ) -> str:
         await self._ensure(queue)
         now = now_ms()
-        item_id = _new_id(now)
+        item_id = new_queue_item_id(now)
         due = now + int(delay_seconds * 1000)
         kind = "d" if delay_seconds > 0 else "q"
         headers = {ENQUEUED: str(now), DUE: str(due)}
@@ -593,7 +588,7 @@ class NatsQueue:
         if message is None:
             return None
         headers = _headers(message)
-        copy_id = _new_id(now_ms())
+        copy_id = new_queue_item_id(now_ms())
         headers[DUE] = str(now_ms())
         headers[MSG_ID] = f"i:{copy_id}"
         await self._publish(

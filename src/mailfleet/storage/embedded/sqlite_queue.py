@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import secrets
 import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -33,7 +32,7 @@ import sqlalchemy as sa
 from mailfleet.ids import now_ms
 from mailfleet.storage.embedded.sqlite import create_sqlite_engine, sqlite_path
 from mailfleet.storage.embedded.sqlite_writer import SqliteWriter
-from mailfleet.storage.interfaces import QueueItem, QueuePolicy, QueueStats
+from mailfleet.storage.interfaces import QueueItem, QueuePolicy, QueueStats, new_queue_item_id
 from mailfleet.storage.sql.transaction import Transaction
 
 ERROR_QUEUE = "error"
@@ -84,10 +83,6 @@ def _item(row: Any) -> QueueItem:
         last_error=row.last_error,
         origin=row.origin,
     )
-
-
-def _new_id(now: int) -> str:
-    return f"{now:013x}{secrets.token_hex(6)}"
 
 
 class SqliteQueue:
@@ -248,7 +243,7 @@ class SqliteQueue:
         delay_seconds: float = 0,
     ) -> str:
         now = now_ms()
-        item_id = _new_id(now)
+        item_id = new_queue_item_id(now)
         body = json.dumps(payload)
         window = self._window_ms(queue)
         prune = now - self._pruned_at >= DEDUPE_PRUNE_INTERVAL_MS
@@ -354,7 +349,7 @@ class SqliteQueue:
     async def retry_now(self, queue: str, item_id: str) -> str | None:
         def again(conn: sqlite3.Connection) -> str | None:
             now = now_ms()
-            copy_id = _new_id(now)
+            copy_id = new_queue_item_id(now)
             copied = conn.execute(
                 "INSERT INTO queue_items SELECT queue, ?, payload, 0, enqueued_at, ?,"
                 " last_error, origin FROM queue_items WHERE queue = ? AND id = ?",
