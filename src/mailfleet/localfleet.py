@@ -721,6 +721,16 @@ frontend stats
 
     # -- stop and status ---------------------------------------------------------
 
+    def stop_role_process(self, name: str) -> None:
+        """Stops one role process (``smtp-in-2``): HAProxy's health check
+        takes it out of its backend within two seconds."""
+        state = self._require()
+        proc = state.proc(name)
+        if proc.kind != "mailfleet":
+            raise FleetError(f"{name} is not a role process (stop_backend stops backends)")
+        self._stop_proc(proc)
+        self.save(state)
+
     def _require(self) -> FleetState:
         state = self.load()
         if state is None:

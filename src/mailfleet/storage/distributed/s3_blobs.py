@@ -54,6 +54,9 @@ MIB = 1024 * 1024
 MIN_PART_SIZE = 5 * MIB
 DEFAULT_PART_SIZE = 8 * MIB
 DEFAULT_MULTIPART_THRESHOLD = 8 * MIB
+# Up to this size a put is one conditional PUT; above it a HEAD asks first,
+# so a large blob already stored (a forwarded attachment) is not sent again.
+HEAD_FIRST_ABOVE = 256 * 1024
 # Server-side encryption under which an ETag is still the MD5 of the content.
 _ETAG_IS_MD5 = {None, "AES256"}
 # Object metadata on a condemned copy: when it was condemned (ms). Listings
@@ -248,6 +251,12 @@ class S3BlobStore:
         blob_hash = hashlib.sha256(data).hexdigest()
         blob = Blob(blob_hash, len(data))
         key = self.key(blob_hash)
+        if len(data) <= HEAD_FIRST_ABOVE:
+            # One request, not two: a conditional PUT answers 412 when the
+            # blob is there, and sending a small body again costs less than
+            # asking first (the MX's DATA path writes one new blob per mail).
+            await self._put_object(key, data, _b64(bytes.fromhex(blob_hash)), create_only=True)
+            return blob
         if await self._head(key):
             return blob
         if len(data) <= self.multipart_threshold:
