@@ -149,11 +149,22 @@ def _tcp_up(port: int, timeout: float = 0.3) -> bool:
     return True
 
 
+def _tail(path: str, lines: int = 30) -> str:
+    """The last lines of a log, for an error that must say why (the logs of a
+    failed start are often removed with its directory)."""
+    try:
+        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+    except OSError as exc:
+        return f"(unreadable: {exc})"
+
+
 def _wait(what: str, check: Any, timeout: float, proc: Proc | None = None) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         if proc is not None and proc.pid and not _alive(proc.pid):
-            raise FleetError(f"{what}: process {proc.pid} exited; see {proc.log}")
+            raise FleetError(
+                f"{what}: process {proc.pid} exited; the end of {proc.log}:\n{_tail(proc.log)}"
+            )
         if time.monotonic() > deadline:
             raise FleetError(f"{what}: not ready within {timeout:.0f} s")
         time.sleep(0.1)
