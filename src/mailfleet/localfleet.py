@@ -149,6 +149,23 @@ def _tcp_up(port: int, timeout: float = 0.3) -> bool:
     return True
 
 
+def _s3_command(port: int) -> list[str]:
+    """moto's S3 API served with keep-alive (``mailfleet/loopback_s3.py``)."""
+    try:
+        import moto  # noqa: F401
+    except ImportError as exc:
+        raise FleetError("moto is missing: pip install 'moto[server]' (scripts/bootstrap)") from exc
+    return [
+        sys.executable,
+        "-m",
+        "mailfleet.loopback_s3",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+
+
 def _tail(path: str, lines: int = 30) -> str:
     """The last lines of a log, for an error that must say why (the logs of a
     failed start are often removed with its directory)."""
@@ -425,9 +442,7 @@ class Fleet:
 
     def _start_s3(self, state: FleetState) -> None:
         proc = Proc("s3", "s3", state.ports["s3"], log=self._log("s3"))
-        moto = Path(sys.executable).parent / "moto_server"
-        program = str(moto) if moto.exists() else _program("moto_server", "'moto[server]'")
-        _spawn(proc, [program, "-H", "127.0.0.1", "-p", str(proc.port)])
+        _spawn(proc, _s3_command(proc.port))
         state.procs.append(proc)
         self.save(state)
         _wait("moto S3 server", lambda: _tcp_up(proc.port), 20, proc)
@@ -712,8 +727,7 @@ frontend stats
             self._wait_jetstream(state, streams=True)
         elif kind == "s3":
             (proc,) = procs
-            moto = Path(sys.executable).parent / "moto_server"
-            _spawn(proc, [str(moto), "-H", "127.0.0.1", "-p", str(proc.port)])
+            _spawn(proc, _s3_command(proc.port))
             self.save(state)
             _wait("moto S3 server", lambda: _tcp_up(proc.port), 20, proc)
             asyncio.run(self._create_bucket(proc.port))

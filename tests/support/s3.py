@@ -1,18 +1,18 @@
-"""An S3 server for the tests: moto's (``moto[server]``, a real S3 HTTP API
-keeping its data in memory) on a free loopback port, one per test session,
+"""An S3 server for the tests: moto's S3 API (``moto[server]``, a real S3
+HTTP API keeping its data in memory, served by ``mailfleet.loopback_s3``) on a
+free loopback port, one per test session,
 and S3 blob stores on buckets of their own, emptied and deleted after use.
 
 The server starts on first use, from a fixture or a contract factory (those
 take no fixtures), and stops at the end of the session: the ``s3_server``
 fixture's teardown, or the interpreter's exit when no test asked for the
-fixture. moto_server missing: skipped, or failed in CI (``tools.missing``)."""
+fixture. moto missing: skipped, or failed in CI (``tools.missing``)."""
 
 from __future__ import annotations
 
 import atexit
 import os
 import secrets
-import shutil
 import socket
 import subprocess
 import sys
@@ -20,7 +20,6 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
@@ -59,11 +58,12 @@ class S3Server:
 _running: S3Server | None = None
 
 
-def _moto_program() -> str | None:
-    beside_python = Path(sys.executable).parent / "moto_server"
-    if beside_python.exists():
-        return str(beside_python)
-    return shutil.which("moto_server")
+def _moto_installed() -> bool:
+    try:
+        import moto  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _free_port() -> int:
@@ -73,14 +73,12 @@ def _free_port() -> int:
 
 
 def _start() -> S3Server:
-    program = _moto_program()
-    if program is None:
-        missing(f"moto_server is missing: {INSTALL}")
-    assert program is not None
+    if not _moto_installed():
+        missing(f"moto is missing: {INSTALL}")
     port = _free_port()
     env = {**os.environ, "S3_UPLOAD_PART_MIN_SIZE": str(TEST_PART_SIZE)}
     process = subprocess.Popen(
-        [program, "-H", "127.0.0.1", "-p", str(port)],
+        [sys.executable, "-m", "mailfleet.loopback_s3", "--host", "127.0.0.1", "--port", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=env,
@@ -89,14 +87,14 @@ def _start() -> S3Server:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            missing(f"moto_server exited with {process.returncode} on start: {INSTALL}")
+            missing(f"the S3 server (moto) exited with {process.returncode} on start: {INSTALL}")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
             return server
         except OSError:
             time.sleep(0.05)
     server.stop()
-    pytest.fail("moto_server did not listen within 20 s", pytrace=False)
+    pytest.fail("the S3 server (moto) did not listen within 20 s", pytrace=False)
 
 
 def shared_s3_server() -> S3Server:
