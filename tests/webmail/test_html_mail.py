@@ -1,17 +1,23 @@
 """HTML mail is shown only in a sandboxed frame: no script of a mail runs
 (script elements, event handlers, javascript: links), forms are gone, and a
-remote image is fetched only once the reader allows it."""
+remote image is fetched only once the reader allows it. Images the mail
+carries itself (cid:) show at once, within caps, and are not remote."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import struct
+import zlib
 from collections.abc import AsyncIterator
 from email.message import EmailMessage
 
 import aiosmtplib
 import pytest
 import pytest_asyncio
+from playwright.async_api import Error as PlaywrightError
+from playwright.async_api import Locator
 
 from tests.webmail.conftest import Webmail, expect
 
@@ -139,3 +145,126 @@ async def test_hostile_html_mail_runs_nothing_and_images_wait(
         await asyncio.sleep(0.05)
     assert len(tracker.requests) > seen
     assert await page.evaluate("window.pwned") is None
+
+
+def png(width: int, height: int, noise: bool = False) -> bytes:
+    """A PNG of this size (the size tells the rendered image apart): red, or
+    random pixels, which do not compress, for a big file."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    def row() -> bytes:
+        return b"\x00" + (os.urandom(3 * width) if noise else b"\xff\x00\x00" * width)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    pixels = zlib.compress(b"".join(row() for _ in range(height)), 1)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    )
+
+
+async def deliver_related(
+    webmail: Webmail, to: str, subject: str, html: str, images: dict[str, bytes]
+) -> None:
+    """HTML with its images as multipart/related parts (Content-ID = the
+    key, as mail clients send signatures and pasted screenshots), and a PDF
+    attached as a file."""
+    mail = EmailMessage()
+    mail["From"] = "Sam Signature <sam@outside.test>"
+    mail["To"] = to
+    mail["Subject"] = subject
+    mail.set_content("Plain version.")
+    mail.add_alternative(html, subtype="html")
+    html_part = mail.get_body(("html",))
+    assert html_part is not None
+    for cid, data in images.items():
+        name = f"{cid.split('@')[0]}.png"
+        html_part.add_related(data, maintype="image", subtype="png", cid=f"<{cid}>", filename=name)
+    mail.add_attachment(
+        b"%PDF-1.4\n%%EOF\n", maintype="application", subtype="pdf", filename="terms.pdf"
+    )
+    await aiosmtplib.send(
+        mail, hostname="127.0.0.1", port=webmail.service.smtp_port, start_tls=False
+    )
+
+
+IMAGE_SIZE = "i => i.complete ? [i.naturalWidth, i.naturalHeight] : null"
+
+
+async def settles(locator: Locator, script: str, expected: object, all_: bool = False) -> object:
+    """What ``script`` finds in the mail frame once it is ``expected`` (or
+    after 5 s): the reader refills the frame when the images arrive and
+    rebuilds it on a live update, so a look may catch a half-parsed one."""
+    found: object = None
+    for _ in range(100):
+        try:
+            found = await (locator.evaluate_all(script) if all_ else locator.evaluate(script))
+        except PlaywrightError:
+            found = None  # the frame was being replaced
+        if found == expected:
+            break
+        await asyncio.sleep(0.05)
+    return found
+
+
+async def test_cid_images_show_at_once_and_remote_ones_still_wait(
+    webmail: Webmail, tracker: CountingServer
+) -> None:
+    olga = await webmail.user("olga")
+    page = await webmail.open(olga)
+    fetched: list[str] = []
+    page.on("request", lambda r: fetched.append(r.url) if "/attachments/" in r.url else None)
+    html = (
+        '<p>Regards,</p><img src="cid:logo.1@mail.test" alt="logo">'
+        f'<img src="http://127.0.0.1:{tracker.port}/remote.png" alt="remote">'
+    )
+    await deliver_related(webmail, olga.email, "Logo inside", html, {"logo.1@mail.test": png(7, 5)})
+    await page.locator("#messages .row", has_text="Logo inside").locator(".row-link").click()
+
+    frame = page.frame_locator("iframe.mail-frame")
+    await expect(frame.locator("p")).to_contain_text("Regards")
+    logo = frame.locator("img[alt=logo]")
+    await expect(logo).to_have_attribute("src", re.compile(r"^data:image/png;base64,"))
+    assert await settles(logo, IMAGE_SIZE, [7, 5]) == [7, 5]  # decoded and drawn in the frame
+
+    # The remote image is still held back, and the prompt is for it alone.
+    await expect(frame.locator("img[alt=remote]")).not_to_have_attribute("src", re.compile("."))
+    await expect(page.locator(".images-banner")).to_be_visible()
+    assert tracker.requests == []
+    # The logo is in the body, not in the attachment list; the PDF is listed.
+    await expect(page.locator(".attachments .att-name")).to_have_text(["terms.pdf"])
+    assert len(fetched) == 1
+
+    await page.locator(".images-banner").get_by_role("button", name="Show images").click()
+    for _ in range(50):
+        if tracker.requests:
+            break
+        await asyncio.sleep(0.05)
+    assert tracker.requests == ["GET /remote.png HTTP/1.1"]
+    # The rebuilt frame shows the logo again without fetching it again.
+    logo = page.frame_locator("iframe.mail-frame").locator("img[alt=logo]")
+    await expect(logo).to_have_attribute("src", re.compile(r"^data:image/png;base64,"))
+    assert await settles(logo, IMAGE_SIZE, [7, 5]) == [7, 5]
+    assert len(fetched) == 1
+
+
+async def test_cid_images_past_the_caps_stay_attachments(webmail: Webmail) -> None:
+    # A part over 5 MB, and more than 50 parts: the reader inlines only what
+    # is within the caps; the rest stays an attachment the user may open.
+    pia = await webmail.user("pia")
+    page = await webmail.open(pia)
+    big = png(1400, 1400, noise=True)
+    assert len(big) > 5 * 1024 * 1024
+    images = {"big@mail.test": big} | {f"s{n:02d}@mail.test": png(2, 3) for n in range(55)}
+    html = "".join(f'<img src="cid:{cid}" alt="{cid}">' for cid in images)
+    await deliver_related(webmail, pia.email, "Many pictures", html, images)
+    await page.locator("#messages .row", has_text="Many pictures").locator(".row-link").click()
+
+    inlined = page.frame_locator("iframe.mail-frame").locator("img[src^='data:image/png']")
+    expected = [f"s{n:02d}@mail.test" for n in range(50)]
+    alts = "imgs => imgs.map(i => i.alt)"
+    assert await settles(inlined, alts, expected, all_=True) == expected
+    listed = ["big.png"] + [f"s{n:02d}.png" for n in range(50, 55)] + ["terms.pdf"]
+    await expect(page.locator(".attachments .att-name")).to_have_text(listed)

@@ -120,6 +120,17 @@ class AttachmentOut(BaseModel):
     size: int
 
 
+class MessageAttachmentOut(AttachmentOut):
+    """An attachment of a stored message. HTML mail shows images by
+    ``cid:`` URLs (RFC 2392): ``content_id`` is what such a URL names,
+    without the angle brackets, or null; ``inline`` says the sender meant
+    the part to be shown in the body (a multipart/related resource, or
+    Content-Disposition: inline) rather than offered as a file."""
+
+    content_id: str | None
+    inline: bool
+
+
 class SpamOut(BaseModel):
     verdict: str | None
     score: float | None
@@ -139,7 +150,7 @@ class MessageOut(SummaryOut):
     bcc: list[AddressOut]
     body: str
     html: str | None
-    attachments: list[AttachmentOut]
+    attachments: list[MessageAttachmentOut]
     message_id_header: str
     in_reply_to: str | None
     references: list[str]
@@ -283,6 +294,10 @@ def attachment_json(a: Attachment | Upload) -> dict[str, Any]:
     }
 
 
+def message_attachment_json(a: Attachment) -> dict[str, Any]:
+    return {**attachment_json(a), "content_id": a.content_id, "inline": a.inline}
+
+
 def delivery_json(d: Delivery) -> dict[str, Any]:
     # When a deferred recipient is tried next; null otherwise.
     next_attempt = d.next_attempt_at if d.status == "deferred" else None
@@ -303,7 +318,7 @@ def message_json(view: MessageView) -> dict[str, Any]:
         "bcc": [address_json(a) for a in m.bcc],
         "body": view.body,
         "html": view.html,
-        "attachments": [attachment_json(a) for a in m.attachments],
+        "attachments": [message_attachment_json(a) for a in m.attachments],
         "message_id_header": m.message_id_header,
         "in_reply_to": m.in_reply_to,
         "references": list(m.references),

@@ -123,6 +123,11 @@ def sanitize_html(html: str) -> str:
         html,
         tags=_ALLOWED_TAGS,
         attributes=_ALLOWED_ATTRIBUTES,
+        # cid: names a part of the same mail (RFC 2392), which the reader
+        # shows in its place; it reaches nothing outside the mail. No data:
+        # (a data:text/html link is a page the sender wrote, and the reader's
+        # frame admits data: images only as the reader's own, size-capped,
+        # stand-ins for cid: parts).
         url_schemes={"http", "https", "mailto", "cid"},
         link_rel="noopener noreferrer nofollow",
     )

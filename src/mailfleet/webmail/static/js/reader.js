@@ -6,7 +6,12 @@
 // WITHOUT allow-same-origin (an opaque origin: it can reach neither this
 // page nor its storage), with a Content-Security-Policy of its own that
 // allows images from data: only, or from http(s) once the reader allows
-// remote images for this message or this sender.
+// remote images for this message or this sender. Images the mail carries
+// itself (cid: URLs naming its parts, RFC 2392) are fetched with the token
+// and written into the frame as data: URLs: the frame can neither carry the
+// token nor reach this origin, and they are not remote, so need no consent.
+// Not blob: URLs: Chromium refuses this origin's blob: in the opaque frame
+// ("Not allowed to load local resource").
 
 import { h, $, icon, longDate, shortDate, displayName, formatSize } from './dom.js';
 import { get, patch, del, fetchBlob, ApiError } from './api.js';
@@ -29,6 +34,21 @@ import {
 const IMAGES_KEY = 'mailfleet.images.';
 const PREVIEW_MAX = 10 * 1024 * 1024;
 const DETAIL_AT_ONCE = 25;
+// What one mail's cid: images may make the browser fetch and hold: a hostile
+// mail must not turn the reading pane into a download of its whole size.
+// Parts past these stay out of the frame and in the attachment list.
+const INLINE_IMAGE_MAX = 5 * 1024 * 1024;
+const INLINE_TOTAL_MAX = 10 * 1024 * 1024;
+const INLINE_COUNT_MAX = 50;
+// A sender can thread many such mails into one conversation, all unread, so
+// all opened at once: the conversation has a budget too.
+const INLINE_CONVERSATION_MAX = 25 * 1024 * 1024;
+// The frame's document repeats a data: URL for every <img> naming the part,
+// so what it may hold in data: URLs is bounded too (characters).
+const INLINE_FRAME_MAX = 2 * INLINE_TOTAL_MAX;
+// Kinds every browser decodes as an <img>; the data: URL is typed by this,
+// never by what the part claims beyond it.
+const INLINE_TYPES = /^image\/(png|jpe?g|gif|webp|bmp|avif)$/i;
 
 function allowedSenders(accountId) {
   try {
@@ -46,9 +66,80 @@ function allowSender(accountId, email) {
 
 const REMOTE = /^\s*(https?:)?\/\//i;
 
-// The sanitized HTML, prepared for the frame: remote images kept back unless
+// Content-IDs compared without case, spaces or angle brackets: senders are
+// not consistent, and the server strips spaces from the header the same way.
+function normalCid(id) {
+  return id.replace(/\s+/g, '').replace(/^<(.*)>$/, '$1').toLowerCase();
+}
+
+// The Content-ID a cid: URL names (RFC 2392: percent-encoded), or null.
+function cidOf(src) {
+  const m = /^\s*cid:(.*)$/i.exec(src || '');
+  if (!m) return null;
+  try {
+    return normalCid(decodeURIComponent(m[1]));
+  } catch {
+    return normalCid(m[1]); // a stray %: taken as written
+  }
+}
+
+// The parts a message's HTML shows by cid: that the reader will inline:
+// images of a kind browsers decode, within the caps and `budget` (bytes),
+// by Content-ID.
+function inlineParts(m, budget) {
+  const parts = new Map();
+  const byCid = new Map();
+  for (const a of (m.html && m.attachments) || []) {
+    const cid = a.content_id ? normalCid(a.content_id) : '';
+    // Two parts with one Content-ID: the first, as mail clients do.
+    if (cid && !byCid.has(cid)) byCid.set(cid, a);
+  }
+  if (!byCid.size) return parts;
+  const most = Math.min(INLINE_TOTAL_MAX, budget);
+  let total = 0;
+  const doc = new DOMParser().parseFromString(m.html, 'text/html');
+  for (const img of doc.querySelectorAll('img[src]')) {
+    const cid = cidOf(img.getAttribute('src'));
+    const a = cid !== null && byCid.get(cid);
+    if (!a || parts.has(cid) || !INLINE_TYPES.test(a.content_type)) continue;
+    if (a.size > INLINE_IMAGE_MAX || total + a.size > most) continue;
+    if (parts.size >= INLINE_COUNT_MAX) break;
+    total += a.size;
+    parts.set(cid, a);
+  }
+  return parts;
+}
+
+function dataUrl(blob) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.addEventListener('load', () => resolve(reader.result));
+    reader.addEventListener('error', () => reject(reader.error));
+    reader.readAsDataURL(blob);
+  });
+}
+
+// The parts' bytes as data: URLs by Content-ID. A part that cannot be
+// fetched is left out: its <img> stays empty, like a broken remote one.
+async function inlineUrls(messageId, parts) {
+  const urls = new Map();
+  await Promise.all(
+    [...parts].map(async ([cid, a]) => {
+      try {
+        const blob = await fetchBlob(`/v1/messages/${messageId}/attachments/${a.id}`);
+        urls.set(cid, await dataUrl(new Blob([blob], { type: a.content_type.toLowerCase() })));
+      } catch {
+        /* shown empty */
+      }
+    }),
+  );
+  return urls;
+}
+
+// The sanitized HTML, prepared for the frame: cid: images replaced by the
+// data: URLs in `inline` (Content-ID -> URL), remote images kept back unless
 // allowed, links opened outside the frame, anything active dropped again.
-export function frameDocument(html, allowRemote) {
+export function frameDocument(html, allowRemote, inline = new Map()) {
   const doc = new DOMParser().parseFromString(html, 'text/html'); // inert: loads and runs nothing
   let remote = 0;
   doc.querySelectorAll('script, style, link, meta, base, iframe, frame, object, embed, form, input, button, textarea, select').forEach((el) => el.remove());
@@ -58,15 +149,23 @@ export function frameDocument(html, allowRemote) {
       if (name.startsWith('on') || name === 'style' || name === 'srcset' || name === 'background') el.removeAttribute(attr.name);
     }
   }
+  let room = INLINE_FRAME_MAX;
   for (const img of doc.querySelectorAll('img')) {
     const src = img.getAttribute('src') || '';
-    if (REMOTE.test(src)) {
+    const cid = cidOf(src);
+    if (cid !== null) {
+      const url = inline.get(cid);
+      if (url && url.length <= room) {
+        room -= url.length;
+        img.setAttribute('src', url);
+      } else img.removeAttribute('src');
+    } else if (REMOTE.test(src)) {
       remote += 1;
       if (!allowRemote) {
         img.removeAttribute('src');
         img.setAttribute('data-blocked-src', src);
       }
-    } else if (!/^data:image\//i.test(src)) img.removeAttribute('src');
+    } else img.removeAttribute('src'); // data: included: the frame's data: images are only the reader's own
   }
   for (const a of doc.querySelectorAll('a')) {
     const href = a.getAttribute('href') || '';
@@ -147,6 +246,8 @@ export class Reader {
     this.details = new Map();
     this.expanded = new Set();
     this.imagesFor = new Set(); // message ids whose remote images the reader allowed
+    this.inline = new Map(); // message id -> its cid: images: { parts, urls }
+    this.inlineLeft = INLINE_CONVERSATION_MAX;
     this.token = 0;
     this.previews = [];
   }
@@ -158,6 +259,8 @@ export class Reader {
     $('#reader-body').hidden = true;
     $('#reader-empty').hidden = false;
     this.revokePreviews();
+    this.inline = new Map();
+    this.inlineLeft = INLINE_CONVERSATION_MAX;
   }
 
   revokePreviews() {
@@ -171,6 +274,8 @@ export class Reader {
       this.details = new Map();
       this.expanded = new Set();
       this.revokePreviews();
+      this.inline = new Map();
+    this.inlineLeft = INLINE_CONVERSATION_MAX;
       $('#reader-body').replaceChildren(h('p', { class: 'loading', role: 'status' }, 'Loading…'));
       $('#reader-body').hidden = false;
       $('#reader-empty').hidden = true;
@@ -447,7 +552,13 @@ export class Reader {
       return article;
     }
     article.append(this.renderContent(m));
-    if (m.attachments && m.attachments.length) article.append(this.renderAttachments(m));
+    // A part the frame shows in its place is not offered again as a file,
+    // unless the sender attached it as one (not inline); parts the frame
+    // cannot show (unnamed, over the caps, not an image) stay listed.
+    const { parts } = this.inlineFor(m);
+    const shown = new Set([...parts.values()].filter((a) => a.inline).map((a) => a.id));
+    const listed = (m.attachments || []).filter((a) => !shown.has(a.id));
+    if (listed.length) article.append(this.renderAttachments(m, listed));
     if (m.delivery && m.delivery.length) article.append(deliveryList(m.delivery));
     article.append(
       h(
@@ -461,11 +572,36 @@ export class Reader {
     return article;
   }
 
+  // A message's cid: images: the parts (decided once), and their data: URLs
+  // once fetched (empty until then). Fetched once per conversation opened;
+  // when they arrive the message's frame, if still shown, is refilled.
+  inlineFor(m) {
+    let entry = this.inline.get(m.id);
+    if (entry) return entry;
+    entry = { parts: inlineParts(m, this.inlineLeft), urls: new Map() };
+    this.inline.set(m.id, entry);
+    for (const a of entry.parts.values()) this.inlineLeft -= a.size;
+    if (entry.parts.size) {
+      inlineUrls(m.id, entry.parts).then((urls) => {
+        if (this.inline.get(m.id) !== entry) return; // the conversation was left
+        entry.urls = urls;
+        const frame = $(`.msg[data-id="${m.id}"] iframe.mail-frame`);
+        if (frame) frame.srcdoc = frameDocument(m.html, this.imagesAllowed(m), urls).srcdoc;
+      });
+    }
+    return entry;
+  }
+
+  imagesAllowed(m) {
+    const sender = m.from ? m.from.email.toLowerCase() : '';
+    return this.imagesFor.has(m.id) || Boolean(sender && allowedSenders(this.app.me.id).has(sender));
+  }
+
   renderContent(m) {
     if (!m.html) return textBody(m.body || '');
     const sender = m.from ? m.from.email.toLowerCase() : '';
-    const allowed = this.imagesFor.has(m.id) || (sender && allowedSenders(this.app.me.id).has(sender));
-    const { srcdoc, remote } = frameDocument(m.html, allowed);
+    const allowed = this.imagesAllowed(m);
+    const { srcdoc, remote } = frameDocument(m.html, allowed, this.inlineFor(m).urls);
     const frame = h('iframe', {
       class: 'mail-frame',
       title: `Message from ${displayName(m.from)}`,
@@ -497,9 +633,9 @@ export class Reader {
     return wrap;
   }
 
-  renderAttachments(m) {
+  renderAttachments(m, attachments) {
     const list = h('ul', { class: 'attachments', 'aria-label': 'Attachments' });
-    for (const a of m.attachments) {
+    for (const a of attachments) {
       const url = `/v1/messages/${m.id}/attachments/${a.id}`;
       const isImage = /^image\/(png|jpe?g|gif|webp|bmp|avif)$/i.test(a.content_type);
       const preview = h('span', { class: 'att-preview', 'aria-hidden': 'true' }, icon(isImage ? 'image' : 'file'));
