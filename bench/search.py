@@ -138,7 +138,7 @@ class MailFactory:
         folder = (
             self.folders[0] if roll < 0.7 else self.folders[1] if roll < 0.9 else self.folders[2]
         )
-        attachments = ()
+        attachments: tuple[Attachment, ...] = ()
         if rng.random() < 0.15:
             attachments = (
                 Attachment(
@@ -173,6 +173,11 @@ class MailFactory:
         )
 
 
+async def mailbox_size(stores: Stores, account: Account) -> int:
+    """Messages in the account, every folder."""
+    return sum(f.total for f in await stores.mailbox.list_folders(account.id))
+
+
 async def ensure_mailbox(stores: Stores, settings: Settings, messages: int, batch: int) -> Account:
     """The bench account with at least ``messages`` generated mails (tops up
     what a kept data directory holds); ``bench/api_read.py`` reuses it."""
@@ -182,7 +187,7 @@ async def ensure_mailbox(stores: Stores, settings: Settings, messages: int, batc
         await stores.mailbox.folder_by_role(account.id, "archive"),
         await stores.mailbox.folder_by_role(account.id, "sent"),
     ]
-    have = sum(f.total for f in await stores.mailbox.list_folders(account.id))
+    have = await mailbox_size(stores, account)
     missing = max(messages - have, 0)
     print(f"mailbox: {have:,} messages; loading {missing:,} more")
     factory = MailFactory(account, folders, seed=have)

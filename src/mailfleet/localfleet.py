@@ -1,4 +1,4 @@
-"""``deploy/local-fleet start|stop|status``: the distributed profile as a whole
+"""``deploy/local-fleet start|stop|resume|status``: the distributed profile as a whole
 fleet on loopback, from Debian's servers and this installed project (issue
 12, point 7).
 
@@ -15,10 +15,11 @@ directory of its own, so nothing is shared but what the URLs name.
 Everything lives under one directory (``--dir``, ``$MAILFLEET_FLEET_DIR``,
 default /var/tmp/mailfleet-fleet): ``fleet.json`` records every process, its
 PID and port, so ``stop`` ends exactly what ``start`` began and ``status``
-can say what is up. Ports are free ones picked at start, or consecutive from
-``--base-port``. The fleet's processes inherit ``MAILFLEET_*`` from the
-environment of ``start`` (tests lower the Argon2 cost and raise the rate
-limits that way).
+can say what is up; ``resume`` starts a stopped fleet again with its data
+(``start`` begins a new one: it empties the directory). Ports are free ones
+picked at start, or consecutive from ``--base-port``. The fleet's processes
+inherit ``MAILFLEET_*`` from the environment of ``start`` (tests lower the
+Argon2 cost and raise the rate limits that way).
 
 Python rather than bash: it waits for readiness over each protocol (an SQL
 query, JetStream's meta leader, S3's bucket, HTTP ``/readyz``), writes and
@@ -301,6 +302,40 @@ class Fleet:
             raise
         return state
 
+    def resume(self) -> FleetState:
+        """Starts again, on the same ports, a fleet ``stop`` stopped, with its
+        data: the PostgreSQL clusters (the replica catches up) and the NATS
+        stores as they were. Redis and moto start empty (moto keeps no
+        objects across a restart: the bucket is made again, blobs written
+        before are gone)."""
+        state = self._require()
+        if self.running():
+            raise FleetError(f"the fleet in {self.root} is running")
+        busy = [f"{name} ({port})" for name, port in state.ports.items() if _tcp_up(port)]
+        if busy:
+            raise FleetError(
+                f"ports of the fleet in {self.root} are taken now: {', '.join(busy)};"
+                " start a new fleet instead"
+            )
+        try:
+            for kind in ("postgres", "redis", "nats", "s3"):
+                self._start_backend(state, kind)
+            for proc in state.procs:
+                if proc.kind == "mailfleet":
+                    self._spawn_role(state, proc)
+            self.save(state)
+            self._wait_roles(state)
+            haproxy = state.proc("haproxy")
+            _spawn(haproxy, [_program("haproxy", "haproxy"), "-f", str(self.root / "haproxy.cfg"),
+                             "-db"])  # fmt: skip
+            self.save(state)
+            _wait("haproxy", lambda: _tcp_up(state.ports["smtp"]), 10, haproxy)
+            self._wait_http(state)
+        except BaseException:
+            self.stop()
+            raise
+        return state
+
     def _log(self, name: str) -> str:
         return str(self.root / "logs" / f"{name}.log")
 
@@ -574,6 +609,9 @@ open_signup = true
     def _spawn_role(self, state: FleetState, proc: Proc) -> None:
         data_dir = self.root / "run" / proc.name
         data_dir.mkdir(parents=True, exist_ok=True)
+        # A worker is up once it says so on its log, after what is there.
+        log = Path(proc.log)
+        proc.extra["log_offset"] = log.stat().st_size if log.exists() else 0
         _spawn(proc, self._role_command(state, proc), self._mailfleet_env(data_dir))
 
     def _start_roles(self, state: FleetState) -> None:
@@ -585,6 +623,9 @@ open_signup = true
                 self._spawn_role(state, proc)
                 state.procs.append(proc)
         self.save(state)
+        self._wait_roles(state)
+
+    def _wait_roles(self, state: FleetState) -> None:
         for proc in state.procs:
             if proc.kind == "mailfleet":
                 _wait(proc.name, lambda p=proc: self._role_up(p), 60, proc)
@@ -594,7 +635,9 @@ open_signup = true
             return False
         if proc.extra["role"] in ("worker-in", "worker-out"):
             # No port: up once it has said so on its log.
-            return "mailfleet: " in Path(proc.log).read_text(errors="replace")
+            with open(proc.log, "rb") as log:
+                log.seek(proc.extra.get("log_offset", 0))
+                return b"mailfleet: " in log.read()
         return _tcp_up(proc.port)
 
     def _haproxy_config(self, state: FleetState) -> str:
@@ -716,6 +759,9 @@ frontend stats
 
     def start_backend(self, kind: str) -> None:
         state = self._require()
+        self._start_backend(state, kind)
+
+    def _start_backend(self, state: FleetState, kind: str) -> None:
         procs = [p for p in state.procs if p.kind == kind]
         if kind == "postgres":
             for proc in procs:
@@ -869,12 +915,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--base-port", type=int, help="consecutive ports from here (default: free ports)"
     )
     sub.add_parser("stop", help="stop everything start started")
+    sub.add_parser("resume", help="start a stopped fleet again, with its data, on its ports")
     sub.add_parser("status", help="each process and backend, up or down")
     args = parser.parse_args(argv)
     fleet = Fleet(fleet_dir(args.dir))
     try:
         if args.action == "start":
             print(describe(fleet.start(args.base_port)))
+        elif args.action == "resume":
+            print(describe(fleet.resume()))
         elif args.action == "stop":
             stopped = fleet.stop()
             print(f"stopped {len(stopped)} processes" if stopped else "nothing to stop")
