@@ -411,31 +411,22 @@ def main() -> None:
 
         smtp: dict[str, dict[str, tuple[int, float]]] = {}
         api: dict[str, dict[str, tuple[int, float]]] = {}
-        print(f"== CPU, 2 processes per scaled role: {args.cpu_mails} mails, 20 connections")
-        measure_smtp_cpu(state, 500)  # warm: connections, caches, JIT-less but cached paths
-        groups, elapsed = measure_smtp_cpu(state, args.cpu_mails)
-        smtp["2 smtp-in, 2 worker-in"] = {
-            g: (n, s * 1000 / args.cpu_mails) for g, (n, s) in groups.items()
-        }
-        print(f"   {args.cpu_mails / elapsed:.0f} mails/s sent and stored")
-        api_groups, rate = measure_api_cpu(state, token, args.api_rate, args.api_seconds)
-        api["2 api"] = api_groups
-        print(f"   {rate:.0f} Inbox pages/s through HAProxy")
-
-        for role in (*SCALED_ROLES, "api"):
-            fleet.stop_role_process(f"{role}-2")
-        time.sleep(3)  # HAProxy's health check (inter 1s fall 2) takes them out
-        state = fleet.load() or state
-        print(f"== CPU, 1 process per scaled role: {args.cpu_mails} mails, 20 connections")
-        measure_smtp_cpu(state, 500)
-        groups, elapsed = measure_smtp_cpu(state, args.cpu_mails)
-        smtp["1 smtp-in, 1 worker-in"] = {
-            g: (n, s * 1000 / args.cpu_mails) for g, (n, s) in groups.items()
-        }
-        print(f"   {args.cpu_mails / elapsed:.0f} mails/s sent and stored")
-        api_groups, rate = measure_api_cpu(state, token, args.api_rate, args.api_seconds)
-        api["1 api"] = api_groups
-        print(f"   {rate:.0f} Inbox pages/s through HAProxy")
+        for processes in (2, 1):
+            if processes == 1:
+                for role in (*SCALED_ROLES, "api"):
+                    fleet.stop_role_process(f"{role}-2")
+                time.sleep(3)  # HAProxy's health check (inter 1s fall 2) takes them out
+                state = fleet.load() or state
+            print(f"== CPU, {processes} per scaled role: {args.cpu_mails} mails, 20 connections")
+            measure_smtp_cpu(state, 500)  # warm: connections and caches
+            groups, elapsed = measure_smtp_cpu(state, args.cpu_mails)
+            label = f"{processes} smtp-in, {processes} worker-in"
+            smtp[label] = {g: (n, s * 1000 / args.cpu_mails) for g, (n, s) in groups.items()}
+            print(f"   {args.cpu_mails / elapsed:.0f} mails/s sent and stored")
+            api[f"{processes} api"], rate = measure_api_cpu(
+                state, token, args.api_rate, args.api_seconds
+            )
+            print(f"   {rate:.0f} Inbox pages/s through HAProxy")
         print_cpu_table("CPU seconds per 1,000 mails (SMTP in, stored)", smtp)
         print_cpu_table("CPU seconds per 1,000 Inbox pages (HTTP, through HAProxy)", api)
     finally:
