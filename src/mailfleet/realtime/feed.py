@@ -30,6 +30,11 @@ PAGE_SIZE = 200
 WATCH_LINGER_SECONDS = 30.0
 
 
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 class _Listener:
     """A subscriber as the feed sees it: the newest head it has been told of,
     and the future it sleeps on."""
@@ -49,8 +54,8 @@ class _Listener:
             self.wake()
 
     def wake(self) -> None:
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(None)
+        if self.waiter is not None:
+            _resolve(self.waiter)
 
 
 class _Account:
@@ -142,7 +147,12 @@ class ChangeFeed:
             return
         del self._accounts[account_id]
         if entry.watch is not None:
+            # The cancelled task keeps its CancelledError, whose traceback keeps
+            # ``_watch``'s frame and so ``entry``: without this the entry and
+            # the task would refer to each other, garbage only a full
+            # collection frees (realtime/collector.py).
             entry.watch.cancel()
+            entry.watch = None
 
     def _revoked(self, account_id: int) -> None:
         entry = self._accounts.get(account_id)
@@ -220,12 +230,17 @@ class Subscription:
         ``wake`` is called, or ``timeout`` seconds pass."""
         if self._listener.head > self.cursor or self._listener.revoked or self.feed.closed:
             return
-        waiter = self._listener.waiter = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter = self._listener.waiter = loop.create_future()
+        # A timer that resolves the waiter itself, rather than ``wait_for``:
+        # that makes a second future, a callback and a coroutine for each of
+        # thousands of idle sockets, objects the collector scans while they
+        # wait (realtime/collector.py).
+        timer = loop.call_later(timeout, _resolve, waiter)
         try:
-            await asyncio.wait_for(waiter, timeout)
-        except TimeoutError:
-            pass
+            await waiter
         finally:
+            timer.cancel()
             self._listener.waiter = None
 
     def wake(self) -> None:
