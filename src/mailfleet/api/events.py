@@ -102,10 +102,6 @@ async def events_socket(websocket: WebSocket) -> None:
         gone.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await gone
-        # The task keeps the CancelledError just raised here, whose traceback
-        # keeps this frame, which keeps the task: a cycle per closed socket,
-        # freed only by a full collection (realtime/collector.py).
-        del gone
     if ending is not Ending.GONE:
         code, reason = _ENDINGS[ending]
         await _close(websocket, code, reason, runtime)

@@ -24,9 +24,9 @@ generations fill up (80,000 objects and 85 ms a collection, measured with
 
 A frozen object is still freed by reference counting when nothing refers to it
 any more: what a frozen closed socket must not leave behind is a reference
-cycle, which no collection would look at again. Closing a socket therefore
-breaks the cycles it made (``api/events.py``, ``realtime/feed.py``), and a
-test checks that ended sockets and polls leave none (tests/realtime/test_garbage.py).
+cycle, which no collection would look at again: the feed breaks the one a
+cancelled watch made (``ChangeFeed._unwatch``), and a test checks that ended
+sockets and polls leave none on the server side (tests/realtime/test_garbage.py).
 """
 
 from __future__ import annotations
