@@ -1,7 +1,8 @@
 """What ended WebSockets and long polls leave behind: nothing that only the
-garbage collector can free. A process that runs the role alone freezes its
-long-lived objects (realtime/collector.py): a reference cycle of a socket
-closed after that would never be collected."""
+garbage collector can free. Its full collections take seconds in a process
+holding thousands of sockets; and freezing long-lived objects (``gc.freeze``,
+tried in docs/benchmarks.md, session 6) is only safe for objects that die by
+reference counting."""
 
 from __future__ import annotations
 

@@ -80,13 +80,6 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
         if worker_in is not None:
             await worker_in.start()
         await server.start()
-        if set(roles) == {"realtime"}:
-            # Thousands of long-lived sockets: keep them out of full garbage
-            # collections (realtime/collector.py). Only where the role runs
-            # alone: other roles' objects were not made to be frozen.
-            from mailfleet.realtime.collector import freeze_long_lived
-
-            freeze_long_lived()
         print(f"mailfleet: {', '.join(roles)} (data in {settings.data_dir})")
         if server.smtp_socket is not None:
             print("  SMTP (MX) on {}:{}".format(*server.smtp_address))

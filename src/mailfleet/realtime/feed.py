@@ -30,11 +30,6 @@ PAGE_SIZE = 200
 WATCH_LINGER_SECONDS = 30.0
 
 
-def _resolve(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
-
-
 class _Listener:
     """A subscriber as the feed sees it: the newest head it has been told of,
     and the future it sleeps on."""
@@ -54,8 +49,8 @@ class _Listener:
             self.wake()
 
     def wake(self) -> None:
-        if self.waiter is not None:
-            _resolve(self.waiter)
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
 
 
 class _Account:
@@ -150,7 +145,7 @@ class ChangeFeed:
             # The cancelled task keeps its CancelledError, whose traceback keeps
             # ``_watch``'s frame and so ``entry``: without this the entry and
             # the task would refer to each other, garbage only a full
-            # collection frees (realtime/collector.py).
+            # collection frees (seconds with thousands of sockets open).
             entry.watch.cancel()
             entry.watch = None
 
@@ -230,17 +225,12 @@ class Subscription:
         ``wake`` is called, or ``timeout`` seconds pass."""
         if self._listener.head > self.cursor or self._listener.revoked or self.feed.closed:
             return
-        loop = asyncio.get_running_loop()
-        waiter = self._listener.waiter = loop.create_future()
-        # A timer that resolves the waiter itself, rather than ``wait_for``:
-        # that makes a second future, a callback and a coroutine for each of
-        # thousands of idle sockets, objects the collector scans while they
-        # wait (realtime/collector.py).
-        timer = loop.call_later(timeout, _resolve, waiter)
+        waiter = self._listener.waiter = asyncio.get_running_loop().create_future()
         try:
-            await waiter
+            await asyncio.wait_for(waiter, timeout)
+        except TimeoutError:
+            pass
         finally:
-            timer.cancel()
             self._listener.waiter = None
 
     def wake(self) -> None:
