@@ -136,12 +136,21 @@ async def test_keys_are_prefix_fanout_and_content_hash(store: S3BlobStore) -> No
 
 
 async def test_a_blob_already_there_is_not_uploaded_again(store: S3BlobStore) -> None:
+    """A large blob already there is not sent again (a HEAD finds it); a
+    small one is one conditional PUT, which the server refuses with 412
+    rather than overwrite (decision 0015: cheaper than asking first)."""
     wire = WireLog(store)
     small, large = b"once" * 100, os.urandom(LARGE)
     await store.put(small)
     await store.put(large)
     sent = len(wire.requests)
     assert await store.put(small) == await store.put_stream(_chunks(small, 7), 1 << 20)
+    again = wire.requests[sent:]
+    assert [(name, headers["if-none-match"]) for name, headers, _ in again] == [
+        ("object", "*"),
+        ("object", "*"),
+    ]
+    sent = len(wire.requests)
     await store.put(large)
     assert len(wire.requests) == sent
     # A stream past the threshold cannot know its name before its end: it is

@@ -251,7 +251,7 @@ class S3BlobStore:
         blob_hash = hashlib.sha256(data).hexdigest()
         blob = Blob(blob_hash, len(data))
         key = self.key(blob_hash)
-        if len(data) <= HEAD_FIRST_ABOVE:
+        if len(data) <= min(HEAD_FIRST_ABOVE, self.multipart_threshold):
             # One request, not two: a conditional PUT answers 412 when the
             # blob is there, and sending a small body again costs less than
             # asking first (the MX's DATA path writes one new blob per mail).
