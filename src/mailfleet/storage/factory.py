@@ -39,8 +39,13 @@ from mailfleet.storage.interfaces import (
 from mailfleet.storage.migrations import SchemaState, database_state, upgrade_database
 
 # What each queue guarantees (decision 0009). ``incoming``: worker-in holds a
-# batch of 64 for two minutes and gives up on a mail after ten deliveries.
-INCOMING_POLICY = QueuePolicy(lease_seconds=120, max_deliveries=10, dedupe_window_seconds=120)
+# batch of 64 for 30 s and gives up on a mail after ten deliveries. The lease
+# is also how long a mail waits when it went to a worker that died: on
+# JetStream 2.9 the pull request a killed worker left waiting still takes the
+# next item (decision 0014), so a short lease is what bounds that delay;
+# a batch takes well under a second, and one that outlives its lease is
+# stored once anyway (ingest keys).
+INCOMING_POLICY = QueuePolicy(lease_seconds=30, max_deliveries=10, dedupe_window_seconds=120)
 # Keys remembered as long as JetStream's default ``duplicate_window``: the
 # window covers a client or a worker repeating itself at once; what repeats
 # later is made harmless by ingest keys and delivery claims instead.
