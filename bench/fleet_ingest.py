@@ -207,61 +207,34 @@ def smtp_source(port: int, mails: int, sessions: int = 20, size: int = 4096) -> 
 # -- phases ---------------------------------------------------------------------
 
 
+def smtp_bench(target: str, runs: int, scale: float, scenarios: str, *extra: str) -> None:
+    """``../shared/bench/smtp_bench.py`` on ``target``, the same scenarios
+    for Postfix and the fleet."""
+    command = [sys.executable, str(SHARED_BENCH / "smtp_bench.py"), target]
+    command += ["--runs", str(runs), "--scale", str(scale), "--scenarios", scenarios]
+    subprocess.run([*command, *extra], check=True)
+
+
 def bench_postfix(out: Path, runs: int, scale: float, scenarios: str) -> None:
     anchor = SHARED_BENCH / "postfix_anchor.sh"
     run([str(anchor), "clean"])
     run([str(anchor), "start"])
     try:
-        subprocess.run(
-            [
-                sys.executable,
-                str(SHARED_BENCH / "smtp_bench.py"),
-                "127.0.0.1:2525",
-                "--runs",
-                str(runs),
-                "--scale",
-                str(scale),
-                "--scenarios",
-                scenarios,
-                "--maildir",
-                "/var/tmp/mail-anchor/vmail/example.test/user1",
-                "--clean-maildir",
-                "--json",
-                str(out / "postfix.json"),
-            ],
-            check=True,
-        )
+        maildir = "/var/tmp/mail-anchor/vmail/example.test/user1"
+        smtp_bench(
+            "127.0.0.1:2525", runs, scale, scenarios,
+            "--maildir", maildir, "--clean-maildir", "--json", str(out / "postfix.json"),
+        )  # fmt: skip
     finally:
         run([str(anchor), "stop"])
 
 
 def bench_fleet_smtp(state: FleetState, out: Path, runs: int, scale: float, scenarios: str) -> None:
-    subprocess.run(
-        [
-            sys.executable,
-            str(SHARED_BENCH / "smtp_bench.py"),
-            f"127.0.0.1:{state.ports['smtp']}",
-            "--runs",
-            str(runs),
-            "--scale",
-            str(scale),
-            "--scenarios",
-            scenarios,
-            "--rcpt",
-            RCPT,
-            "--sender",
-            SENDER,
-            "--count-cmd",
-            count_command(state),
-            "--poll",
-            "0.1",
-            "--pause",
-            "5",
-            "--json",
-            str(out / "ours.json"),
-        ],
-        check=True,
-    )
+    smtp_bench(
+        f"127.0.0.1:{state.ports['smtp']}", runs, scale, scenarios,
+        "--rcpt", RCPT, "--sender", SENDER, "--count-cmd", count_command(state),
+        "--poll", "0.1", "--pause", "5", "--json", str(out / "ours.json"),
+    )  # fmt: skip
 
 
 def measure_smtp_cpu(state: FleetState, mails: int) -> tuple[dict[str, tuple[int, float]], float]:
