@@ -81,6 +81,8 @@ MSG_ID = "Nats-Msg-Id"
 PUBLISH_TIMEOUT = 2.0
 PUBLISH_PATIENCE = 20.0
 API_TIMEOUT = 5.0
+# How long ``open`` keeps asking for its streams and consumers.
+OPEN_PATIENCE = 30.0
 # A fetch waits this long past its request's expiry for the server's answer
 # before giving the request up (a lost connection).
 FETCH_MARGIN = 2.0
@@ -190,9 +192,22 @@ class NatsQueue:
             )
         except (OSError, nats.errors.Error) as exc:
             raise BackendUnavailable(f"NATS at {', '.join(self.options.servers)}: {exc}") from exc
-        await self._ensure_dedupe_stream()
-        for queue in {*self._policies, ERROR_QUEUE}:
-            await self._ensure(queue)
+        # A cluster busy electing leaders, or creating the same replicated
+        # streams for several processes starting at once, can leave one API
+        # request unanswered for API_TIMEOUT (seen in CI on three nodes); the
+        # requests are idempotent, so a starting process asks again.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + OPEN_PATIENCE
+        while True:
+            try:
+                await self._ensure_dedupe_stream()
+                for queue in {*self._policies, ERROR_QUEUE}:
+                    await self._ensure(queue)
+                return
+            except BackendUnavailable:
+                if loop.time() >= deadline:
+                    raise
+                await asyncio.sleep(0.5)
 
     async def _stop_movers(self) -> None:
         movers, self._movers = list(self._movers.values()), {}
