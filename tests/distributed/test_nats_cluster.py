@@ -6,6 +6,7 @@ consumed exactly once."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -174,6 +175,10 @@ async def test_every_acknowledged_put_survives_the_leader_s_death_exactly_once(
         assert info["cluster"]["leader"] != leader
     finally:
         try:
-            await queue.delete_streams()
+            # The cluster is this test's own and is removed with its
+            # directory: a stream left because the new leader is still busy
+            # (seen in CI: STREAM.NAMES unanswered for 5 s) harms nothing.
+            with contextlib.suppress(BackendUnavailable):
+                await queue.delete_streams()
         finally:
             await queue.close()
