@@ -48,6 +48,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mailfleet import loopback_s3
+
 DEFAULT_DIR = Path("/var/tmp/mailfleet-fleet")
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 DOMAIN = "demo.mailfleet.test"
@@ -156,15 +158,7 @@ def _s3_command(port: int) -> list[str]:
         import moto  # noqa: F401
     except ImportError as exc:
         raise FleetError("moto is missing: pip install 'moto[server]' (scripts/bootstrap)") from exc
-    return [
-        sys.executable,
-        "-m",
-        "mailfleet.loopback_s3",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
+    return loopback_s3.command(port)
 
 
 def _tail(path: str, lines: int = 30) -> str:

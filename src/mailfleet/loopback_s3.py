@@ -20,6 +20,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
+
+
+def command(port: int, host: str = "127.0.0.1") -> list[str]:
+    """The command line that starts this server (the local fleet and the
+    tests start it the same way)."""
+    return [sys.executable, "-m", "mailfleet.loopback_s3", "--host", host, "--port", str(port)]
 
 
 def main(argv: list[str] | None = None) -> None:

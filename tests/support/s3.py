@@ -15,7 +15,6 @@ import os
 import secrets
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -23,6 +22,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from mailfleet import loopback_s3
 from mailfleet.storage.distributed.s3_blobs import S3BlobStore, S3Location
 from tests.support.tools import missing
 
@@ -78,7 +78,7 @@ def _start() -> S3Server:
     port = _free_port()
     env = {**os.environ, "S3_UPLOAD_PART_MIN_SIZE": str(TEST_PART_SIZE)}
     process = subprocess.Popen(
-        [sys.executable, "-m", "mailfleet.loopback_s3", "--host", "127.0.0.1", "--port", str(port)],
+        loopback_s3.command(port),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=env,
