@@ -80,15 +80,26 @@ def hostile_html(port: int) -> str:
 </body></html>"""
 
 
-async def deliver(webmail: Webmail, to: str, subject: str, html: str) -> None:
+def html_mail(sender: str, to: str, subject: str, html: str) -> EmailMessage:
+    """A plain and an HTML alternative, as mail clients send them."""
     mail = EmailMessage()
-    mail["From"] = "Mallory Marketing <mallory@promo.test>"
+    mail["From"] = sender
     mail["To"] = to
     mail["Subject"] = subject
     mail.set_content("Plain version.")
     mail.add_alternative(html, subtype="html")
+    return mail
+
+
+async def send_over_smtp(webmail: Webmail, mail: EmailMessage) -> None:
     await aiosmtplib.send(
         mail, hostname="127.0.0.1", port=webmail.service.smtp_port, start_tls=False
+    )
+
+
+async def deliver(webmail: Webmail, to: str, subject: str, html: str) -> None:
+    await send_over_smtp(
+        webmail, html_mail("Mallory Marketing <mallory@promo.test>", to, subject, html)
     )
 
 
@@ -171,12 +182,7 @@ async def deliver_related(
     """HTML with its images as multipart/related parts (Content-ID = the
     key, as mail clients send signatures and pasted screenshots), and a PDF
     attached as a file."""
-    mail = EmailMessage()
-    mail["From"] = "Sam Signature <sam@outside.test>"
-    mail["To"] = to
-    mail["Subject"] = subject
-    mail.set_content("Plain version.")
-    mail.add_alternative(html, subtype="html")
+    mail = html_mail("Sam Signature <sam@outside.test>", to, subject, html)
     html_part = mail.get_body(("html",))
     assert html_part is not None
     for cid, data in images.items():
@@ -185,9 +191,7 @@ async def deliver_related(
     mail.add_attachment(
         b"%PDF-1.4\n%%EOF\n", maintype="application", subtype="pdf", filename="terms.pdf"
     )
-    await aiosmtplib.send(
-        mail, hostname="127.0.0.1", port=webmail.service.smtp_port, start_tls=False
-    )
+    await send_over_smtp(webmail, mail)
 
 
 IMAGE_SIZE = "i => i.complete ? [i.naturalWidth, i.naturalHeight] : null"
