@@ -40,8 +40,10 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import aiohttp
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
+from botocore.credentials import Credentials
 from botocore.exceptions import BotoCoreError, ClientError
 
+from mailfleet.storage.distributed.s3_signed import Reply, SignedRequests
 from mailfleet.storage.errors import BackendUnavailable, BlobCorrupt, BlobMissing, BlobTooLarge
 from mailfleet.storage.interfaces import Blob, StoredBlob
 
@@ -62,6 +64,14 @@ _ETAG_IS_MD5 = {None, "AES256"}
 # Object metadata on a condemned copy: when it was condemned (ms). Listings
 # carry only LastModified (whole seconds); a purge reads this exact time.
 _CONDEMNED_AT = "condemned-at"
+# Error codes of a body that did not match its checksum or signed hash.
+_DIGEST_CODES = (
+    "BadDigest",
+    "InvalidDigest",
+    "XAmzContentChecksumMismatch",
+    "XAmzContentSHA256Mismatch",
+    "InvalidRequest",
+)
 # Errors of the transport below botocore that it does not wrap.
 _TRANSPORT_ERRORS = (BotoCoreError, aiohttp.ClientError, OSError, TimeoutError)
 
@@ -173,6 +183,10 @@ class S3BlobStore:
         self._root = f"{location.prefix}/" if location.prefix else ""
         self._exit_stack: AsyncExitStack | None = None
         self._s3: S3Client | None = None
+        # The mail path's small PUTs and whole GETs (s3_signed.py); None
+        # without credentials to sign with (anonymous access goes through
+        # aiobotocore, which knows how).
+        self.signed: SignedRequests | None = None
 
     @classmethod
     def from_url(cls, url: str) -> S3BlobStore:
@@ -207,9 +221,27 @@ class S3BlobStore:
             )
         )
         self._exit_stack = stack
+        credentials: Credentials | None
+        if loc.access_key_id and loc.secret_access_key:
+            credentials = Credentials(loc.access_key_id, loc.secret_access_key)
+        else:
+            credentials = await _session().get_credentials()
+        if credentials is not None:
+            signed = SignedRequests(
+                endpoint=self._s3.meta.endpoint_url,
+                bucket=self.bucket,
+                region=self._s3.meta.region_name,
+                addressing=loc.addressing,
+                credentials=credentials,
+                attempts=loc.attempts,
+            )
+            await signed.open()
+            stack.push_async_callback(signed.close)
+            self.signed = signed
 
     async def close(self) -> None:
         stack, self._exit_stack, self._s3 = self._exit_stack, None, None
+        self.signed = None
         if stack is not None:
             await stack.aclose()
 
@@ -340,6 +372,48 @@ class S3BlobStore:
         self, key: str, body: bytes, sha256_b64: str, *, create_only: bool
     ) -> None:
         md5 = hashlib.md5(body, usedforsecurity=False).hexdigest()
+        if self.signed is not None:
+            etag, encryption = await self._signed_put(key, body, sha256_b64, create_only)
+            if etag is None:
+                return  # already there
+        else:
+            etag, encryption = await self._botocore_put(key, body, sha256_b64, create_only)
+            if etag is None:
+                return
+        if encryption in _ETAG_IS_MD5 and etag and etag != md5:
+            await self._delete_key(key)
+            raise BlobCorrupt(f"{key}: the server stored other bytes (ETag {etag}, sent {md5})")
+
+    async def _signed_put(
+        self, key: str, body: bytes, sha256_b64: str, create_only: bool
+    ) -> tuple[str | None, str | None]:
+        """(ETag, server-side encryption), or (None, None) when a
+        create-only PUT found the blob there."""
+        assert self.signed is not None
+        headers = {"x-amz-checksum-sha256": sha256_b64, "x-amz-sdk-checksum-algorithm": "SHA256"}
+        if create_only:
+            headers["If-None-Match"] = "*"
+        try:
+            reply = await self.signed.send(
+                "PUT",
+                key,
+                body=self._wire_body(body),
+                body_sha256=base64.b64decode(sha256_b64).hex(),
+                headers=headers,
+            )
+        except _TRANSPORT_ERRORS as exc:
+            raise _unavailable("put", exc) from exc
+        if create_only and reply.status == 412:
+            return None, None
+        if reply.status != 200:
+            raise _reply_error("put", reply)
+        return reply.headers.get("etag", "").strip('"'), reply.headers.get(
+            "x-amz-server-side-encryption"
+        )
+
+    async def _botocore_put(
+        self, key: str, body: bytes, sha256_b64: str, create_only: bool
+    ) -> tuple[str | None, str | None]:
         params: dict[str, Any] = {}
         if create_only:
             # Never overwrite: a blob that is there was written whole and
@@ -356,14 +430,11 @@ class S3BlobStore:
             )
         except ClientError as exc:
             if create_only and _status(exc) == 412:
-                return  # written meanwhile by a concurrent put of the same content
+                return None, None  # written meanwhile by a concurrent put of the same content
             raise _refused_or_unavailable("put", exc) from exc
         except _TRANSPORT_ERRORS as exc:
             raise _unavailable("put", exc) from exc
-        etag = response.get("ETag", "").strip('"')
-        if response.get("ServerSideEncryption") in _ETAG_IS_MD5 and etag and etag != md5:
-            await self._delete_key(key)
-            raise BlobCorrupt(f"{key}: the server stored other bytes (ETag {etag}, sent {md5})")
+        return response.get("ETag", "").strip('"'), response.get("ServerSideEncryption")
 
     async def _put_part(self, key: str, upload_id: str, number: int, body: bytes) -> dict[str, Any]:
         sha256_b64 = _b64(hashlib.sha256(body).digest())
@@ -419,15 +490,32 @@ class S3BlobStore:
         raise BlobMissing(blob_hash)
 
     async def get(self, blob_hash: str) -> bytes:
-        body = await self._open_body(blob_hash)
-        try:
-            async with body:
-                data: bytes = await body.read()
-        except _TRANSPORT_ERRORS as exc:
-            raise _unavailable("read", exc) from exc
+        if self.signed is not None:
+            data = await self._signed_get(blob_hash)
+        else:
+            body = await self._open_body(blob_hash)
+            try:
+                async with body:
+                    data = await body.read()
+            except _TRANSPORT_ERRORS as exc:
+                raise _unavailable("read", exc) from exc
         if hashlib.sha256(data).hexdigest() != blob_hash:
             raise BlobCorrupt(f"{blob_hash}: stored bytes do not hash to their name")
         return data
+
+    async def _signed_get(self, blob_hash: str) -> bytes:
+        assert self.signed is not None
+        # The live key, else the condemned copy (still readable until purged).
+        for key in (self.key(blob_hash), self._trash_key(blob_hash)):
+            try:
+                reply = await self.signed.send("GET", key)
+            except _TRANSPORT_ERRORS as exc:
+                raise _unavailable("get", exc) from exc
+            if reply.status == 200:
+                return reply.body
+            if reply.status != 404:
+                raise _reply_error("get", reply)
+        raise BlobMissing(blob_hash)
 
     async def stream(self, blob_hash: str, chunk_size: int = 65536) -> AsyncIterator[bytes]:
         body = await self._open_body(blob_hash)
@@ -567,11 +655,21 @@ class S3BlobStore:
 def _refused_or_unavailable(action: str, exc: ClientError) -> Exception:
     """A checksum the server refused is a corrupt write, not an outage."""
     code = exc.response.get("Error", {}).get("Code", "")
-    digest_codes = ("BadDigest", "InvalidDigest", "XAmzContentChecksumMismatch", "InvalidRequest")
     about_digest = "checksum" in str(exc).lower() or "digest" in str(exc).lower()
-    if code in digest_codes and about_digest:
+    if code in _DIGEST_CODES and about_digest:
         return BlobCorrupt(f"S3 {action} refused: {exc}")
     return _unavailable(action, exc)
+
+
+def _reply_error(action: str, reply: Reply) -> Exception:
+    """The same for a signed request's reply."""
+    code = reply.error_code
+    message = f"S3 {action}: HTTP {reply.status} {code}".rstrip()
+    lowered = reply.body.lower()
+    about_digest = b"checksum" in lowered or b"digest" in lowered or b"sha256" in lowered
+    if code in _DIGEST_CODES and about_digest:
+        return BlobCorrupt(f"{message} refused")
+    return BackendUnavailable(f"{message} failed")
 
 
 class _MultipartUpload:
