@@ -70,3 +70,23 @@ async def test_cid_image_is_named_in_the_api_and_kept_in_the_html(
     download = await bob.client.get(f"/v1/messages/{summary['id']}/attachments/{logo['id']}")
     assert download.status_code == 200
     assert download.content == PNG
+
+
+async def test_a_mail_whose_only_image_is_inline_has_no_paperclip(
+    service: Service, bob: User
+) -> None:
+    """A signature's logo is not an attachment to the reader: no
+    ``has_attachments`` in the list, no ``has:attachment`` hit; the image is
+    still listed on the message for the reader to show in place."""
+    with_logo = related_mail(bob.email)
+    with_logo.replace_header("Subject", "Only a logo")
+    with_logo.get_payload().pop()  # the PDF: what is left is text, HTML and its image
+    for mail in (related_mail(bob.email), with_logo):
+        await aiosmtplib.send(mail, hostname="127.0.0.1", port=service.smtp_port, start_tls=False)
+    listed = {m["subject"]: m for m in await bob.wait_for("inbox", 2)}
+    assert listed["Logo in the signature"]["has_attachments"] is True
+    assert listed["Only a logo"]["has_attachments"] is False
+    full = (await bob.client.get(f"/v1/messages/{listed['Only a logo']['id']}")).json()
+    assert [(a["filename"], a["inline"]) for a in full["attachments"]] == [("logo.png", True)]
+    found = await bob.client.get("/v1/search", params={"q": "has:attachment"})
+    assert [m["subject"] for m in found.json()["items"]] == ["Logo in the signature"]

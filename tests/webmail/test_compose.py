@@ -173,3 +173,26 @@ async def test_notification_and_sign_out(webmail: Webmail) -> None:
     # The browser logs each refused request (the wrong password, the ended
     # session's last poll): expected here, nothing else may show.
     webmail.errors[:] = [e for e in webmail.errors if "status of 401" not in e]
+
+
+async def test_a_mail_of_many_pictures_previews_only_the_first_dozen(webmail: Webmail) -> None:
+    """Opening a mail of 15 photos fetches 12 previews, not all 15: the list
+    shows the others as icons, each still downloadable."""
+    yan = await webmail.user("yan", "Yan Reader")
+    zoe = await webmail.user("zoe", "Zoe Photographer")
+    pictures = [await zoe.upload(f"photo{n}.png", PIXEL, "image/png") for n in range(15)]
+    await zoe.send(
+        to=[yan.email],
+        subject="Holiday pictures",
+        body="All of them.",
+        attachments=[p["id"] for p in pictures],
+    )
+    page = await webmail.open(yan)
+    fetched: list[str] = []
+    page.on("request", lambda r: fetched.append(r.url) if "/attachments/" in r.url else None)
+    await page.locator("#messages .row", has_text="Holiday pictures").locator(".row-link").click()
+    await expect(page.locator(".attachment")).to_have_count(15)
+    await expect(page.locator(".att-preview img")).to_have_count(12)
+    await page.wait_for_timeout(300)  # nothing more is on its way
+    assert len(fetched) == 12
+    await expect(page.locator(".att-download")).to_have_count(15)

@@ -294,7 +294,9 @@ class SqlMailboxReads:
             return None
         attachments: Any = (
             await session.all(_ATTACHMENTS, account_id=account_id, message_id=message_id)
-            if row["has_attachments"]
+            # Inline (cid:) images come with HTML only and do not count in
+            # has_attachments.
+            if row["has_attachments"] or row["html_hash"] is not None
             else ()
         )
         delivery = await session.all(_DELIVERIES, account_id=account_id, message_id=message_id)

@@ -154,7 +154,9 @@ def message_row(m: NewMessage) -> dict[str, Any]:
         html_hash=m.html_hash,
         is_read=m.is_read,
         is_flagged=m.is_flagged,
-        has_attachments=bool(m.attachments),
+        # What the user sees as attachments: images shown inside the HTML
+        # (cid:) are not (a signature's logo puts no paperclip on a mail).
+        has_attachments=any(not a.inline for a in m.attachments),
         spam_verdict=m.spam_verdict,
         spam_score=m.spam_score,
     )

@@ -33,6 +33,10 @@ import {
 
 const IMAGES_KEY = 'mailfleet.images.';
 const PREVIEW_MAX = 10 * 1024 * 1024;
+// Previews one mail's attachment list may fetch: past these, the list shows
+// icons (a mail of 200 photos must not download them all on opening).
+const PREVIEW_COUNT_MAX = 12;
+const PREVIEW_TOTAL_MAX = 30 * 1024 * 1024;
 const DETAIL_AT_ONCE = 25;
 // What one mail's cid: images may make the browser fetch and hold: a hostile
 // mail must not turn the reading pane into a download of its whole size.
@@ -249,7 +253,9 @@ export class Reader {
     this.inline = new Map(); // message id -> its cid: images: { parts, urls }
     this.inlineLeft = INLINE_CONVERSATION_MAX;
     this.token = 0;
-    this.previews = [];
+    // Attachment URL -> promise of its preview's object URL, for the open
+    // conversation: a re-render (marked read, a new reply) fetches nothing again.
+    this.previews = new Map();
   }
 
   close() {
@@ -264,8 +270,18 @@ export class Reader {
   }
 
   revokePreviews() {
-    this.previews.forEach((u) => URL.revokeObjectURL(u));
-    this.previews = [];
+    this.previews.forEach((pending) => pending.then((u) => URL.revokeObjectURL(u), () => {}));
+    this.previews = new Map();
+  }
+
+  preview(url) {
+    let pending = this.previews.get(url);
+    if (!pending) {
+      pending = fetchBlob(url).then((blob) => URL.createObjectURL(blob));
+      this.previews.set(url, pending);
+      pending.catch(() => this.previews.delete(url));
+    }
+    return pending;
   }
 
   async open(threadId) {
@@ -635,17 +651,18 @@ export class Reader {
 
   renderAttachments(m, attachments) {
     const list = h('ul', { class: 'attachments', 'aria-label': 'Attachments' });
+    let previewCount = 0;
+    let previewBytes = 0;
     for (const a of attachments) {
       const url = `/v1/messages/${m.id}/attachments/${a.id}`;
       const isImage = /^image\/(png|jpe?g|gif|webp|bmp|avif)$/i.test(a.content_type);
       const preview = h('span', { class: 'att-preview', 'aria-hidden': 'true' }, icon(isImage ? 'image' : 'file'));
-      if (isImage && a.size <= PREVIEW_MAX) {
-        fetchBlob(url)
-          .then((blob) => {
-            const src = URL.createObjectURL(blob);
-            this.previews.push(src);
-            preview.replaceChildren(h('img', { src, alt: '' }));
-          })
+      const withinBudget = previewCount < PREVIEW_COUNT_MAX && previewBytes + a.size <= PREVIEW_TOTAL_MAX;
+      if (isImage && a.size <= PREVIEW_MAX && withinBudget) {
+        previewCount += 1;
+        previewBytes += a.size;
+        this.preview(url)
+          .then((src) => preview.replaceChildren(h('img', { src, alt: '' })))
           .catch(() => {});
       }
       list.append(
