@@ -15,9 +15,13 @@ and with one process per scaled role.
    its children and its reaped children) around ``--cpu-mails`` mails at 20
    connections, waited until all are stored; then ``smtp-in-2`` and
    ``worker-in-2`` are stopped (HAProxy's health check takes ``smtp-in-2`` out)
-   and the same is measured with one process each. The ``api`` role is
-   measured the same way with Inbox listings through HAProxy at a fixed rate
-   under saturation (``--api-rate``), before and after ``api-2`` is stopped.
+   and the same is measured with one process each, in ``--cpu-rounds``
+   rounds that alternate two and one (medians). The ``api`` role is measured
+   the same way with Inbox listings through HAProxy at a fixed rate under
+   saturation (``--api-rate``) with two processes, then with one at that rate
+   and at half of it: the last is the load per process each of the two had,
+   which is what separates a cost of coordination from the cheaper requests
+   of a busier event loop (more of them handled per wake-up).
 
     .venv/bin/python bench/fleet_ingest.py                  # everything
     .venv/bin/python bench/fleet_ingest.py --runs 1 --scale 0.2 --cpu-mails 1000 --api-seconds 5
@@ -33,6 +37,7 @@ import asyncio
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -309,12 +314,27 @@ def measure_api_cpu(
     return {g: (n, s * 1000 / count) for g, (n, s) in groups.items()}, count / elapsed
 
 
+def medians(
+    rounds: dict[str, list[dict[str, tuple[int, float]]]],
+) -> dict[str, dict[str, tuple[int, float]]]:
+    """Each group's median over the rounds, per configuration."""
+    return {
+        label: {
+            group: (
+                tables[0][group][0],
+                statistics.median(t[group][1] for t in tables if group in t),
+            )
+            for group in tables[0]
+        }
+        for label, tables in rounds.items()
+    }
+
+
 def print_cpu_table(title: str, per_1000: dict[str, dict[str, tuple[int, float]]]) -> None:
     labels = list(per_1000)
     print(f"\n{title}")
-    print(
-        f"{'role / backend':22s}" + "".join(f"{label:>26s}" for label in labels) + f"{'2 vs 1':>9s}"
-    )
+    header = "".join(f"{label:>26s}" for label in labels)
+    print(f"{'role / backend':22s}{header}{'first/last':>11s}")
     groups = sorted({g for table in per_1000.values() for g in table})
     for group in groups:
         cells = []
@@ -338,6 +358,7 @@ def main() -> None:
     parser.add_argument("--cpu-mails", type=int, default=3000)
     parser.add_argument("--api-rate", type=float, default=500, help="Inbox pages a second")
     parser.add_argument("--api-seconds", type=float, default=15)
+    parser.add_argument("--cpu-rounds", type=int, default=3, help="2-then-1 rounds, medians")
     parser.add_argument("--skip-postfix", action="store_true")
     parser.add_argument("--skip-smtp", action="store_true", help="only the CPU phases")
     parser.add_argument("--keep", action="store_true", help="leave the fleet running")
@@ -382,26 +403,42 @@ def main() -> None:
         with urllib.request.urlopen(request) as r:
             token = json.load(r)["token"]
 
-        smtp: dict[str, dict[str, tuple[int, float]]] = {}
-        api: dict[str, dict[str, tuple[int, float]]] = {}
-        for processes in (2, 1):
-            if processes == 1:
+        # Rounds alternate two and one process per scaled role, so that a
+        # drift of the machine over the run weighs on both alike; the
+        # tables show each figure's median over the rounds.
+        smtp_rounds: dict[str, list[dict[str, tuple[int, float]]]] = defaultdict(list)
+        api_rounds: dict[str, list[dict[str, tuple[int, float]]]] = defaultdict(list)
+        for round_number in range(1, args.cpu_rounds + 1):
+            for processes in (2, 1):
                 for role in (*SCALED_ROLES, "api"):
-                    fleet.stop_role_process(f"{role}-2")
-                time.sleep(3)  # HAProxy's health check (inter 1s fall 2) takes them out
+                    if processes == 1:
+                        fleet.stop_role_process(f"{role}-2")
+                    else:
+                        fleet.start_role_process(f"{role}-2")
+                time.sleep(3)  # HAProxy's health check (inter 1s fall 2 rise 2)
                 state = fleet.load() or state
-            print(f"== CPU, {processes} per scaled role: {args.cpu_mails} mails, 20 connections")
-            measure_smtp_cpu(state, 500)  # warm: connections and caches
-            groups, elapsed = measure_smtp_cpu(state, args.cpu_mails)
-            label = f"{processes} smtp-in, {processes} worker-in"
-            smtp[label] = {g: (n, s * 1000 / args.cpu_mails) for g, (n, s) in groups.items()}
-            print(f"   {args.cpu_mails / elapsed:.0f} mails/s sent and stored")
-            api[f"{processes} api"], rate = measure_api_cpu(
-                state, token, args.api_rate, args.api_seconds
-            )
-            print(f"   {rate:.0f} Inbox pages/s through HAProxy")
-        print_cpu_table("CPU seconds per 1,000 mails (SMTP in, stored)", smtp)
-        print_cpu_table("CPU seconds per 1,000 Inbox pages (HTTP, through HAProxy)", api)
+                print(
+                    f"== round {round_number}, {processes} per scaled role:"
+                    f" {args.cpu_mails} mails, 20 connections"
+                )
+                measure_smtp_cpu(state, 500)  # warm: connections and caches
+                groups, elapsed = measure_smtp_cpu(state, args.cpu_mails)
+                label = f"{processes} smtp-in, {processes} worker-in"
+                smtp_rounds[label].append(
+                    {g: (n, s * 1000 / args.cpu_mails) for g, (n, s) in groups.items()}
+                )
+                print(f"   {args.cpu_mails / elapsed:.0f} mails/s sent and stored")
+                # One process at the rate two shared, and at half of it: the
+                # second is the same load per process as each of the two.
+                rates = [args.api_rate] if processes == 2 else [args.api_rate, args.api_rate / 2]
+                for pace in rates:
+                    per_1000, rate = measure_api_cpu(state, token, pace, args.api_seconds)
+                    api_rounds[f"{processes} api @ {pace:.0f}/s"].append(per_1000)
+                    print(f"   {rate:.0f} Inbox pages/s through HAProxy ({processes} api)")
+        print_cpu_table("CPU seconds per 1,000 mails (SMTP in, stored)", medians(smtp_rounds))
+        print_cpu_table(
+            "CPU seconds per 1,000 Inbox pages (HTTP, through HAProxy)", medians(api_rounds)
+        )
     finally:
         if args.keep:
             print(f"fleet left running in {root}: deploy/local-fleet --dir {root} stop")

@@ -796,6 +796,18 @@ frontend stats
         self._stop_proc(proc)
         self.save(state)
 
+    def start_role_process(self, name: str) -> None:
+        """Starts again a role process stopped by ``stop_role_process``."""
+        state = self._require()
+        proc = state.proc(name)
+        if proc.kind != "mailfleet":
+            raise FleetError(f"{name} is not a role process (start_backend starts backends)")
+        if _alive(proc.pid):
+            return
+        self._spawn_role(state, proc)
+        self.save(state)
+        _wait(proc.name, lambda: self._role_up(proc), 60, proc)
+
     def _require(self) -> FleetState:
         state = self.load()
         if state is None:
