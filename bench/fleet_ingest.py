@@ -297,14 +297,17 @@ async def paced_pages(port: int, path: str, token: str, rate: float, seconds: fl
     return answered
 
 
-def measure_api_cpu(
-    state: FleetState, token: str, rate: float, seconds: float
-) -> tuple[dict[str, tuple[int, float]], float]:
+def inbox_path(state: FleetState, token: str) -> str:
     url = f"http://127.0.0.1:{state.ports['http']}/v1/folders"
     headers = {"Authorization": f"Bearer {token}"}
     with urllib.request.urlopen(urllib.request.Request(url, headers=headers)) as r:
         inbox = next(f for f in json.load(r) if f["role"] == "inbox")["id"]
-    path = f"/v1/folders/{inbox}/messages?limit=50"
+    return f"/v1/folders/{inbox}/messages?limit=50"
+
+
+def measure_api_cpu(
+    state: FleetState, token: str, path: str, rate: float, seconds: float
+) -> tuple[dict[str, tuple[int, float]], float]:
     asyncio.run(paced_pages(state.ports["http"], path, token, rate, 1))  # warm both caches
     before = cpu_by_process(state)
     began = time.monotonic()
@@ -408,6 +411,7 @@ def main() -> None:
         # tables show each figure's median over the rounds.
         smtp_rounds: dict[str, list[dict[str, tuple[int, float]]]] = defaultdict(list)
         api_rounds: dict[str, list[dict[str, tuple[int, float]]]] = defaultdict(list)
+        floor_rounds: dict[str, list[dict[str, tuple[int, float]]]] = defaultdict(list)
         for round_number in range(1, args.cpu_rounds + 1):
             for processes in (2, 1):
                 for role in (*SCALED_ROLES, "api"):
@@ -431,14 +435,19 @@ def main() -> None:
                 # One process at the rate two shared, and at half of it: the
                 # second is the same load per process as each of the two.
                 rates = [args.api_rate] if processes == 2 else [args.api_rate, args.api_rate / 2]
+                # /healthz is the floor: no backend, nothing shared, so
+                # whatever it costs more with two processes is the machine's.
+                inbox = inbox_path(state, token)
                 for pace in rates:
-                    per_1000, rate = measure_api_cpu(state, token, pace, args.api_seconds)
-                    api_rounds[f"{processes} api @ {pace:.0f}/s"].append(per_1000)
-                    print(f"   {rate:.0f} Inbox pages/s through HAProxy ({processes} api)")
+                    for path, rounds in ((inbox, api_rounds), ("/healthz", floor_rounds)):
+                        per_1000, rate = measure_api_cpu(state, token, path, pace, args.api_seconds)
+                        rounds[f"{processes} api @ {pace:.0f}/s"].append(per_1000)
+                        print(f"   {rate:.0f} GET {path.split('?')[0]}/s ({processes} api)")
         print_cpu_table("CPU seconds per 1,000 mails (SMTP in, stored)", medians(smtp_rounds))
         print_cpu_table(
             "CPU seconds per 1,000 Inbox pages (HTTP, through HAProxy)", medians(api_rounds)
         )
+        print_cpu_table("CPU seconds per 1,000 GET /healthz (the floor)", medians(floor_rounds))
     finally:
         if args.keep:
             print(f"fleet left running in {root}: deploy/local-fleet --dir {root} stop")
