@@ -334,6 +334,17 @@ class RealtimeSettings(_Section):
     )
 
 
+class FilterSettings(_Section):
+    """The filter pipeline (filters/): which filters run, and the scores at
+    which a mail is spam (Junk) or refused."""
+
+    builtin_rules: bool = Field(True, description="GTUBE and the header rules (filters/rules.py)")
+    spam_score: float = Field(5.0, description="total score from which a mail goes to Junk")
+    reject_score: float = Field(
+        15.0, description="total score from which a mail is refused (Junk once accepted)"
+    )
+
+
 class DomainSeed(_Section):
     name: str
     open_signup: bool = False
@@ -351,6 +362,7 @@ class Settings(_Section):
     delivery: DeliverySettings = DeliverySettings()
     blobs: BlobSettings = BlobSettings()
     realtime: RealtimeSettings = RealtimeSettings()
+    filters: FilterSettings = FilterSettings()
     domains: list[DomainSeed] = Field(
         default_factory=list, description="hosted domains ensured at start"
     )

@@ -13,6 +13,7 @@ from mailfleet.delivery.mx import MxResolver
 from mailfleet.delivery.outgoing import OutgoingService
 from mailfleet.delivery.send import SendService
 from mailfleet.delivery.transport import SmtpTransport
+from mailfleet.filters.pipeline import FilterPipeline
 from mailfleet.mailbox.service import MailboxService
 from mailfleet.ratelimit import RateLimiter
 from mailfleet.realtime import ChangeFeed
@@ -47,6 +48,7 @@ class Runtime:
             stores.queue,
             smtp.hostname,
             stores.cache,
+            FilterPipeline.from_settings(settings.filters),
         )
         resolver = MxResolver(
             nameservers=smtp.dns_servers,

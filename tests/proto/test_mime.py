@@ -774,7 +774,9 @@ def test_no_headers_at_all() -> None:
 def test_empty_input() -> None:
     parsed = parse_message(b"")
     check_types(parsed)
-    assert parsed == ParsedMessage("", None, (), (), (), None, None, (), None, "", None, (), ())
+    # No Content-Type: an (empty) text/plain body, RFC 2045 section 5.2.
+    empty = ParsedMessage("", None, (), (), (), None, None, (), None, "", None, (), (), True)
+    assert parsed == empty
 
 
 def nested(depth: int, inner: str = "Content-Type: text/plain\n\nDEEP\n") -> str:

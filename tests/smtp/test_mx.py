@@ -93,10 +93,11 @@ async def test_rich_mail_arrives_with_identical_attachments(service: Service, bo
         )
         assert download.content == data
     raw_back = (await bob.client.get(f"/v1/messages/{summary['id']}/raw")).content
-    head = raw_back.split(b"\r\n\r\n", 1)[0]
-    assert head.startswith(
-        b"Return-Path: <sender@outside.example>\r\nReceived: from client.example.net"
-    )
+    head = raw_back.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+    # Return-Path first, the filters' lines (decision 0020), then our Received.
+    assert head[0] == b"Return-Path: <sender@outside.example>"
+    assert head[1].startswith(b"X-Spam-Status: No, ")
+    assert any(line.startswith(b"Received: from client.example.net") for line in head[2:6])
     assert raw_back.endswith(raw)
 
 

@@ -51,13 +51,13 @@ async def get_message(message_id: str, runtime: RuntimeDep, account: AccountDep)
 
 @router.get("/messages/{message_id}/raw", response_class=StreamingResponse)
 async def get_raw(message_id: str, runtime: RuntimeDep, account: AccountDep) -> StreamingResponse:
-    message, chunks = await runtime.mailbox.raw(account.id, message_id)
+    message, size, chunks = await runtime.mailbox.raw(account.id, message_id)
     return StreamingResponse(
         chunks,
         media_type="message/rfc822",
         headers={
             **_DOWNLOAD_HEADERS,
-            "Content-Length": str(message.raw_size),
+            "Content-Length": str(size),
             "Content-Disposition": content_disposition(f"{message.summary.id}.eml"),
         },
     )

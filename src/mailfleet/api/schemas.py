@@ -131,9 +131,16 @@ class MessageAttachmentOut(AttachmentOut):
     inline: bool
 
 
+class SpamReasonOut(BaseModel):
+    name: str
+    score: float
+    detail: str
+
+
 class SpamOut(BaseModel):
     verdict: str | None
     score: float | None
+    reasons: list[SpamReasonOut] = []
 
 
 class DeliveryOut(BaseModel):
@@ -322,6 +329,12 @@ def message_json(view: MessageView) -> dict[str, Any]:
         "message_id_header": m.message_id_header,
         "in_reply_to": m.in_reply_to,
         "references": list(m.references),
-        "spam": {"verdict": m.spam_verdict, "score": m.spam_score},
+        "spam": {
+            "verdict": m.spam_verdict,
+            "score": m.spam_score,
+            "reasons": [
+                {"name": r.name, "score": r.score, "detail": r.detail} for r in m.spam_reasons
+            ],
+        },
         "delivery": [delivery_json(d) for d in m.delivery] if m.delivery else None,
     }

@@ -18,6 +18,8 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 
 from mailfleet.delivery.local import StoredParts, store_parts
+from mailfleet.filters import FilterUnavailable, MailToCheck, Verdict
+from mailfleet.filters.pipeline import FilterPipeline, Outcome
 from mailfleet.ids import new_id
 from mailfleet.proto.addresses import AddressError, mailbox_key, normalize_email
 from mailfleet.proto.compose import snippet
@@ -31,6 +33,7 @@ from mailfleet.storage.interfaces import (
     NewMessage,
     Queue,
     QueueItem,
+    SpamReason,
 )
 
 INCOMING = "incoming"
@@ -49,6 +52,7 @@ class RecipientVerdict:
 class Mailbox:
     account_id: int
     inbox_id: int
+    junk_id: int
     email: str
 
 
@@ -70,6 +74,7 @@ class IncomingService:
         queue: Queue,
         hostname: str,
         cache: Cache,
+        filters: FilterPipeline | None = None,
     ) -> None:
         self.directory = directory
         self.mailboxes = mailboxes
@@ -77,6 +82,7 @@ class IncomingService:
         self.queue = queue
         self.hostname = hostname
         self.cache = cache
+        self.filters = filters or FilterPipeline([], spam_score=5.0, reject_score=15.0)
 
     async def check_recipient(self, address: str) -> tuple[str, str]:
         """(verdict, normalized mailbox address)."""
@@ -96,19 +102,20 @@ class IncomingService:
         RECIPIENT_CACHE_SECONDS: RCPT and worker-in need it for every mail.
         Misses are never cached, so an account made a moment ago gets mail;
         one disabled meanwhile may receive for the rest of the window."""
-        cache_key = f"mailbox:{key}"
+        cache_key = f"mailbox2:{key}"
         cached = await self.cache.get(cache_key)
         if cached is not None:
-            account_id, inbox_id, email = cached.decode().split(" ", 2)
-            return Mailbox(int(account_id), int(inbox_id), email)
+            account_id, inbox_id, junk_id, email = cached.decode().split(" ", 3)
+            return Mailbox(int(account_id), int(inbox_id), int(junk_id), email)
         account = await self.directory.get_account_by_email(key)
         if account is None or account.disabled:
             return None
         inbox = await self.mailboxes.folder_by_role(account.id, "inbox")
-        found = Mailbox(account.id, inbox.id, account.email)
+        junk = await self.mailboxes.folder_by_role(account.id, "junk")
+        found = Mailbox(account.id, inbox.id, junk.id, account.email)
         await self.cache.set(
             cache_key,
-            f"{found.account_id} {found.inbox_id} {found.email}".encode(),
+            f"{found.account_id} {found.inbox_id} {found.junk_id} {found.email}".encode(),
             RECIPIENT_CACHE_SECONDS,
         )
         return found
@@ -149,6 +156,7 @@ class IncomingService:
                 "recipients": envelope.recipients,
                 "received_at": int(now.timestamp() * 1000),
                 "client_ip": envelope.client_ip,
+                "helo": envelope.helo,
             },
             dedupe_key=dedupe_key,
         )
@@ -171,15 +179,30 @@ class IncomingService:
         parsed = parse_message(raw)
         if parsed.defects:
             log.info("mail %s has defects: %s", payload["queue_id"], "; ".join(parsed.defects))
+        recipients = tuple(dict.fromkeys(payload["recipients"]))
+        # Before anything is stored: a filter that cannot answer now
+        # (FilterUnavailable) sends the item back to wait, unscanned mail
+        # never reaches a folder.
+        outcome = await self.filters.run(
+            MailToCheck(
+                raw=raw,
+                parsed=parsed,
+                mail_from=str(payload["mail_from"]),
+                recipients=recipients,
+                direction="in",
+                client_ip=str(payload.get("client_ip", "")),
+                helo=str(payload.get("helo", "")),
+            )
+        )
         parts = await store_parts(self.blobs, parsed)
         copies = []
-        for email in dict.fromkeys(payload["recipients"]):
+        for email in recipients:
             mailbox = await self.mailbox(email)
             if mailbox is None:
                 # Removed after we said 250; nothing to deliver to.
                 log.warning("mail %s: %s has no mailbox any more", payload["queue_id"], email)
                 continue
-            copies.append(await self._copy(mailbox, payload, parsed, parts))
+            copies.append(await self._copy(mailbox, payload, parsed, parts, outcome))
         return copies
 
     async def _copy(
@@ -188,6 +211,7 @@ class IncomingService:
         payload: dict[str, object],
         parsed: ParsedMessage,
         parts: StoredParts,
+        outcome: Outcome,
     ) -> NewMessage:
         message_id = new_id()
         # store_messages places the copy in its thread (threadkeys.py)
@@ -197,7 +221,9 @@ class IncomingService:
         return NewMessage(
             account_id=mailbox.account_id,
             id=message_id,
-            folder_id=mailbox.inbox_id,
+            # Refused mail that was already accepted goes to Junk as well;
+            # quarantine (viruses) has no store yet and is Junk too.
+            folder_id=mailbox.inbox_id if outcome.verdict == Verdict.HAM else mailbox.junk_id,
             thread_id=thread_id,
             received_at=int(str(payload["received_at"])),
             ingest_key=f"in:{queue_id}",
@@ -216,6 +242,10 @@ class IncomingService:
             body_hash=parts.body_hash,
             html_hash=parts.html_hash,
             attachments=parts.attachments,
+            spam_verdict=outcome.verdict.value,
+            spam_score=outcome.score,
+            spam_reasons=tuple(SpamReason(r.name, r.score, r.detail) for r in outcome.reasons),
+            filter_headers=outcome.header_block(),
         )
 
 
@@ -298,7 +328,7 @@ class IncomingWorker:
     async def _failed(self, item: QueueItem, exc: Exception) -> None:
         if isinstance(exc, BlobMissing):
             await self.queue.dead_letter(item, error=f"raw message missing: {exc}")
-        elif isinstance(exc, BackendUnavailable):
+        elif isinstance(exc, BackendUnavailable | FilterUnavailable):
             # On the last delivery the queue would dead-letter the retry with
             # no reason of ours: say why here (a retry keeps no reason).
             if item.attempts >= self.queue.policy(INCOMING).max_deliveries:

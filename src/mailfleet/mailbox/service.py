@@ -233,9 +233,28 @@ class MailboxService:
         html = (await self.blobs.get(message.html_hash)).decode() if message.html_hash else None
         return MessageView(message, body, html)
 
-    async def raw(self, account_id: int, message_id: str) -> tuple[Message, AsyncIterator[bytes]]:
+    async def raw(
+        self, account_id: int, message_id: str
+    ) -> tuple[Message, int, AsyncIterator[bytes]]:
+        """The message, the source's size and the source: the filters'
+        header lines (Authentication-Results, X-Spam-*), then the mail as
+        received."""
         message = await self.message(account_id, message_id)
-        return message, self.blobs.stream(message.raw_hash)
+        added = message.filter_headers.encode("utf-8")
+        return message, len(added) + message.raw_size, self._source(added, message.raw_hash)
+
+    async def _source(self, added: bytes, raw_hash: str) -> AsyncIterator[bytes]:
+        chunks = self.blobs.stream(raw_hash)
+        if added:
+            # After the Return-Path line, which final delivery puts first
+            # (RFC 5321 section 4.4), as a delivering MTA's filters do.
+            first = await anext(chunks, b"")
+            cut = first.find(b"\r\n") + 2 if first.startswith(b"Return-Path:") else 0
+            if cut == 1:  # a Return-Path line longer than the first chunk: none
+                cut = 0
+            yield first[:cut] + added + first[cut:]
+        async for chunk in chunks:
+            yield chunk
 
     async def attachment(
         self, account_id: int, message_id: str, attachment_id: str

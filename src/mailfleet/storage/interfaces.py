@@ -165,6 +165,15 @@ class MessageSummary:
 
 
 @dataclass(frozen=True, slots=True)
+class SpamReason:
+    """One rule a filter fired on a message, as stored and shown."""
+
+    name: str
+    score: float
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Message:
     """One recipient's copy in full: the summary plus what the reader shows.
 
@@ -186,6 +195,10 @@ class Message:
     spam_score: float | None
     attachments: tuple[Attachment, ...]
     delivery: tuple[Delivery, ...]
+    spam_reasons: tuple[SpamReason, ...] = ()
+    # Lines the filters added (Authentication-Results, X-Spam-*), CRLF-ended,
+    # shown before the raw mail: the raw blob stays as received.
+    filter_headers: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +232,8 @@ class NewMessage:
     is_flagged: bool = False
     spam_verdict: str | None = None
     spam_score: float | None = None
+    spam_reasons: tuple[SpamReason, ...] = ()
+    filter_headers: str = ""
     attachments: tuple[Attachment, ...] = ()
     delivery: tuple[Delivery, ...] = ()
     # The text the reader sees, for the search index (the body itself is a blob).

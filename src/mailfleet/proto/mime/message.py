@@ -44,6 +44,10 @@ class ParsedMessage:
     html: str | None  # sanitized
     attachments: tuple[ParsedAttachment, ...]
     defects: tuple[str, ...]
+    # For the spam rules (filters/rules.py): whether the mail has a text/plain
+    # body of its own, and the HTML as sent, before sanitizing.
+    has_plain: bool = False
+    html_source: str | None = None
 
 
 def parse_message(raw: bytes) -> ParsedMessage:
@@ -93,6 +97,8 @@ def _parse(raw: bytes, defects: Defects) -> ParsedMessage:
         html=html,
         attachments=tuple(walker.attachments),
         defects=defects.all(),
+        has_plain=plain is not None,
+        html_source=html_source,
     )
 
 

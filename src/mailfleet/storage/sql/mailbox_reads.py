@@ -21,6 +21,7 @@ from mailfleet.storage.interfaces import (
     ListCursor,
     Message,
     MessageSummary,
+    SpamReason,
     StaleSend,
     ThreadSummary,
     Upload,
@@ -315,6 +316,11 @@ class SqlMailboxReads:
             spam_score=row["spam_score"],
             attachments=tuple(attachment_from_row(a) for a in attachments),
             delivery=tuple(delivery_from_row(d) for d in delivery),
+            spam_reasons=tuple(
+                SpamReason(str(name), float(score), str(detail))
+                for name, score, detail in orjson.loads(row["spam_reasons"] or "[]")
+            ),
+            filter_headers=row["filter_headers"] or "",
         )
 
     async def find_by_message_id_header(

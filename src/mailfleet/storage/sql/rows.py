@@ -159,6 +159,10 @@ def message_row(m: NewMessage) -> dict[str, Any]:
         has_attachments=any(not a.inline for a in m.attachments),
         spam_verdict=m.spam_verdict,
         spam_score=m.spam_score,
+        spam_reasons=json.dumps([[r.name, r.score, r.detail] for r in m.spam_reasons])
+        if m.spam_reasons
+        else None,
+        filter_headers=m.filter_headers or None,
     )
 
 

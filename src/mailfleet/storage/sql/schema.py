@@ -84,6 +84,8 @@ messages = sa.Table(
     sa.Column("has_attachments", sa.Boolean, nullable=False),
     sa.Column("spam_verdict", sa.Text, nullable=True),
     sa.Column("spam_score", sa.Float, nullable=True),
+    sa.Column("spam_reasons", sa.Text, nullable=True),  # JSON [[name, score, detail], ...]
+    sa.Column("filter_headers", sa.Text, nullable=True),  # put before the raw mail when read
     sa.UniqueConstraint("account_id", "ingest_key", name="uq_messages_ingest"),
     # "folder, newest first" and "folder, unread, newest first", served directly.
     sa.Index("ix_messages_folder", "account_id", "folder_id", "received_at", "id"),

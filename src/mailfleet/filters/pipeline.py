@@ -1,0 +1,97 @@
+"""The filter pipeline: every filter on one mail, one outcome.
+
+The outcome's verdict is the strongest of what the filters said and of what
+the total score says against the deployment's thresholds (``[filters]``:
+``spam_score``, ``reject_score``). Its headers go on the stored copy:
+each filter's own (``Authentication-Results``) and ``X-Spam-*``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from mailfleet.config import FilterSettings
+from mailfleet.filters import (
+    VERDICT_ORDER,
+    Filter,
+    FilterResult,
+    MailToCheck,
+    Reason,
+    Verdict,
+)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    verdict: Verdict
+    score: float
+    reasons: tuple[Reason, ...]
+    headers: tuple[tuple[str, str], ...]
+
+    def header_block(self) -> str:
+        """The headers for the stored copy, CRLF-terminated lines."""
+        return "".join(f"{name}: {value}\r\n" for name, value in self.headers)
+
+
+def _strongest(verdicts: Sequence[Verdict]) -> Verdict:
+    return max(verdicts, key=VERDICT_ORDER.index, default=Verdict.HAM)
+
+
+def _fold(name: str, items: Sequence[str], width: int = 78) -> str:
+    """A header value of comma-separated ``items``, folded (RFC 5322 2.2.3)
+    so that no line passes ``width``."""
+    lines: list[str] = []
+    line = ""
+    start = len(name) + 2
+    for index, item in enumerate(items):
+        piece = f"{item}," if index < len(items) - 1 else item
+        if line and start + len(line) + 1 + len(piece) > width:
+            lines.append(line)
+            line, start = piece, 1
+        else:
+            line = f"{line} {piece}" if line else piece
+    lines.append(line)
+    return "\r\n\t".join(lines)
+
+
+class FilterPipeline:
+    def __init__(
+        self, filters: Sequence[Filter], *, spam_score: float, reject_score: float
+    ) -> None:
+        self.filters = tuple(filters)
+        self.spam_score = spam_score
+        self.reject_score = reject_score
+
+    @classmethod
+    def from_settings(cls, settings: FilterSettings) -> FilterPipeline:
+        from mailfleet.filters.rules import BuiltinRules
+
+        filters: list[Filter] = [BuiltinRules()] if settings.builtin_rules else []
+        return cls(filters, spam_score=settings.spam_score, reject_score=settings.reject_score)
+
+    async def run(self, mail: MailToCheck) -> Outcome:
+        """Raises FilterUnavailable when a filter cannot answer now."""
+        results: list[FilterResult] = list(
+            await asyncio.gather(*(f.check(mail) for f in self.filters))
+        )
+        score = round(sum(r.score for r in results), 2)
+        reasons = tuple(reason for r in results for reason in r.reasons)
+        by_score = (
+            Verdict.REJECT
+            if score >= self.reject_score
+            else Verdict.SPAM
+            if score >= self.spam_score
+            else Verdict.HAM
+        )
+        verdict = _strongest([by_score, *(r.verdict for r in results if r.verdict)])
+        status = "Yes" if verdict != Verdict.HAM else "No"
+        names = [f"{r.name}={r.score:g}" for r in reasons] or ["none"]
+        headers = (
+            *(h for r in results for h in r.headers),
+            ("X-Spam-Status", f"{status}, score={score:g} required={self.spam_score:g}"),
+            ("X-Spam-Verdict", verdict.value),
+            ("X-Spam-Reasons", _fold("X-Spam-Reasons", names)),
+        )
+        return Outcome(verdict, score, reasons, headers)
