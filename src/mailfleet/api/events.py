@@ -8,6 +8,13 @@ ended: logout, password change, account disabled), 4408 no token within
 ``realtime.auth_timeout_seconds``, 4429 too slow to read (after a ``reset``
 event), 1012 server restarting. Heartbeats are WebSocket pings from the server
 (``realtime.heartbeat_seconds``), answered by any client library and browser.
+
+The WebSocket is answered by ``EventsSocket``, plain ASGI in front of the
+FastAPI application, not by a FastAPI route: a socket lives for hours, and
+what FastAPI keeps for a route while it runs (its dependency machinery's exit
+stacks, the middleware's and the router's coroutines) is some forty objects
+per socket that every full garbage collection scans (docs/benchmarks.md,
+issue 11, session 7).
 """
 
 from __future__ import annotations
@@ -17,8 +24,9 @@ import contextlib
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, WebSocket
-from starlette.websockets import WebSocketDisconnect, WebSocketState
+from fastapi import APIRouter, Query
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from mailfleet.api.deps import AccountDep, RuntimeDep
 from mailfleet.errors import MailfleetError, Unauthorized
@@ -27,6 +35,8 @@ from mailfleet.realtime.feed import long_poll
 from mailfleet.runtime import Runtime
 
 router = APIRouter(prefix="/v1", tags=["realtime"])
+
+SOCKET_PATH = "/v1/events/ws"
 
 CLOSE_BAD_REQUEST = 4400
 CLOSE_UNAUTHORIZED = 4401
@@ -60,9 +70,21 @@ class _Refused(Exception):
         self.reason = reason
 
 
-@router.websocket("/events/ws")
-async def events_socket(websocket: WebSocket) -> None:
-    runtime: Runtime = websocket.app.state.runtime
+class EventsSocket:
+    """ASGI: ``GET /v1/events/ws`` answered here, everything else by ``app``."""
+
+    def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
+        self.app = app
+        self.runtime = runtime
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and scope["path"] == SOCKET_PATH:
+            await events_socket(WebSocket(scope, receive, send), self.runtime)
+        else:
+            await self.app(scope, receive, send)
+
+
+async def events_socket(websocket: WebSocket, runtime: Runtime) -> None:
     await websocket.accept()
     try:
         token, cursor_text = await _credentials(websocket, runtime)
