@@ -123,3 +123,21 @@ async def test_back_to_back_polls_keep_one_watch_of_the_account(
         while account_id in feed._accounts:  # noqa: ASYNC110 (the server's state, polled)
             await asyncio.sleep(0.02)
     assert account_id not in bus_watchers._by_account
+
+
+async def test_the_quick_answer_is_the_routes_answer(alice: User, bob: User) -> None:
+    """A plain poll is answered in front of FastAPI (``api/events.py``,
+    ``QuickPoll``); one with a repeated query parameter goes to the route.
+    Both give the same answer, byte for byte, and the same headers."""
+    start = await head(alice)
+    await bob.send(to=[alice.email], subject="one")
+    assert (await poll(alice, start, timeout=5))["events"]  # delivered
+    await flag(alice, (await alice.messages("inbox"))[0]["id"])
+    for params in (f"cursor={start}&timeout=5", "timeout=0", f"cursor={start}&timeout=0.25"):
+        quick = await alice.client.get(f"/v1/events?{params}")
+        routed = await alice.client.get(f"/v1/events?{params}&x=1&x=2")
+        assert quick.status_code == routed.status_code == 200
+        assert quick.content == routed.content
+        assert quick.json()["cursor"]
+        headers = {k: v for k, v in quick.headers.items() if k != "date"}
+        assert headers == {k: v for k, v in routed.headers.items() if k != "date"}

@@ -112,6 +112,8 @@ def create_app(runtime: Runtime, *, api: bool = True, realtime: bool = True) -> 
         app.include_router(webmail.router)
     if realtime:
         app.include_router(events.router)
+        # Inside BrowserSafety: its answers get the same headers.
+        app.add_middleware(events.QuickPoll, runtime=runtime)
     app.add_middleware(webmail.BrowserSafety, trusted_origins=runtime.settings.http.trusted_origins)
     return app
 
