@@ -331,14 +331,21 @@ async def drive(
 
 
 def latencies(
-    committed: dict[int, list[float]], received: dict[int, list[float]]
+    committed: dict[int, list[float]],
+    received: dict[int, list[float]],
+    samples: list[tuple[float, float]] | None = None,
 ) -> tuple[list[float], int]:
+    """Commit-to-receipt times in ms, and how many commits were not received;
+    ``samples`` gets each (commit time, ms) when given."""
     out: list[float] = []
     missing = 0
     for index, commits in committed.items():
         got = received.get(index, [])
         missing += max(0, len(commits) - len(got))
-        out.extend(max(0.0, (r - c) * 1000) for c, r in zip(commits, got, strict=False))
+        for c, r in zip(commits, got, strict=False):
+            out.append(max(0.0, (r - c) * 1000))
+            if samples is not None:
+                samples.append((c, out[-1]))
     return out, missing
 
 
@@ -366,6 +373,7 @@ async def run_phase(
     rates: list[int],
     seconds: float,
     results: dict[str, Any],
+    samples_dir: Path | None = None,
 ) -> None:
     clients = Clients()
     before_rss = rss_kb(server_pid)
@@ -399,7 +407,8 @@ async def run_phase(
         committed = await drive(stores, accounts, rate, seconds)
         await asyncio.sleep(2)  # stragglers
         cpu = (cpu_seconds(server_pid) - cpu0) / (time.monotonic() - t0)
-        values, missing = latencies(committed, await clients.report())
+        timed: list[tuple[float, float]] = []
+        values, missing = latencies(committed, await clients.report(), timed)
         print(f"    commit -> receipt {summary(values)}; {missing} not received;", end="")
         print(f" realtime CPU {cpu * 100:.0f}% of a core")
         ordered = sorted(values)
@@ -410,6 +419,11 @@ async def run_phase(
             "samples": len(values),
             "cpu_share": cpu,
         }
+        if samples_dir is not None:
+            # Each event's commit time and latency, to set against a log of the
+            # server's garbage collections (docs/benchmarks.md, session 7).
+            path = samples_dir / f"{name}-{rate}.json"
+            path.write_text(json.dumps({"pid": server_pid, "samples": sorted(timed)}))
     results[name] = phase
     await clients.stop()
 
@@ -488,6 +502,7 @@ async def main(args: argparse.Namespace) -> None:
                     rates,
                     args.seconds,
                     results,
+                    Path(args.samples) if args.samples else None,
                 )
             finally:
                 server.terminate()
@@ -511,4 +526,7 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--auth-check-seconds", type=float, default=0, help="0: the default")
     parser.add_argument("--data-dir", help="keep the data here (default: a temp dir)")
+    parser.add_argument(
+        "--samples", help="write each event's commit time and latency to files in this directory"
+    )
     asyncio.run(main(parser.parse_args()))

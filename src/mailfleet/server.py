@@ -14,7 +14,7 @@ from typing import Any
 
 import uvicorn
 
-from mailfleet.api.app import create_app
+from mailfleet.api.app import asgi_app
 from mailfleet.blobs import BlobSweeper
 from mailfleet.config import Settings, split_hostport
 from mailfleet.delivery.incoming import IncomingWorker
@@ -118,7 +118,7 @@ class Server:
         self.http_socket = bind(self.runtime.settings.http.listen)
         realtime = self.runtime.settings.realtime
         config = uvicorn.Config(
-            create_app(self.runtime, api="api" in self.roles, realtime="realtime" in self.roles),
+            asgi_app(self.runtime, api="api" in self.roles, realtime="realtime" in self.roles),
             log_level="warning",
             lifespan="off",
             access_log=False,

@@ -73,6 +73,40 @@ async def test_unread_wake_ups_coalesce_into_the_newest(open_bus: OpenBus) -> No
     await watch.aclose()  # type: ignore[attr-defined]
 
 
+async def test_a_wake_callback_hears_each_process_until_it_is_removed(
+    open_bus: OpenBus,
+) -> None:
+    publisher, listener = await open_bus(), await open_bus()
+    heard: list[tuple[int, int]] = []
+    arrived = asyncio.Event()
+
+    def on_seven(head: int) -> None:
+        heard.append((7, head))
+
+    def on_nine(head: int) -> None:
+        heard.append((9, head))
+        arrived.set()
+
+    listener.on_wake(7, on_seven)
+    listener.on_wake(9, on_nine)
+    await publisher.publish({8: 99, 7: 3})
+    await listener.publish({7: 4})
+    await publisher.publish({9: 1})
+    await asyncio.wait_for(arrived.wait(), 5)
+    assert sorted(heard) == [(7, 3), (7, 4), (9, 1)]
+
+    # Removed: a later wake-up of the account reaches it no more (the one of
+    # account 9 published after it has arrived, and wake-ups keep their order).
+    listener.off_wake(7, on_seven)
+    arrived.clear()
+    await publisher.publish({7: 5})
+    await publisher.publish({9: 2})
+    await asyncio.wait_for(arrived.wait(), 5)
+    assert sorted(heard) == [(7, 3), (7, 4), (9, 1), (9, 2)]
+    listener.off_wake(9, on_nine)
+    listener.off_wake(9, on_nine)  # a second removal does nothing
+
+
 async def test_a_revocation_is_in_every_process_when_publish_returns(open_bus: OpenBus) -> None:
     publisher, listener, bystander = await open_bus(), await open_bus(), await open_bus()
     heard: dict[str, list[int]] = {"publisher": [], "listener": [], "bystander": []}

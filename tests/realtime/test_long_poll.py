@@ -96,22 +96,24 @@ async def test_times_out_empty_and_refuses_bad_input(service: Service, alice: Us
 async def test_back_to_back_polls_keep_one_watch_of_the_account(
     alice: User, bob: User, service: Service, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A poller comes back right after each answer: the account's watch on
-    the event bus lingers for it instead of being cancelled and started again
-    (each cancelled task left cyclic garbage for the collector)."""
+    """A poller comes back right after each answer: the account's entry and
+    its callback on the event bus linger for it instead of being dropped and
+    made again."""
     import mailfleet.realtime.feed as feed_module
 
     feed = service.runtime.feed
+    bus_watchers = service.runtime.stores.events._watchers  # type: ignore[attr-defined]
     account_id = int(alice.id)
     start = await head(alice)
-    watches = set()
+    entries = set()
     for i in range(3):
         await bob.send(to=[alice.email], subject=f"m{i}")
         answer = await poll(alice, start, timeout=5)
         assert answer["events"]
         start = answer["cursor"]
-        watches.add(feed._accounts[account_id].watch)
-    assert len(watches) == 1
+        entries.add(feed._accounts[account_id])
+        assert len(bus_watchers._by_account[account_id]) == 1
+    assert len(entries) == 1
     assert feed.watched() == {}  # no one follows it between polls
 
     # Once no one has come back for the linger time, the watch ends.
@@ -120,5 +122,22 @@ async def test_back_to_back_polls_keep_one_watch_of_the_account(
     async with asyncio.timeout(2):
         while account_id in feed._accounts:  # noqa: ASYNC110 (the server's state, polled)
             await asyncio.sleep(0.02)
-    (watch,) = watches
-    assert watch is not None and watch.cancelled()
+    assert account_id not in bus_watchers._by_account
+
+
+async def test_the_quick_answer_is_the_routes_answer(alice: User, bob: User) -> None:
+    """A plain poll is answered in front of FastAPI (``api/events.py``,
+    ``QuickPoll``); one with a repeated query parameter goes to the route.
+    Both give the same answer, byte for byte, and the same headers."""
+    start = await head(alice)
+    await bob.send(to=[alice.email], subject="one")
+    assert (await poll(alice, start, timeout=5))["events"]  # delivered
+    await flag(alice, (await alice.messages("inbox"))[0]["id"])
+    for params in (f"cursor={start}&timeout=5", "timeout=0", f"cursor={start}&timeout=0.25"):
+        quick = await alice.client.get(f"/v1/events?{params}")
+        routed = await alice.client.get(f"/v1/events?{params}&x=1&x=2")
+        assert quick.status_code == routed.status_code == 200
+        assert quick.content == routed.content
+        assert quick.json()["cursor"]
+        headers = {k: v for k, v in quick.headers.items() if k != "date"}
+        assert headers == {k: v for k, v in routed.headers.items() if k != "date"}

@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp
 
 from mailfleet import __version__
 from mailfleet.api import (
@@ -65,7 +66,7 @@ def _describe(errors: list[Any]) -> tuple[str, str]:
 
 def create_app(runtime: Runtime, *, api: bool = True, realtime: bool = True) -> FastAPI:
     """The routes of the ``api`` role, of the ``realtime`` role, or both
-    (health and readiness always)."""
+    (health and readiness always). Serve it through ``asgi_app``."""
     app = FastAPI(
         title="mailfleet",
         version=__version__,
@@ -111,5 +112,14 @@ def create_app(runtime: Runtime, *, api: bool = True, realtime: bool = True) -> 
         app.include_router(webmail.router)
     if realtime:
         app.include_router(events.router)
+        # Inside BrowserSafety: its answers get the same headers.
+        app.add_middleware(events.QuickPoll, runtime=runtime)
     app.add_middleware(webmail.BrowserSafety, trusted_origins=runtime.settings.http.trusted_origins)
     return app
+
+
+def asgi_app(runtime: Runtime, *, api: bool = True, realtime: bool = True) -> ASGIApp:
+    """What the HTTP server runs: ``create_app``, with the realtime role's
+    WebSocket answered in front of it (``api/events.py``, ``EventsSocket``)."""
+    app = create_app(runtime, api=api, realtime=realtime)
+    return events.EventsSocket(app, runtime) if realtime else app

@@ -8,6 +8,20 @@ ended: logout, password change, account disabled), 4408 no token within
 ``realtime.auth_timeout_seconds``, 4429 too slow to read (after a ``reset``
 event), 1012 server restarting. Heartbeats are WebSocket pings from the server
 (``realtime.heartbeat_seconds``), answered by any client library and browser.
+
+The WebSocket is answered by ``EventsSocket``, plain ASGI in front of the
+FastAPI application, not by a FastAPI route: a socket lives for hours, and
+what FastAPI keeps for a route while it runs (its dependency machinery's exit
+stacks, the middleware's and the router's coroutines) is some forty objects
+per socket that every full garbage collection scans (docs/benchmarks.md,
+issue 11, session 7).
+
+The long poll keeps its FastAPI route, which answers every request that is
+not the common one (no or bad token, bad query, a backend failing); the common
+one is answered by ``QuickPoll`` in front of it, with the same result, for
+what a client that polls again after every answer costs: FastAPI's
+dependencies, validation and response encoding were most of the CPU of a
+poll (session 7).
 """
 
 from __future__ import annotations
@@ -15,18 +29,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 from typing import Annotated, Any
+from urllib.parse import parse_qsl
 
-from fastapi import APIRouter, Query, WebSocket
-from starlette.websockets import WebSocketDisconnect, WebSocketState
+import orjson
+from fastapi import APIRouter, Query
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from mailfleet.api.deps import AccountDep, RuntimeDep
 from mailfleet.errors import MailfleetError, Unauthorized
 from mailfleet.realtime import Ending, PeerGone, parse_cursor, push_events
 from mailfleet.realtime.feed import long_poll
 from mailfleet.runtime import Runtime
+from mailfleet.storage.errors import BackendUnavailable
 
 router = APIRouter(prefix="/v1", tags=["realtime"])
+
+SOCKET_PATH = "/v1/events/ws"
+POLL_PATH = "/v1/events"
 
 CLOSE_BAD_REQUEST = 4400
 CLOSE_UNAUTHORIZED = 4401
@@ -54,15 +76,94 @@ async def poll_events(
     return {"events": events, "cursor": str(last)}
 
 
+# What ``poll_events`` accepts, narrowed to the plain spellings: anything else
+# goes to the route, which accepts or refuses it.
+_PLAIN_TIMEOUT = re.compile(r"[0-9]{1,2}(\.[0-9]{1,6})?")
+_PLAIN_CURSOR = re.compile(r"[0-9]{1,19}")
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+
+
+class QuickPoll:
+    """ASGI: answers a well-formed ``GET /v1/events`` with a valid token as
+    ``poll_events`` would, without FastAPI's machinery; everything else, and a
+    poll that fails, goes to ``app`` (the route answers it, errors included)."""
+
+    def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
+        self.app = app
+        self.runtime = runtime
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == POLL_PATH and scope["method"] == "GET":
+            body = await self._answer(scope)
+            if body is not None:
+                headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]
+                await send({"type": "http.response.start", "status": 200, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+    async def _answer(self, scope: Scope) -> bytes | None:
+        token = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                if token is not None:
+                    return None
+                scheme, _, token = value.decode("latin-1").partition(" ")
+                if scheme.lower() != "bearer":
+                    return None
+        token = token.strip() if token is not None else ""
+        if not token:
+            return None
+        cursor: str | None = None
+        timeout: str | None = None
+        seen = set()
+        for key, value in parse_qsl(scope["query_string"].decode("latin-1"), True):
+            if key in seen:
+                return None
+            seen.add(key)
+            if key == "cursor":
+                cursor = value
+            elif key == "timeout":
+                timeout = value
+        if (cursor and not _PLAIN_CURSOR.fullmatch(cursor)) or (
+            timeout is not None and not _PLAIN_TIMEOUT.fullmatch(timeout)
+        ):
+            return None
+        wait = self.runtime.settings.realtime.long_poll_seconds
+        if timeout is not None:
+            wait = float(timeout)
+            if wait > 60:
+                return None
+        try:
+            start = parse_cursor(cursor)
+            account = await self.runtime.accounts.authenticate(token)
+            events, last = await long_poll(self.runtime.feed, account.id, start, wait)
+        except (MailfleetError, BackendUnavailable):
+            return None
+        return orjson.dumps({"events": events, "cursor": str(last)})
+
+
 class _Refused(Exception):
     def __init__(self, code: int, reason: str) -> None:
         self.code = code
         self.reason = reason
 
 
-@router.websocket("/events/ws")
-async def events_socket(websocket: WebSocket) -> None:
-    runtime: Runtime = websocket.app.state.runtime
+class EventsSocket:
+    """ASGI: ``GET /v1/events/ws`` answered here, everything else by ``app``."""
+
+    def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
+        self.app = app
+        self.runtime = runtime
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and scope["path"] == SOCKET_PATH:
+            await events_socket(WebSocket(scope, receive, send), self.runtime)
+        else:
+            await self.app(scope, receive, send)
+
+
+async def events_socket(websocket: WebSocket, runtime: Runtime) -> None:
     await websocket.accept()
     try:
         token, cursor_text = await _credentials(websocket, runtime)

@@ -80,6 +80,12 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
         if worker_in is not None:
             await worker_in.start()
         await server.start()
+        if set(roles) == {"realtime"}:
+            # Only where the role runs alone: the other roles' objects were not
+            # made to be frozen (realtime/collector.py).
+            from mailfleet.realtime.collector import freeze_startup_heap
+
+            freeze_startup_heap()
         print(f"mailfleet: {', '.join(roles)} (data in {settings.data_dir})")
         if server.smtp_socket is not None:
             print("  SMTP (MX) on {}:{}".format(*server.smtp_address))

@@ -1,8 +1,10 @@
 """Subscriptions to accounts' change logs, and what wakes them.
 
 One ``ChangeFeed`` per process. For each account that has subscribers here it
-holds one ``EventBus.watch`` (however many sockets and polls follow the
-account) and hands each wake-up's head to the subscribers; every
+holds one callback on the event bus (``EventBus.on_wake``, however many sockets
+and polls follow the account; a callback rather than a task iterating
+``EventBus.watch``, which cost some twenty objects per account that every full
+garbage collection scans) and hands each wake-up's head to the subscribers; every
 ``poll_seconds`` it also reads the heads of those accounts from the log itself,
 which is what makes a lost wake-up a delay rather than a loss. A subscriber
 then reads the log after its own cursor: the bus is never the source of truth.
@@ -23,10 +25,8 @@ log = logging.getLogger("mailfleet.realtime")
 # Changes read from the log at once: what a subscriber holds in memory at most.
 PAGE_SIZE = 200
 # How long an account is still watched after its last subscriber left. A long
-# poll ends with every answer and comes back at once: without this, each poll
-# would start and cancel a watch task, and the cancelled tasks' cyclic garbage
-# (exception, traceback, frames) made full collections of a process holding
-# thousands of sockets (each 0.2 s or more) several times a second.
+# poll ends with every answer and comes back at once: it finds its account's
+# entry still there instead of making it again.
 WATCH_LINGER_SECONDS = 30.0
 
 
@@ -54,11 +54,10 @@ class _Listener:
 
 
 class _Account:
-    __slots__ = ("listeners", "unwatch", "watch")
+    __slots__ = ("listeners", "unwatch")
 
     def __init__(self) -> None:
         self.listeners: set[_Listener] = set()
-        self.watch: asyncio.Task[None] | None = None
         # When the last listener left: the watch lingers this long for the
         # next (a long poll comes back right after each answer).
         self.unwatch: asyncio.TimerHandle | None = None
@@ -83,11 +82,10 @@ class ChangeFeed:
         """Follows the account from ``cursor`` (``None``: from its current
         head, nothing replayed)."""
         listener = _Listener(0)
+        # The bus callback is in place before the log is first read: a commit
+        # after that read wakes us (the poll covers a bus that is slower).
         self._join(account_id, listener)
         try:
-            # Let the bus watch register before the log is first read: a commit
-            # after that read then wakes us (the poll covers a bus that is slower).
-            await asyncio.sleep(0)
             if cursor is None:
                 cursor = await self.mailbox.head(account_id)
             listener.head = cursor
@@ -102,23 +100,21 @@ class ChangeFeed:
     async def close(self) -> None:
         """Wakes every subscriber to finish (server shutdown) and stops watching."""
         self.closed = True
-        tasks = [a.watch for a in self._accounts.values() if a.watch is not None]
-        if self._poller is not None:
-            tasks.append(self._poller)
-        for entry in self._accounts.values():
+        for account_id, entry in self._accounts.items():
+            self.events.off_wake(account_id, entry.offer)
             if entry.unwatch is not None:
                 entry.unwatch.cancel()
             for listener in entry.listeners:
                 listener.wake()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._poller is not None:
+            self._poller.cancel()
+            await asyncio.gather(self._poller, return_exceptions=True)
 
     def _join(self, account_id: int, listener: _Listener) -> None:
         entry = self._accounts.get(account_id)
         if entry is None:
             entry = self._accounts[account_id] = _Account()
-            entry.watch = asyncio.create_task(self._watch(account_id, entry))
+            self.events.on_wake(account_id, entry.offer)
         elif entry.unwatch is not None:
             entry.unwatch.cancel()
             entry.unwatch = None
@@ -141,27 +137,13 @@ class ChangeFeed:
         if entry.listeners or self._accounts.get(account_id) is not entry:
             return
         del self._accounts[account_id]
-        if entry.watch is not None:
-            # The cancelled task keeps its CancelledError, whose traceback keeps
-            # ``_watch``'s frame and so ``entry``: without this the entry and
-            # the task would refer to each other, garbage only a full
-            # collection frees (seconds with thousands of sockets open).
-            entry.watch.cancel()
-            entry.watch = None
+        self.events.off_wake(account_id, entry.offer)
 
     def _revoked(self, account_id: int) -> None:
         entry = self._accounts.get(account_id)
         for listener in entry.listeners if entry is not None else ():
             listener.revoked = True
             listener.wake()
-
-    async def _watch(self, account_id: int, entry: _Account) -> None:
-        try:
-            async for head in self.events.watch(account_id):
-                entry.offer(head)
-        except Exception:
-            # The poll still reads the log; the account's events come late, not never.
-            log.exception("event bus watch of account %s failed", account_id)
 
     async def _poll(self) -> None:
         while not self.closed:

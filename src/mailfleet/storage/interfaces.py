@@ -808,6 +808,17 @@ class EventBus(Protocol):
         coalesced into the newest."""
         ...
 
+    def on_wake(self, account_id: int, callback: Callable[[int], None]) -> None:
+        """Calls ``callback(head)`` for each wake-up of the account as it
+        arrives, on the event loop, until ``off_wake``: what ``watch`` does
+        without a task and an iterator per watcher (the realtime role follows
+        thousands of accounts). The callback must not block or raise."""
+        ...
+
+    def off_wake(self, account_id: int, callback: Callable[[int], None]) -> None:
+        """Stops calling a callback given to ``on_wake`` (an equal one)."""
+        ...
+
     async def publish_revoked(self, account_ids: Iterable[int]) -> None:
         """These accounts' sessions or standing changed (log out, new
         password, disabled): every process must stop trusting what it cached

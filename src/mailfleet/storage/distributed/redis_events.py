@@ -136,6 +136,12 @@ class RedisEventBus:
     def watch(self, account_id: int) -> AsyncIterator[int]:
         return self._watchers.watch(account_id)
 
+    def on_wake(self, account_id: int, callback: Callable[[int], None]) -> None:
+        self._watchers.add(account_id, callback)
+
+    def off_wake(self, account_id: int, callback: Callable[[int], None]) -> None:
+        self._watchers.remove(account_id, callback)
+
     # -- revocations ---------------------------------------------------------------
 
     async def publish_revoked(self, account_ids: Iterable[int]) -> None:

@@ -197,6 +197,12 @@ class LocalEventBus:
     def watch(self, account_id: int) -> AsyncIterator[int]:
         return self._watchers.watch(account_id)
 
+    def on_wake(self, account_id: int, callback: Callable[[int], None]) -> None:
+        self._watchers.add(account_id, callback)
+
+    def off_wake(self, account_id: int, callback: Callable[[int], None]) -> None:
+        self._watchers.remove(account_id, callback)
+
     def _receive(self) -> None:
         assert self._socket is not None
         heads: dict[int, int] = {}
