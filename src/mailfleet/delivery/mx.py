@@ -33,6 +33,8 @@ import dns.rdatatype
 import dns.resolver
 from dns.rdtypes.ANY.MX import MX
 
+from mailfleet.resolver import build_resolver
+
 WILDCARD_ROUTE = "*"
 
 
@@ -139,16 +141,9 @@ class MxResolver:
         default_port: int = 25,
         rng: random.Random | None = None,
     ) -> None:
-        resolver = dns.asyncresolver.Resolver(configure=not nameservers)
-        resolver.port = port
-        if nameservers:
-            resolver.nameservers = list(nameservers)
-        resolver.timeout = timeout
-        resolver.lifetime = timeout
-        # A cache would hide record changes from long-running workers; the
-        # system's caching resolver is the place for one.
-        resolver.cache = None
-        self._resolver = resolver
+        self._resolver = build_resolver(
+            dns.asyncresolver.Resolver, nameservers=nameservers, port=port, timeout=timeout
+        )
         self._default_port = default_port
         self._rng = rng or random.Random()
         self._routes: dict[str, tuple[str, int]] = {}

@@ -1,0 +1,36 @@
+"""The DNS resolver every part of mailfleet asks (MX lookups for delivery,
+SPF/DKIM/DMARC for inbound mail), built one way from the settings
+``smtp.dns_servers``, ``smtp.dns_port`` and ``smtp.dns_timeout_seconds``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TypeVar
+
+import dns.resolver
+
+ResolverT = TypeVar("ResolverT", bound=dns.resolver.BaseResolver)
+
+
+def build_resolver(
+    kind: type[ResolverT],
+    *,
+    nameservers: Sequence[str] | None = None,
+    port: int = 53,
+    timeout: float = 10.0,
+) -> ResolverT:
+    """A dnspython resolver of ``kind`` (``dns.asyncresolver.Resolver`` or the
+    blocking ``dns.resolver.Resolver``). ``nameservers`` None or empty uses the
+    system configuration (/etc/resolv.conf); otherwise those addresses, all on
+    ``port``. ``timeout`` bounds each lookup as a whole, retries included."""
+    resolver = kind(configure=not nameservers)
+    resolver.port = port
+    if nameservers:
+        resolver.nameservers = list(nameservers)
+    resolver.timeout = timeout
+    resolver.lifetime = timeout
+    # A cache would hide record changes from long-running workers; the
+    # system's caching resolver is the place for one.
+    resolver.cache = None
+    return resolver
