@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TypeVar
 
+import dns.exception
 import dns.resolver
 
 ResolverT = TypeVar("ResolverT", bound=dns.resolver.BaseResolver)
@@ -34,3 +35,13 @@ def build_resolver(
     # system's caching resolver is the place for one.
     resolver.cache = None
     return resolver
+
+
+def describe_failure(exc: dns.exception.DNSException) -> str:
+    """A lookup's failure in a few words, for logs, delivery status and
+    Authentication-Results ("timed out", "no name server answered ...")."""
+    if isinstance(exc, dns.exception.Timeout):
+        return "timed out"
+    if isinstance(exc, dns.resolver.NoNameservers):
+        return "no name server answered (SERVFAIL or REFUSED)"
+    return str(exc) or type(exc).__name__

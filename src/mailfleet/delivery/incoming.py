@@ -74,7 +74,7 @@ class IncomingService:
         queue: Queue,
         hostname: str,
         cache: Cache,
-        filters: FilterPipeline | None = None,
+        filters: FilterPipeline,
     ) -> None:
         self.directory = directory
         self.mailboxes = mailboxes
@@ -82,7 +82,7 @@ class IncomingService:
         self.queue = queue
         self.hostname = hostname
         self.cache = cache
-        self.filters = filters or FilterPipeline([], spam_score=5.0, reject_score=15.0)
+        self.filters = filters
 
     async def check_recipient(self, address: str) -> tuple[str, str]:
         """(verdict, normalized mailbox address)."""

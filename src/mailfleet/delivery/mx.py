@@ -33,7 +33,7 @@ import dns.rdatatype
 import dns.resolver
 from dns.rdtypes.ANY.MX import MX
 
-from mailfleet.resolver import build_resolver
+from mailfleet.resolver import build_resolver, describe_failure
 
 WILDCARD_ROUTE = "*"
 
@@ -169,7 +169,9 @@ class MxResolver:
         except dns.resolver.NoAnswer:
             return await self._implicit_mx(name, qname)
         except dns.exception.DNSException as exc:
-            raise TemporaryDnsFailure(f"{name}: MX lookup failed: {_describe(exc)}") from None
+            raise TemporaryDnsFailure(
+                f"{name}: MX lookup failed: {describe_failure(exc)}"
+            ) from None
         records = [rdata for rdata in answer if isinstance(rdata, MX)]
         if not records:
             return await self._implicit_mx(name, qname)
@@ -222,7 +224,7 @@ class MxResolver:
             if isinstance(result, dns.resolver.NXDOMAIN | dns.resolver.NoAnswer):
                 missing += 1
             elif isinstance(result, dns.exception.DNSException):
-                failures.append(_describe(result))
+                failures.append(describe_failure(result))
             elif isinstance(result, BaseException):
                 raise result
             else:
@@ -240,11 +242,3 @@ def _dns_name(name: str) -> dns.name.Name:
         return dns.name.from_text(name, origin=dns.name.root)
     except dns.exception.DNSException:
         raise NoDestination(f"{name!r} is not a valid domain name") from None
-
-
-def _describe(exc: dns.exception.DNSException) -> str:
-    if isinstance(exc, dns.exception.Timeout):
-        return "timed out"
-    if isinstance(exc, dns.resolver.NoNameservers):
-        return "no name server answered (SERVFAIL or REFUSED)"
-    return str(exc) or type(exc).__name__

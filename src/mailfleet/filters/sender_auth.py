@@ -69,7 +69,7 @@ from mailfleet.filters import VERDICT_ORDER, FilterResult, MailToCheck, Reason, 
 from mailfleet.proto import dmarc
 from mailfleet.proto.addresses import read_address_list
 from mailfleet.proto.authres import MethodResult, authentication_results
-from mailfleet.resolver import build_resolver
+from mailfleet.resolver import build_resolver, describe_failure
 
 __all__ = [
     "DEFAULT_SCORES",
@@ -118,14 +118,6 @@ class _TempFailure:
         self.detail = detail
 
 
-def _describe(exc: dns.exception.DNSException) -> str:
-    if isinstance(exc, dns.exception.Timeout):
-        return "DNS timed out"
-    if isinstance(exc, dns.resolver.NoNameservers):
-        return "no name server answered (SERVFAIL or REFUSED)"
-    return str(exc) or type(exc).__name__
-
-
 async def _txt(resolver: dns.asyncresolver.Resolver, name: str) -> list[bytes] | _TempFailure:
     """The TXT values at ``name`` (each one's strings joined); [] when the
     name or the type does not exist."""
@@ -137,7 +129,7 @@ async def _txt(resolver: dns.asyncresolver.Resolver, name: str) -> list[bytes] |
     except (dns.name.EmptyLabel, dns.name.LabelTooLong, dns.name.NameTooLong):
         return []  # not a name: nothing published there
     except dns.exception.DNSException as exc:
-        return _TempFailure(_describe(exc))
+        return _TempFailure(f"DNS {describe_failure(exc)}")
     return [b"".join(rdata.strings) for rdata in answer]
 
 
@@ -164,7 +156,7 @@ def _spf_dns_lookup(
     except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
         return []
     except dns.exception.DNSException as exc:
-        raise spf.TempError(f"DNS {_describe(exc)}") from None
+        raise spf.TempError(f"DNS {describe_failure(exc)}") from None
     found: list[tuple[tuple[str, str], object]] = []
     for rdata in answer:
         value: object

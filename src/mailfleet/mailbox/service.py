@@ -249,9 +249,8 @@ class MailboxService:
             # After the Return-Path line, which final delivery puts first
             # (RFC 5321 section 4.4), as a delivering MTA's filters do.
             first = await anext(chunks, b"")
-            cut = first.find(b"\r\n") + 2 if first.startswith(b"Return-Path:") else 0
-            if cut == 1:  # a Return-Path line longer than the first chunk: none
-                cut = 0
+            end = first.find(b"\r\n") if first.startswith(b"Return-Path:") else -1
+            cut = end + 2 if end >= 0 else 0
             yield first[:cut] + added + first[cut:]
         async for chunk in chunks:
             yield chunk
