@@ -89,6 +89,7 @@ class Runtime:
             ),
             blob_sweep=BlobSweep(
                 stores.mailbox,
+                stores.directory,
                 stores.blobs,
                 stores.queue,
                 grace_seconds=settings.blobs.grace_seconds,
