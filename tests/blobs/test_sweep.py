@@ -25,11 +25,11 @@ import pytest
 
 from mailfleet.blobs import BlobSweep, BlobSweeper
 from mailfleet.delivery.local import store_parts
+from mailfleet.ids import new_id
 from mailfleet.mailbox.service import MailboxService
 from mailfleet.proto.mime import parse_message
 from mailfleet.storage.distributed.s3_blobs import S3BlobStore
 from mailfleet.storage.embedded.files import FileBlobStore
-from mailfleet.ids import new_id
 from mailfleet.storage.interfaces import (
     BlobStore,
     DirectoryStore,

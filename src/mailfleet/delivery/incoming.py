@@ -31,8 +31,8 @@ from mailfleet.storage.interfaces import (
     DirectoryStore,
     MailboxStore,
     NewMessage,
-    Queue,
     QuarantinedMail,
+    Queue,
     QueueItem,
     SpamReason,
 )

@@ -4,9 +4,9 @@ mailbox database; PostgreSQL's is the directory database of a fleet)."""
 
 from __future__ import annotations
 
-from contextlib import AbstractAsyncContextManager
 import json
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import orjson
