@@ -177,3 +177,17 @@ async def test_headers_for_the_stored_copy() -> None:
 async def test_a_filter_that_cannot_answer_stops_the_pipeline() -> None:
     with pytest.raises(FilterUnavailable):
         await pipeline(Fixed(FilterResult()), Down()).run(checked(mail()))
+
+
+async def test_a_quarantining_filter_is_known_even_when_reject_wins() -> None:
+    """GTUBE beside a virus: the verdict reads reject (refused where it still
+    can be), and the outcome still says a filter quarantined the mail, so
+    worker-in holds it rather than putting it in Junk."""
+    gtube = Fixed(FilterResult(1000.0, (Reason("GTUBE", 1000.0),)))
+    virus = Fixed(
+        FilterResult(reasons=(Reason("VIRUS", 0.0, "Eicar"),), verdict=Verdict.QUARANTINE)
+    )
+    both = await pipeline(gtube, virus).run(checked(mail()))
+    assert (both.verdict, both.quarantined) == (Verdict.REJECT, True)
+    alone = await pipeline(gtube).run(checked(mail()))
+    assert (alone.verdict, alone.quarantined) == (Verdict.REJECT, False)

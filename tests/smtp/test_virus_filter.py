@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from mailfleet.filters.rules import GTUBE
 from mailfleet.storage.interfaces import QuarantinedMail
 from tests.conftest import Service, StartService, User
 from tests.smtp.test_submission import logged_in, outgoing
@@ -129,6 +130,19 @@ async def test_eicar_attached_zipped_or_forwarded_is_quarantined_and_clean_mail_
     for line in lines:
         assert "\theld\tsam@outside.example\tbob@example.com\t" in line
         assert f"VIRUS: {EICAR_NAME}" in line
+
+
+async def test_a_virus_in_spam_is_held_not_put_in_junk(service: Service, bob: User) -> None:
+    spam = message("spam")
+    spam.set_content(f"{GTUBE.decode()}\n")  # scores as reject: Junk, were it not for the virus
+    spam.add_attachment(EICAR, maintype="application", subtype="octet-stream", filename="a.com")
+    await asyncio.to_thread(send_mx, service, spam, message("ham"))
+    (inbox,) = await bob.wait_for("inbox", 1)
+    (entry,) = await quarantined(service, 1)
+    assert (inbox["subject"], entry.subject, entry.verdict) == ("ham", "spam", "reject")
+    assert {r.name for r in entry.reasons} >= {"GTUBE", "VIRUS", "ATTACHMENT_BLOCKED"}
+    await asyncio.sleep(0.3)
+    assert await everything(bob) == [("inbox", "ham")]
 
 
 async def test_a_program_renamed_pdf_is_caught_by_its_content(service: Service, bob: User) -> None:

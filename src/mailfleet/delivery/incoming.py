@@ -195,7 +195,7 @@ class IncomingService:
                 helo=str(payload.get("helo", "")),
             )
         )
-        if outcome.verdict == Verdict.QUARANTINE:
+        if outcome.quarantined:
             # Kept whole, in no folder, until an administrator decides
             # (delivery/quarantine.py); its parts are not stored meanwhile.
             await self._hold(payload, parsed, recipients, outcome)

@@ -297,7 +297,7 @@ class SendService:
                 f"the message cannot be checked for viruses now; try again later ({exc})",
                 code="scanner_unavailable",
             ) from None
-        if outcome.verdict not in (Verdict.QUARANTINE, Verdict.REJECT):
+        if not outcome.quarantined and outcome.verdict != Verdict.QUARANTINE:
             return
         viruses = [r.detail for r in outcome.reasons if r.name == "VIRUS"]
         if viruses:

@@ -29,6 +29,9 @@ class Outcome:
     score: float
     reasons: tuple[Reason, ...]
     headers: tuple[tuple[str, str], ...]
+    # A filter said QUARANTINE (a virus), whatever stronger verdict won:
+    # mail already accepted is then held, never put in Junk for the score.
+    quarantined: bool = False
 
     def header_block(self) -> str:
         """The headers for the stored copy, CRLF-terminated lines."""
@@ -106,7 +109,8 @@ class FilterPipeline:
             ("X-Spam-Verdict", verdict.value),
             ("X-Spam-Reasons", _fold("X-Spam-Reasons", names)),
         )
-        return Outcome(verdict, score, reasons, headers)
+        quarantined = any(r.verdict == Verdict.QUARANTINE for r in results)
+        return Outcome(verdict, score, reasons, headers, quarantined)
 
 
 def content_filters(settings: FilterSettings) -> list[Filter]:
