@@ -20,6 +20,7 @@ import pytest
 
 from mailfleet.config import Settings, deep_merge, load_settings
 from mailfleet.server import ROLES, Server
+from tests.support.clamd import Clamd, running_clamd
 from tests.support.profile import Profile, provisioner, selected_profiles, stored_blobs
 
 DOMAIN = "example.com"
@@ -202,3 +203,10 @@ async def alice(service: Service) -> User:
 @pytest.fixture
 async def bob(service: Service) -> User:
     return await service.user("bob", "Bob Example")
+
+
+@pytest.fixture(scope="session")
+def clamd() -> Iterator[Clamd]:
+    """The tests' own clamd (tests/support/clamd.py), started once."""
+    with running_clamd() as running:
+        yield running

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,71 @@ def _parse_hostport(value: str) -> str:
 def split_hostport(value: str) -> tuple[str, int]:
     host, _, port = value.rpartition(":")
     return host.strip("[]"), int(port)
+
+
+class ClamdAddressError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ClamdAddress:
+    """``unix:/path/clamd.sock`` or ``tcp://HOST:PORT``."""
+
+    path: str = ""
+    host: str = ""
+    port: int = 0
+
+    @classmethod
+    def parse(cls, text: str) -> ClamdAddress:
+        if text.startswith("unix:"):
+            path = text[len("unix:") :].removeprefix("//")
+            if not path.startswith("/"):
+                raise ClamdAddressError(f"expected unix:/absolute/path, got {text!r}")
+            return cls(path=path)
+        if text.startswith("tcp://"):
+            host, sep, port = text[len("tcp://") :].rstrip("/").rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
+                raise ClamdAddressError(f"expected tcp://HOST:PORT, got {text!r}")
+            return cls(host=host.strip("[]"), port=int(port))
+        raise ClamdAddressError(f"expected unix:/PATH or tcp://HOST:PORT, got {text!r}")
+
+    def __str__(self) -> str:
+        return f"unix:{self.path}" if self.path else f"tcp://{self.host}:{self.port}"
+
+
+# Types a mail client would run when opened (Outlook's and Gmail's blocked
+# lists, shortened to what is common).
+DEFAULT_BLOCKED_EXTENSIONS = (
+    "exe",
+    "scr",
+    "com",
+    "bat",
+    "cmd",
+    "pif",
+    "js",
+    "jse",
+    "vbs",
+    "vbe",
+    "wsf",
+    "wsh",
+    "hta",
+    "msi",
+    "msp",
+    "ps1",
+    "jar",
+    "lnk",
+    "cpl",
+    "reg",
+    "docm",
+    "xlsm",
+    "pptm",
+    "dotm",
+    "xltm",
+    "potm",
+    "ppsm",
+    "xlam",
+    "ppam",
+)
 
 
 class MetadataShard(_Section):
@@ -343,6 +409,36 @@ class FilterSettings(_Section):
     reject_score: float = Field(
         15.0, description="total score from which a mail is refused (Junk once accepted)"
     )
+    clamd: str = Field(
+        "",
+        description="ClamAV's clamd, unix:/PATH/clamd.sock or tcp://HOST:PORT: every mail in"
+        " and out is scanned (filters/clamav.py); a virus quarantines inbound mail and"
+        " refuses a send; empty: no virus scanning",
+    )
+    clamd_timeout_seconds: float = Field(
+        30.0, gt=0, description="longest wait for clamd's answer on one mail; then it waits"
+    )
+    clamd_max_stream_bytes: int = Field(
+        25 * 1024 * 1024,
+        gt=0,
+        description="clamd's StreamMaxLength: a larger mail is scanned part by part",
+    )
+    attachment_policy: bool = Field(
+        True,
+        description="block programs, scripts and macro documents by name and content,"
+        " also inside zips (filters/attachments.py): inbound quarantined, sends refused",
+    )
+    blocked_extensions: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_BLOCKED_EXTENSIONS),
+        description="file name extensions the attachment policy blocks (no dot)",
+    )
+
+    @field_validator("clamd")
+    @classmethod
+    def _check_clamd(cls, value: str) -> str:
+        if value:
+            ClamdAddress.parse(value)  # its ValueError names the problem
+        return value
 
 
 class DomainSeed(_Section):

@@ -11,6 +11,7 @@ from mailfleet.config import Settings
 from mailfleet.delivery.incoming import IncomingService
 from mailfleet.delivery.mx import MxResolver
 from mailfleet.delivery.outgoing import OutgoingService
+from mailfleet.delivery.quarantine import QuarantineService
 from mailfleet.delivery.send import SendService
 from mailfleet.delivery.transport import SmtpTransport
 from mailfleet.filters.pipeline import FilterPipeline
@@ -29,6 +30,7 @@ class Runtime:
     mailbox: MailboxService
     sending: SendService
     incoming: IncomingService
+    quarantine: QuarantineService
     outgoing: OutgoingService
     search: SearchService
     limiter: RateLimiter
@@ -70,8 +72,10 @@ class Runtime:
                 limiter,
                 settings.limits,
                 settings.smtp.hostname,
+                FilterPipeline.for_sending(settings.filters),
             ),
             incoming=incoming,
+            quarantine=QuarantineService(stores.directory, incoming),
             outgoing=OutgoingService(
                 stores.directory,
                 stores.mailbox,
@@ -89,6 +93,7 @@ class Runtime:
             ),
             blob_sweep=BlobSweep(
                 stores.mailbox,
+                stores.directory,
                 stores.blobs,
                 stores.queue,
                 grace_seconds=settings.blobs.grace_seconds,

@@ -25,11 +25,20 @@ import pytest
 
 from mailfleet.blobs import BlobSweep, BlobSweeper
 from mailfleet.delivery.local import store_parts
+from mailfleet.ids import new_id
 from mailfleet.mailbox.service import MailboxService
 from mailfleet.proto.mime import parse_message
 from mailfleet.storage.distributed.s3_blobs import S3BlobStore
 from mailfleet.storage.embedded.files import FileBlobStore
-from mailfleet.storage.interfaces import BlobStore, MailboxStore, NewMessage, Queue, Upload
+from mailfleet.storage.interfaces import (
+    BlobStore,
+    DirectoryStore,
+    MailboxStore,
+    NewMessage,
+    QuarantinedMail,
+    Queue,
+    Upload,
+)
 from tests.contract import backends
 from tests.contract.implementations.mailbox import MailboxBackend
 from tests.contract.mailboxes import Box, mail, new_box
@@ -53,6 +62,7 @@ def _families() -> list[Any]:
 class Stack:
     family: str
     mailbox: MailboxStore
+    directory: DirectoryStore
     blobs: BlobStore
     queue: Queue
 
@@ -61,7 +71,9 @@ class Stack:
         return GRACE[self.family]
 
     def sweep(self) -> BlobSweep:
-        return BlobSweep(self.mailbox, self.blobs, self.queue, grace_seconds=self.grace)
+        return BlobSweep(
+            self.mailbox, self.directory, self.blobs, self.queue, grace_seconds=self.grace
+        )
 
 
 @pytest.fixture(params=_families())
@@ -73,7 +85,7 @@ async def stack(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         )
         blobs = await opened.enter_async_context(roles["blob"].open(tmp_path / "blobs"))
         queue = await opened.enter_async_context(roles["queue"].open(tmp_path / "queue"))
-        yield Stack(roles["mailbox"].family, backend.mailbox, blobs, queue)
+        yield Stack(roles["mailbox"].family, backend.mailbox, backend.directory, blobs, queue)
 
 
 def mime(text: str, attachment: bytes) -> bytes:
@@ -174,6 +186,27 @@ async def test_mail_deleted_for_good_in_every_account_is_freed(stack: Stack) -> 
         assert not await stack.blobs.exists(blob_hash)
 
 
+def held_in_quarantine(raw_hash: str) -> QuarantinedMail:
+    return QuarantinedMail(
+        id=new_id(),
+        ingest_key=f"in:{raw_hash[:12]}",
+        received_at=1,
+        quarantined_at=1,
+        mail_from="eve@outside.example",
+        recipients=("bob@example.com",),
+        client_ip="192.0.2.1",
+        helo="outside.example",
+        sender="eve@outside.example",
+        subject="held",
+        raw_hash=raw_hash,
+        raw_size=1,
+        verdict="quarantine",
+        score=0.0,
+        reasons=(),
+        filter_headers="",
+    )
+
+
 async def test_a_blob_something_names_is_never_freed(stack: Stack) -> None:
     sweep = stack.sweep()
     a, b = await new_box(stack.mailbox), await new_box(stack.mailbox)
@@ -194,13 +227,27 @@ async def test_a_blob_something_names_is_never_freed(stack: Stack) -> None:
     [item] = [i for i in await stack.queue.list("incoming") if i.payload["queue_id"] == "q2"]
     await stack.queue.dead_letter(item, error="kept for an operator")
     orphan = await stack.blobs.put(b"named by nothing")
+    quarantined = await stack.blobs.put(b"raw mail held in quarantine")
+    await stack.directory.quarantine(held_in_quarantine(quarantined.hash))
+    released = await stack.blobs.put(b"raw mail released from quarantine, copies gone")
+    entry = await stack.directory.quarantine(held_in_quarantine(released.hash))
+    assert await stack.directory.set_quarantine_status(
+        entry.id, expected=("held",), status="released", at=1
+    )
 
-    named = {*kept_by_copy.blobs, upload.hash, incoming.hash, outgoing.hash, failed.hash}
+    named = {
+        *kept_by_copy.blobs,
+        upload.hash,
+        incoming.hash,
+        outgoing.hash,
+        failed.hash,
+        quarantined.hash,
+    }
     for _ in range(2):
         await asyncio.sleep(stack.grace)
         report = await sweep.run(limit=1000)
         assert not named & {*report.condemned, *report.purged}
-    assert report.purged == [orphan.hash]
+    assert sorted(report.purged) == sorted([orphan.hash, released.hash])
     assert named <= await live(stack.blobs)
     for blob_hash, data in kept_by_copy.blobs.items():
         assert await stack.blobs.get(blob_hash) == data

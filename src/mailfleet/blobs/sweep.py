@@ -6,7 +6,8 @@ A run, at time ``now`` with ``cutoff = now - grace``:
    ``outgoing``, ``error`` again: an item moving between two queues is in
    one of them at every moment, and is seen by one of the listings);
 2. **purge**: every condemned blob condemned at or before ``cutoff``: if a
-   row (``MailboxStore.blob_references``) or a queued item names it, it is
+   row (``MailboxStore.blob_references``, and a quarantined mail still held:
+   ``DirectoryStore.quarantine_blob_references``) or a queued item names it, it is
    restored; else its condemned copy is deleted;
 3. **condemn**: live blobs in hash order from the run's cursor, written at or
    before ``cutoff``: those nothing names are condemned (still readable, but a
@@ -32,7 +33,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from mailfleet.storage.interfaces import BlobStore, MailboxStore, Queue, StoredBlob
+from mailfleet.storage.interfaces import (
+    BlobStore,
+    DirectoryStore,
+    MailboxStore,
+    Queue,
+    StoredBlob,
+)
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +97,7 @@ class BlobSweep:
     def __init__(
         self,
         mailbox: MailboxStore,
+        directory: DirectoryStore,
         blobs: BlobStore,
         queue: Queue,
         *,
@@ -98,6 +106,7 @@ class BlobSweep:
         clock: Callable[[], int] = now_ms,
     ) -> None:
         self.mailbox = mailbox
+        self.directory = directory
         self.blobs = blobs
         self.queue = queue
         self.grace_ms = int(grace_seconds * 1000)
@@ -119,7 +128,12 @@ class BlobSweep:
 
     async def _named(self, hashes: Sequence[str], queued: set[str]) -> set[str]:
         unqueued = [h for h in hashes if h not in queued]
-        return (set(hashes) & queued) | await self.mailbox.blob_references(unqueued)
+        in_rows = await self.mailbox.blob_references(unqueued)
+        # Quarantined mail is in no mailbox: the directory names its raw blob.
+        held = await self.directory.quarantine_blob_references(
+            [h for h in unqueued if h not in in_rows]
+        )
+        return (set(hashes) & queued) | in_rows | held
 
     async def run(
         self, *, limit: int, after: str = "", purge_after: str = "", dry_run: bool = False

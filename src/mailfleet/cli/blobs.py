@@ -55,12 +55,13 @@ async def _sweep(args: argparse.Namespace, settings: Settings) -> int:
     if grace <= 0:
         raise SweepRefused("--grace must be positive: it is what keeps a blob being reused")
     stores = create_stores(settings)
-    opened: list[StorageRole] = [stores.mailbox, stores.blobs, stores.queue]
+    opened: list[StorageRole] = [stores.directory, stores.mailbox, stores.blobs, stores.queue]
     for store in opened:
         await store.open()
     try:
         sweep = BlobSweep(
             stores.mailbox,
+            stores.directory,
             stores.blobs,
             stores.queue,
             grace_seconds=grace,

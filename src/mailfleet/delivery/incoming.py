@@ -20,8 +20,8 @@ from email.utils import format_datetime
 from mailfleet.delivery.local import StoredParts, store_parts
 from mailfleet.filters import FilterUnavailable, MailToCheck, Verdict
 from mailfleet.filters.pipeline import FilterPipeline, Outcome
-from mailfleet.ids import new_id
-from mailfleet.proto.addresses import AddressError, mailbox_key, normalize_email
+from mailfleet.ids import new_id, now_ms
+from mailfleet.proto.addresses import Address, AddressError, mailbox_key, normalize_email
 from mailfleet.proto.compose import snippet
 from mailfleet.proto.mime import ParsedMessage, parse_message
 from mailfleet.storage.errors import BackendUnavailable, BlobMissing
@@ -31,6 +31,7 @@ from mailfleet.storage.interfaces import (
     DirectoryStore,
     MailboxStore,
     NewMessage,
+    QuarantinedMail,
     Queue,
     QueueItem,
     SpamReason,
@@ -194,7 +195,13 @@ class IncomingService:
                 helo=str(payload.get("helo", "")),
             )
         )
+        if outcome.quarantined:
+            # Kept whole, in no folder, until an administrator decides
+            # (delivery/quarantine.py); its parts are not stored meanwhile.
+            await self._hold(payload, parsed, recipients, outcome)
+            return []
         parts = await store_parts(self.blobs, parsed)
+        reasons = tuple(SpamReason(r.name, r.score, r.detail) for r in outcome.reasons)
         copies = []
         for email in recipients:
             mailbox = await self.mailbox(email)
@@ -202,17 +209,89 @@ class IncomingService:
                 # Removed after we said 250; nothing to deliver to.
                 log.warning("mail %s: %s has no mailbox any more", payload["queue_id"], email)
                 continue
-            copies.append(await self._copy(mailbox, payload, parsed, parts, outcome))
+            # Refused mail that was already accepted goes to Junk as well.
+            folder_id = mailbox.inbox_id if outcome.verdict == Verdict.HAM else mailbox.junk_id
+            copies.append(
+                self._copy(
+                    mailbox,
+                    folder_id,
+                    payload,
+                    parsed,
+                    parts,
+                    (outcome.verdict.value, outcome.score, reasons, outcome.header_block()),
+                )
+            )
         return copies
 
-    async def _copy(
+    async def _hold(
+        self,
+        payload: dict[str, object],
+        parsed: ParsedMessage,
+        recipients: tuple[str, ...],
+        outcome: Outcome,
+    ) -> None:
+        queue_id = str(payload["queue_id"])
+        entry = await self.directory.quarantine(
+            QuarantinedMail(
+                id=new_id(),
+                ingest_key=f"in:{queue_id}",
+                received_at=int(str(payload["received_at"])),
+                quarantined_at=now_ms(),
+                mail_from=str(payload["mail_from"]),
+                recipients=recipients,
+                client_ip=str(payload.get("client_ip", "")),
+                helo=str(payload.get("helo", "")),
+                sender=_shown(parsed.sender),
+                subject=parsed.subject,
+                raw_hash=str(payload["raw_hash"]),
+                raw_size=int(str(payload["raw_size"])),
+                verdict=outcome.verdict.value,
+                score=outcome.score,
+                reasons=tuple(SpamReason(r.name, r.score, r.detail) for r in outcome.reasons),
+                filter_headers=outcome.header_block(),
+            )
+        )
+        why = "; ".join(f"{r.name} {r.detail}".strip() for r in entry.reasons if r.detail)
+        log.warning("mail %s quarantined as %d: %s", queue_id, entry.id, why)
+
+    async def release(self, entry: QuarantinedMail) -> list[str]:
+        """Delivers a quarantined mail to its recipients' Inboxes, as worker-in
+        would have, without the filters; the copies carry worker-in's ingest
+        key, so repeating a release (or worker-in meeting the mail again)
+        stores nothing twice. Answers the recipients it went to."""
+        raw = await self.blobs.get(entry.raw_hash)
+        parsed = await asyncio.to_thread(parse_message, raw)
+        parts = await store_parts(self.blobs, parsed)
+        payload: dict[str, object] = {
+            "queue_id": entry.ingest_key.removeprefix("in:"),
+            "received_at": entry.received_at,
+            "raw_hash": entry.raw_hash,
+            "raw_size": entry.raw_size,
+        }
+        result = (entry.verdict, entry.score, entry.reasons, entry.filter_headers)
+        copies, delivered = [], []
+        for email in dict.fromkeys(entry.recipients):
+            mailbox = await self.mailbox(mailbox_key(email))
+            if mailbox is None:
+                log.warning("quarantined %d: %s has no mailbox any more", entry.id, email)
+                continue
+            copies.append(self._copy(mailbox, mailbox.inbox_id, payload, parsed, parts, result))
+            delivered.append(mailbox.email)
+        await self.mailboxes.store_messages(copies)
+        return delivered
+
+    def _copy(
         self,
         mailbox: Mailbox,
+        folder_id: int,
         payload: dict[str, object],
         parsed: ParsedMessage,
         parts: StoredParts,
-        outcome: Outcome,
+        result: tuple[str, float, tuple[SpamReason, ...], str],
     ) -> NewMessage:
+        """One recipient's copy; ``result``: the filters' verdict, score,
+        reasons and header block."""
+        verdict, score, reasons, filter_headers = result
         message_id = new_id()
         # store_messages places the copy in its thread (threadkeys.py)
         # in the transaction that stores it: no lookups here.
@@ -221,9 +300,7 @@ class IncomingService:
         return NewMessage(
             account_id=mailbox.account_id,
             id=message_id,
-            # Refused mail that was already accepted goes to Junk as well;
-            # quarantine (viruses) has no store yet and is Junk too.
-            folder_id=mailbox.inbox_id if outcome.verdict == Verdict.HAM else mailbox.junk_id,
+            folder_id=folder_id,
             thread_id=thread_id,
             received_at=int(str(payload["received_at"])),
             ingest_key=f"in:{queue_id}",
@@ -242,10 +319,10 @@ class IncomingService:
             body_hash=parts.body_hash,
             html_hash=parts.html_hash,
             attachments=parts.attachments,
-            spam_verdict=outcome.verdict.value,
-            spam_score=outcome.score,
-            spam_reasons=tuple(SpamReason(r.name, r.score, r.detail) for r in outcome.reasons),
-            filter_headers=outcome.header_block(),
+            spam_verdict=verdict,
+            spam_score=score,
+            spam_reasons=reasons,
+            filter_headers=filter_headers,
         )
 
 
@@ -340,3 +417,9 @@ class IncomingWorker:
         else:  # a bug or an unforeseen input: keep the mail, say why
             log.error("cannot process incoming %s", item.id, exc_info=exc)
             await self.queue.dead_letter(item, error=f"{type(exc).__name__}: {exc}")
+
+
+def _shown(address: Address | None) -> str:
+    if address is None:
+        return ""
+    return f"{address.name} <{address.email}>" if address.name else address.email

@@ -18,7 +18,9 @@ from datetime import UTC, datetime
 from mailfleet.config import LimitSettings
 from mailfleet.delivery.local import store_parts
 from mailfleet.delivery.outbox import queue_outgoing
-from mailfleet.errors import Invalid, TooLarge
+from mailfleet.errors import Invalid, TooLarge, Unavailable
+from mailfleet.filters import FilterUnavailable, MailToCheck, Verdict
+from mailfleet.filters.pipeline import FilterPipeline
 from mailfleet.ids import new_id, now_ms, parse_id
 from mailfleet.proto.addresses import Address, AddressError, mailbox_key, normalize_email
 from mailfleet.proto.compose import (
@@ -29,7 +31,7 @@ from mailfleet.proto.compose import (
     sanitize_html,
     snippet,
 )
-from mailfleet.proto.mime import parse_message
+from mailfleet.proto.mime import ParsedMessage, parse_message
 from mailfleet.proto.submission import AuthorError, HeaderError, prepare_submission
 from mailfleet.ratelimit import RateLimiter
 from mailfleet.storage.errors import BlobTooLarge
@@ -101,7 +103,9 @@ class SendService:
         limiter: RateLimiter,
         limits: LimitSettings,
         hostname: str,
+        filters: FilterPipeline,
     ) -> None:
+        self.filters = filters
         self.directory = directory
         self.mailboxes = mailboxes
         self.blobs = blobs
@@ -168,6 +172,7 @@ class SendService:
             in_reply_to=in_reply_to,
             references=references,
         )
+        await self._check_content(account, raw, None, local, remote)
         text = draft.body if draft.body is not None else html_to_text(draft.html or "")
         # Written together: the blob store commits concurrent writes at once
         # (one fsync for the three instead of one each).
@@ -224,6 +229,7 @@ class SendService:
         if parsed.sender is None or mailbox_key(parsed.sender.email) != account.email:
             # prepare_submission checked every From; this is the reader's view.
             raise Invalid(f"{account.email} may send only as itself", code="sender_not_allowed")
+        await self._check_content(account, submission.raw, parsed, local, remote)
         await self._count_message(account)
 
         listed = {mailbox_key(a.email) for a in (*parsed.to, *parsed.cc)}
@@ -261,6 +267,55 @@ class SendService:
             ingest_key=f"{message_id_header}:{same_submission}",
         )
         return await self._store_and_queue(account, message, local, remote)
+
+    async def _check_content(
+        self,
+        account: Account,
+        raw: bytes,
+        parsed: ParsedMessage | None,
+        local: dict[Address, int],
+        remote: list[Address],
+    ) -> None:
+        """The content filters (virus scanner, attachment policy) before
+        anything is stored: Invalid (422, SMTP 554 5.7.1) with what was found,
+        Unavailable (503, SMTP 451 4.7.1) when the scanner cannot answer now."""
+        if not self.filters.filters:
+            return
+        if parsed is None:
+            parsed = await asyncio.to_thread(parse_message, raw)
+        mail = MailToCheck(
+            raw=raw,
+            parsed=parsed,
+            mail_from=account.email,
+            recipients=tuple(a.email for a in [*local, *remote]),
+            direction="out" if remote else "local",
+        )
+        try:
+            outcome = await self.filters.run(mail)
+        except FilterUnavailable as exc:
+            raise Unavailable(
+                f"the message cannot be checked for viruses now; try again later ({exc})",
+                code="scanner_unavailable",
+            ) from None
+        if not outcome.quarantined and outcome.verdict != Verdict.QUARANTINE:
+            return
+        viruses = [r.detail for r in outcome.reasons if r.name == "VIRUS"]
+        if viruses:
+            raise Invalid(
+                f"the message carries a virus ({', '.join(viruses)}) and was not sent",
+                code="virus_found",
+            )
+        blocked = [r.detail for r in outcome.reasons if r.name == "ATTACHMENT_BLOCKED"]
+        if blocked:
+            raise Invalid(
+                f"attachments of this type cannot be sent ({'; '.join(blocked)})",
+                code="attachment_blocked",
+            )
+        details = "; ".join(f"{r.name} {r.detail}".strip() for r in outcome.reasons)
+        raise Invalid(
+            f"the message could not be checked in full and was not sent ({details})",
+            code="content_refused",
+        )
 
     def check_sender(self, account: Account, mail_from: str) -> None:
         """Invalid (``sender_not_allowed``) unless ``mail_from`` is the account's own address."""

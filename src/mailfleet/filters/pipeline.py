@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from mailfleet.config import FilterSettings
+from mailfleet.config import ClamdAddress, FilterSettings
 from mailfleet.filters import (
     VERDICT_ORDER,
     Filter,
@@ -29,6 +29,9 @@ class Outcome:
     score: float
     reasons: tuple[Reason, ...]
     headers: tuple[tuple[str, str], ...]
+    # A filter said QUARANTINE (a virus), whatever stronger verdict won:
+    # mail already accepted is then held, never put in Junk for the score.
+    quarantined: bool = False
 
     def header_block(self) -> str:
         """The headers for the stored copy, CRLF-terminated lines."""
@@ -66,10 +69,22 @@ class FilterPipeline:
 
     @classmethod
     def from_settings(cls, settings: FilterSettings) -> FilterPipeline:
+        """Inbound mail's pipeline: the spam rules and the content filters."""
         from mailfleet.filters.rules import BuiltinRules
 
         filters: list[Filter] = [BuiltinRules()] if settings.builtin_rules else []
+        filters += content_filters(settings)
         return cls(filters, spam_score=settings.spam_score, reject_score=settings.reject_score)
+
+    @classmethod
+    def for_sending(cls, settings: FilterSettings) -> FilterPipeline:
+        """What a user's own send passes before anything is stored: the
+        content filters only (viruses, blocked attachments)."""
+        return cls(
+            content_filters(settings),
+            spam_score=settings.spam_score,
+            reject_score=settings.reject_score,
+        )
 
     async def run(self, mail: MailToCheck) -> Outcome:
         """Raises FilterUnavailable when a filter cannot answer now."""
@@ -94,4 +109,24 @@ class FilterPipeline:
             ("X-Spam-Verdict", verdict.value),
             ("X-Spam-Reasons", _fold("X-Spam-Reasons", names)),
         )
-        return Outcome(verdict, score, reasons, headers)
+        quarantined = any(r.verdict == Verdict.QUARANTINE for r in results)
+        return Outcome(verdict, score, reasons, headers, quarantined)
+
+
+def content_filters(settings: FilterSettings) -> list[Filter]:
+    """The filters that judge what a mail carries rather than how it reads:
+    the attachment policy and clamd, as configured."""
+    from mailfleet.filters.attachments import AttachmentPolicy
+    from mailfleet.filters.clamav import ClamAV, ClamdScanner
+
+    filters: list[Filter] = []
+    if settings.attachment_policy:
+        filters.append(AttachmentPolicy(settings.blocked_extensions))
+    if settings.clamd:
+        scanner = ClamdScanner(
+            ClamdAddress.parse(settings.clamd),
+            timeout=settings.clamd_timeout_seconds,
+            max_stream=settings.clamd_max_stream_bytes,
+        )
+        filters.append(ClamAV(scanner))
+    return filters

@@ -3,7 +3,8 @@
 Each rule looks at one mail and may add a ``Reason``; the scores follow
 SpamAssassin's spirit (a rule alone rarely makes spam, GTUBE always does).
 Names are rspamd-style symbols, so the reasons read the same whichever
-scorer gave them.
+scorer gave them. Attachment types are not scored here: the attachment
+policy (``attachments.py``) decides on them, with a verdict of its own.
 """
 
 from __future__ import annotations
@@ -40,38 +41,6 @@ SHORTENERS = frozenset(
         "lnkd.in",
     ]
 )
-# Types a mail client would run when opened (the attachment policy of the
-# virus filter blocks them; here they only weigh on the score).
-DANGEROUS_EXTENSIONS = frozenset(
-    [
-        "exe",
-        "scr",
-        "com",
-        "bat",
-        "cmd",
-        "pif",
-        "js",
-        "jse",
-        "vbs",
-        "vbe",
-        "wsf",
-        "wsh",
-        "hta",
-        "msi",
-        "msp",
-        "ps1",
-        "jar",
-        "lnk",
-        "cpl",
-        "reg",
-        "docm",
-        "xlsm",
-        "pptm",
-        "dotm",
-        "xltm",
-    ]
-)
-
 _URL = re.compile(r"""https?://[^\s"'<>()]+""", re.IGNORECASE)
 _HIDDEN_STYLE = re.compile(
     r"display\s*:\s*none|visibility\s*:\s*hidden|font-size\s*:\s*0(?![.\d])", re.IGNORECASE
@@ -149,16 +118,6 @@ def links(mail: MailToCheck) -> Iterator[Reason]:
         yield Reason("URL_IP_LITERAL", 2.5, f"links to {', '.join(literal[:3])}")
 
 
-def dangerous_attachments(mail: MailToCheck) -> Iterator[Reason]:
-    names = [
-        a.filename
-        for a in mail.parsed.attachments
-        if a.filename.rpartition(".")[2].lower() in DANGEROUS_EXTENSIONS and "." in a.filename
-    ]
-    if names:
-        yield Reason("DANGEROUS_ATTACHMENT", 5.0, f"runs when opened: {', '.join(names[:3])}")
-
-
 RULES: tuple[Callable[[MailToCheck], Iterator[Reason]], ...] = (
     gtube,
     missing_headers,
@@ -166,7 +125,6 @@ RULES: tuple[Callable[[MailToCheck], Iterator[Reason]], ...] = (
     caps_subject,
     html_only,
     links,
-    dangerous_attachments,
 )
 
 

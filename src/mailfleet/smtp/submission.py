@@ -15,6 +15,8 @@ Policy answers (RFC 5321 section 4.2, RFC 3463 enhanced codes):
 - RCPT to an unknown mailbox on a domain we host: 550 5.1.1; any other
   domain is relayed (the client is authenticated); too many: 452 4.5.3;
 - over the size limit: 552 5.3.4; too many messages: 451 4.7.1;
+- a virus or a blocked attachment: 554 5.7.1 with what was found; the virus
+  scanner unable to answer: 451 4.7.1;
 - any storage failure: 451 4.3.0, never 250.
 """
 
@@ -61,7 +63,11 @@ _REPLIES = {
     "no_recipients": "503 5.5.1",
     "message_too_large": "552 5.3.4",
     "malformed_header": "554 5.6.0",
+    "virus_found": "554 5.7.1",
+    "attachment_blocked": "554 5.7.1",
+    "content_refused": "554 5.7.1",
     "unavailable": "451 4.3.0",
+    "scanner_unavailable": "451 4.7.1",
 }
 
 

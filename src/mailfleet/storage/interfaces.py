@@ -173,6 +173,37 @@ class SpamReason:
     detail: str = ""
 
 
+QUARANTINE_STATUSES = ("held", "releasing", "released", "deleted")
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantinedMail:
+    """An inbound mail a filter quarantined (a virus, a blocked attachment):
+    kept, in no folder, until an administrator releases or deletes it.
+    ``ingest_key`` is worker-in's for the mail (``in:<queue id>``): one entry
+    per mail however often it is processed. While ``held`` or ``releasing``
+    the entry names its raw blob (``raw_hash``), which the blob sweep keeps."""
+
+    id: int
+    ingest_key: str
+    received_at: int  # ms, when the MX accepted it
+    quarantined_at: int
+    mail_from: str
+    recipients: tuple[str, ...]
+    client_ip: str
+    helo: str
+    sender: str  # the From field as shown
+    subject: str
+    raw_hash: str
+    raw_size: int
+    verdict: str
+    score: float
+    reasons: tuple[SpamReason, ...]
+    filter_headers: str
+    status: str = "held"  # QUARANTINE_STATUSES
+    resolved_at: int | None = None  # when it was released or deleted
+
+
 @dataclass(frozen=True, slots=True)
 class Message:
     """One recipient's copy in full: the summary plus what the reader shows.
@@ -352,6 +383,33 @@ class DirectoryStore(Protocol):
     async def get_session(self, account_id: int, token_hash: bytes) -> Session | None: ...
     async def delete_session(self, account_id: int, token_hash: bytes) -> None: ...
     async def delete_sessions(self, account_id: int) -> None: ...
+
+    # quarantine: global, so administrators list it across every account
+    async def quarantine(self, mail: QuarantinedMail) -> QuarantinedMail:
+        """Keeps ``mail`` unless an entry with its ``ingest_key`` exists
+        (whatever its status: a mail released or deleted is not held again
+        when worker-in sees it once more); answers the entry stored."""
+        ...
+
+    async def get_quarantined(self, quarantine_id: int) -> QuarantinedMail | None: ...
+    async def list_quarantined(
+        self, *, status: str | None = "held", before: int | None = None, limit: int = 100
+    ) -> list[QuarantinedMail]:
+        """Newest first (by id); ``status`` None: every status; ``before``: ids
+        below it (the next page)."""
+        ...
+
+    async def set_quarantine_status(
+        self, quarantine_id: int, *, expected: Sequence[str], status: str, at: int
+    ) -> bool:
+        """Moves the entry to ``status`` if it is in one of ``expected``;
+        whether this call moved it (two administrators racing: one wins)."""
+        ...
+
+    async def quarantine_blob_references(self, hashes: Sequence[str]) -> set[str]:
+        """Which of ``hashes`` an entry still held (or being released) names:
+        the blob sweep keeps them (decision 0018)."""
+        ...
 
 
 class MailboxStore(Protocol):

@@ -4,16 +4,27 @@ mailbox database; PostgreSQL's is the directory database of a fleet)."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from mailfleet.storage.interfaces import Account, DkimKey, Domain, Session
+from mailfleet.storage.errors import DuplicateKey
+from mailfleet.storage.interfaces import (
+    Account,
+    DkimKey,
+    Domain,
+    QuarantinedMail,
+    Session,
+    SpamReason,
+)
 from mailfleet.storage.sql.query import Query, ReadSession, ReadSessions
 from mailfleet.storage.sql.rows import account_from_row
-from mailfleet.storage.sql.schema import accounts, dkim_keys, domains, sessions
+from mailfleet.storage.sql.schema import accounts, dkim_keys, domains, quarantine, sessions
 from mailfleet.storage.sql.transaction import Transaction
 
 P = sa.bindparam
@@ -38,6 +49,47 @@ _SESSION = Query(
         sessions.c.account_id == P("account_id"), sessions.c.token_hash == P("token_hash")
     )
 )
+
+_QUARANTINED = Query(quarantine.select().where(quarantine.c.id == P("id")))
+_QUARANTINED_BY_KEY = Query(quarantine.select().where(quarantine.c.ingest_key == P("key")))
+_QUARANTINE_PAGE = Query(
+    quarantine.select()
+    .where(quarantine.c.status == P("status"), quarantine.c.id < P("before"))
+    .order_by(quarantine.c.id.desc())
+    .limit(P("limit"))
+)
+_QUARANTINE_PAGE_ALL = Query(
+    quarantine.select()
+    .where(quarantine.c.id < P("before"))
+    .order_by(quarantine.c.id.desc())
+    .limit(P("limit"))
+)
+# Entries that still name their raw blob.
+HOLDING = ("held", "releasing")
+_NO_LIMIT = 2**63 - 1
+
+
+def _quarantined(row: Any) -> QuarantinedMail:
+    return QuarantinedMail(
+        id=row["id"],
+        ingest_key=row["ingest_key"],
+        received_at=row["received_at"],
+        quarantined_at=row["quarantined_at"],
+        mail_from=row["mail_from"],
+        recipients=tuple(orjson.loads(row["recipients"])),
+        client_ip=row["client_ip"],
+        helo=row["helo"],
+        sender=row["sender"],
+        subject=row["subject"],
+        raw_hash=row["raw_hash"],
+        raw_size=row["raw_size"],
+        verdict=row["verdict"],
+        score=row["score"],
+        reasons=tuple(SpamReason(n, s, d) for n, s, d in orjson.loads(row["reasons"])),
+        filter_headers=row["filter_headers"],
+        status=row["status"],
+        resolved_at=row["resolved_at"],
+    )
 
 
 def _ends_with(suffix: str) -> str:
@@ -183,3 +235,82 @@ class SqlDirectoryStore:
     async def delete_sessions(self, account_id: int) -> None:
         async with self._write() as conn:
             await conn.execute(sessions.delete().where(sessions.c.account_id == account_id))
+
+    # -- quarantine ------------------------------------------------------------------
+
+    async def quarantine(self, mail: QuarantinedMail) -> QuarantinedMail:
+        try:
+            async with self._write() as conn:
+                await conn.execute(
+                    quarantine.insert().values(
+                        id=mail.id,
+                        ingest_key=mail.ingest_key,
+                        status=mail.status,
+                        received_at=mail.received_at,
+                        quarantined_at=mail.quarantined_at,
+                        resolved_at=mail.resolved_at,
+                        mail_from=mail.mail_from,
+                        recipients=json.dumps(list(mail.recipients), ensure_ascii=False),
+                        client_ip=mail.client_ip,
+                        helo=mail.helo,
+                        sender=mail.sender,
+                        subject=mail.subject,
+                        raw_hash=mail.raw_hash,
+                        raw_size=mail.raw_size,
+                        verdict=mail.verdict,
+                        score=mail.score,
+                        reasons=json.dumps(
+                            [[r.name, r.score, r.detail] for r in mail.reasons], ensure_ascii=False
+                        ),
+                        filter_headers=mail.filter_headers,
+                    )
+                )
+        except DuplicateKey:
+            # Seen before (a redelivered queue item): the first entry stands.
+            async with self._read() as session:
+                row = await session.first(_QUARANTINED_BY_KEY, key=mail.ingest_key)
+            if row is None:  # the id was taken, not the key: not a repeat
+                raise
+            return _quarantined(row)
+        return mail
+
+    async def get_quarantined(self, quarantine_id: int) -> QuarantinedMail | None:
+        async with self._read() as session:
+            row = await session.first(_QUARANTINED, id=quarantine_id)
+        return _quarantined(row) if row else None
+
+    async def list_quarantined(
+        self, *, status: str | None = "held", before: int | None = None, limit: int = 100
+    ) -> list[QuarantinedMail]:
+        before = _NO_LIMIT if before is None else before
+        async with self._read() as session:
+            if status is None:
+                rows = await session.all(_QUARANTINE_PAGE_ALL, before=before, limit=limit)
+            else:
+                rows = await session.all(
+                    _QUARANTINE_PAGE, status=status, before=before, limit=limit
+                )
+        return [_quarantined(r) for r in rows]
+
+    async def set_quarantine_status(
+        self, quarantine_id: int, *, expected: Sequence[str], status: str, at: int
+    ) -> bool:
+        async with self._write() as conn:
+            result = await conn.execute(
+                quarantine.update()
+                .where(quarantine.c.id == quarantine_id, quarantine.c.status.in_(list(expected)))
+                .values(status=status, resolved_at=at)
+            )
+        return bool(result.rowcount)
+
+    async def quarantine_blob_references(self, hashes: Sequence[str]) -> set[str]:
+        if not hashes:
+            return set()
+        # Rare (the blob sweep), and an IN list: through SQLAlchemy.
+        async with self._write() as conn:
+            result = await conn.execute(
+                sa.select(quarantine.c.raw_hash)
+                .where(quarantine.c.raw_hash.in_(list(hashes)), quarantine.c.status.in_(HOLDING))
+                .distinct()
+            )
+            return {row[0] for row in result}

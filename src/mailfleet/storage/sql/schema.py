@@ -219,3 +219,31 @@ shard_loads = sa.Table(
     sa.Column("shard", sa.Text, primary_key=True),
     sa.Column("accounts", sa.BigInteger, nullable=False),
 )
+
+# Quarantined inbound mail (migration 0011, decision 0021): global, in the
+# directory database, so that administrators list it across every account;
+# the raw mail stays in the blob store, named here while held.
+quarantine = sa.Table(
+    "quarantine",
+    metadata,
+    sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("ingest_key", sa.Text, nullable=False, unique=True),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("received_at", sa.BigInteger, nullable=False),
+    sa.Column("quarantined_at", sa.BigInteger, nullable=False),
+    sa.Column("resolved_at", sa.BigInteger, nullable=True),
+    sa.Column("mail_from", sa.Text, nullable=False),
+    sa.Column("recipients", sa.Text, nullable=False),  # JSON list
+    sa.Column("client_ip", sa.Text, nullable=False),
+    sa.Column("helo", sa.Text, nullable=False),
+    sa.Column("sender", sa.Text, nullable=False),
+    sa.Column("subject", sa.Text, nullable=False),
+    sa.Column("raw_hash", sa.Text, nullable=False),
+    sa.Column("raw_size", sa.BigInteger, nullable=False),
+    sa.Column("verdict", sa.Text, nullable=False),
+    sa.Column("score", sa.Float, nullable=False),
+    sa.Column("reasons", sa.Text, nullable=False),  # JSON [[name, score, detail], ...]
+    sa.Column("filter_headers", sa.Text, nullable=False),
+    sa.Index("ix_quarantine_status", "status", "id"),
+    sa.Index("ix_quarantine_raw_hash", "raw_hash"),
+)
