@@ -19,6 +19,7 @@ from email.utils import format_datetime
 
 from mailfleet.delivery.local import StoredParts, store_parts
 from mailfleet.filters import FilterUnavailable, MailToCheck, Verdict
+from mailfleet.filters.bayes import BayesFilter, mail_tokens
 from mailfleet.filters.pipeline import FilterPipeline, Outcome
 from mailfleet.ids import new_id
 from mailfleet.proto.addresses import AddressError, mailbox_key, normalize_email
@@ -75,6 +76,7 @@ class IncomingService:
         hostname: str,
         cache: Cache,
         filters: FilterPipeline,
+        bayes: BayesFilter | None = None,
     ) -> None:
         self.directory = directory
         self.mailboxes = mailboxes
@@ -83,6 +85,8 @@ class IncomingService:
         self.hostname = hostname
         self.cache = cache
         self.filters = filters
+        # Per recipient: each account's own statistics (decision 0022).
+        self.bayes = bayes
 
     async def check_recipient(self, address: str) -> tuple[str, str]:
         """(verdict, normalized mailbox address)."""
@@ -195,6 +199,16 @@ class IncomingService:
             )
         )
         parts = await store_parts(self.blobs, parsed)
+        tokens = (
+            mail_tokens(
+                parsed.subject,
+                parsed.sender.email if parsed.sender else None,
+                parsed.text,
+                parsed.html,
+            )
+            if self.bayes is not None
+            else ()
+        )
         copies = []
         for email in recipients:
             mailbox = await self.mailbox(email)
@@ -202,7 +216,13 @@ class IncomingService:
                 # Removed after we said 250; nothing to deliver to.
                 log.warning("mail %s: %s has no mailbox any more", payload["queue_id"], email)
                 continue
-            copies.append(await self._copy(mailbox, payload, parsed, parts, outcome))
+            own = outcome
+            if self.bayes is not None:
+                # The same mail is spam to one user and ham to another.
+                judged = await self.bayes.check(mailbox.account_id, tokens)
+                if judged is not None:
+                    own = self.filters.extended(outcome, judged)
+            copies.append(await self._copy(mailbox, payload, parsed, parts, own))
         return copies
 
     async def _copy(

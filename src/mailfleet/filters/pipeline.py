@@ -29,6 +29,9 @@ class Outcome:
     score: float
     reasons: tuple[Reason, ...]
     headers: tuple[tuple[str, str], ...]
+    # What each filter said: a per-recipient filter (Bayes) adds its result
+    # to them (``FilterPipeline.extended``).
+    results: tuple[FilterResult, ...] = ()
 
     def header_block(self) -> str:
         """The headers for the stored copy, CRLF-terminated lines."""
@@ -76,6 +79,14 @@ class FilterPipeline:
         results: list[FilterResult] = list(
             await asyncio.gather(*(f.check(mail) for f in self.filters))
         )
+        return self.outcome(results)
+
+    def extended(self, outcome: Outcome, result: FilterResult) -> Outcome:
+        """The outcome with one more filter's result: the mail-wide filters
+        run once per mail, the Bayes classifier once per recipient."""
+        return self.outcome([*outcome.results, result])
+
+    def outcome(self, results: Sequence[FilterResult]) -> Outcome:
         score = round(sum(r.score for r in results), 2)
         reasons = tuple(reason for r in results for reason in r.reasons)
         by_score = (
@@ -94,4 +105,4 @@ class FilterPipeline:
             ("X-Spam-Verdict", verdict.value),
             ("X-Spam-Reasons", _fold("X-Spam-Reasons", names)),
         )
-        return Outcome(verdict, score, reasons, headers)
+        return Outcome(verdict, score, reasons, headers, tuple(results))
