@@ -209,21 +209,29 @@ class IncomingService:
             if self.bayes is not None
             else ()
         )
-        copies = []
+        mailboxes = []
         for email in recipients:
             mailbox = await self.mailbox(email)
             if mailbox is None:
                 # Removed after we said 250; nothing to deliver to.
                 log.warning("mail %s: %s has no mailbox any more", payload["queue_id"], email)
                 continue
-            own = outcome
-            if self.bayes is not None:
-                # The same mail is spam to one user and ham to another.
-                judged = await self.bayes.check(mailbox.account_id, tokens)
-                if judged is not None:
-                    own = self.filters.extended(outcome, judged)
-            copies.append(await self._copy(mailbox, payload, parsed, parts, own))
-        return copies
+            mailboxes.append(mailbox)
+        outcomes = [outcome] * len(mailboxes)
+        if self.bayes is not None:
+            # The same mail is spam to one user and ham to another: each
+            # account's statistics, read side by side (on PostgreSQL, on
+            # each account's shard).
+            bayes = self.bayes
+            judged = await asyncio.gather(*(bayes.check(m.account_id, tokens) for m in mailboxes))
+            outcomes = [
+                self.filters.extended(outcome, result) if result is not None else outcome
+                for result in judged
+            ]
+        return [
+            await self._copy(mailbox, payload, parsed, parts, own)
+            for mailbox, own in zip(mailboxes, outcomes, strict=True)
+        ]
 
     async def _copy(
         self,
