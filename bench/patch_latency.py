@@ -20,6 +20,8 @@ Each as p50 / p95 / max in ms.
 
     .venv/bin/python bench/patch_latency.py --messages 200
     .venv/bin/python bench/patch_latency.py --messages 200 --no-bayes
+    createdb -h 127.0.0.1 -U postgres mf_patch && .venv/bin/python bench/patch_latency.py \
+        --metadata-url postgresql://postgres@127.0.0.1:5432/mf_patch   # then dropdb
 """
 
 from __future__ import annotations
@@ -140,6 +142,9 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--messages", type=int, default=200)
     parser.add_argument("--no-bayes", action="store_true")
+    parser.add_argument(
+        "--metadata-url", default="", help="an empty PostgreSQL database (default: SQLite)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="mf-patch-") as scratch:
         data = Path(scratch) / "data"
@@ -152,6 +157,7 @@ async def main() -> None:
                 "auth": {"argon2_time_cost": 1, "argon2_memory_kib": 256},
                 "domains": [{"name": DOMAIN, "open_signup": True}],
                 "filters": {"bayes": not args.no_bayes},
+                **({"storage": {"metadata_url": args.metadata_url}} if args.metadata_url else {}),
             },
         )
         roles = tuple(role for role in ROLES if role != "worker-out")
