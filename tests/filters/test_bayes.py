@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from mailfleet.filters.bayes import (
     HAM_CUTOFF,
+    MAX_TEXT,
     MAX_TOKENS,
     SPAM_CUTOFF,
     Classifier,
@@ -112,6 +113,13 @@ def test_tokens_are_bounded_per_mail() -> None:
     assert len(found) == MAX_TOKENS
     # Subject, sender and links come first: a long body cannot push them out.
     assert found[:4] == ("subject:subject", "subject:here", "from:b.example", "word0")
+
+
+def test_only_the_start_of_a_long_text_is_read() -> None:
+    filler = "same " * (MAX_TEXT // 5)
+    found = mail_tokens("", None, filler + "late http://late.example/", "x" * MAX_TEXT + " later")
+    assert found == ("same",)
+    assert mail_tokens("", None, "see http://10.0.0.1/x") == ("url:10.0.0.1", "see", "http", "10")
 
 
 # -- arithmetic ----------------------------------------------------------------------
