@@ -31,7 +31,7 @@ async def stored(backend: BayesBackend, box: Box, count: int, folder: str = "inb
     return await backend.mailbox.store_messages(messages)
 
 
-async def test_nothing_trained_reads_no_tokens_and_answers_zeros(backend: BayesBackend) -> None:
+async def test_nothing_trained_answers_zeros(backend: BayesBackend) -> None:
     box = await new_box(backend.mailbox)
     stats = await backend.bayes.statistics(box.account_id, ["cheap", "watches"])
     assert stats.account == TokenCounts(0, 0)
