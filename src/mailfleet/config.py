@@ -433,6 +433,29 @@ class FilterSettings(_Section):
         description="file name extensions the attachment policy blocks (no dot)",
     )
 
+    bayes: bool = Field(
+        True,
+        description="the Bayes classifier trained by moves into and out of Junk (filters/bayes.py)",
+    )
+    bayes_min_trained: int = Field(
+        10,
+        ge=1,
+        description="trained spam and trained ham mails each (an account's, or the global"
+        " statistics') before the classifier has an opinion from them",
+    )
+    bayes_min_accounts: int = Field(
+        5,
+        ge=1,
+        description="accounts that must have trained the global statistics before they"
+        " judge mail of others (one user's taste is not everyone's)",
+    )
+    bayes_weight: float = Field(
+        6.0,
+        ge=0,
+        description="score of a certain Bayes verdict: spam probability p adds"
+        " weight × (2p − 1) when p is past the spam or ham cutoff",
+    )
+
     @field_validator("clamd")
     @classmethod
     def _check_clamd(cls, value: str) -> str:

@@ -14,6 +14,7 @@ from mailfleet.delivery.outgoing import OutgoingService
 from mailfleet.delivery.quarantine import QuarantineService
 from mailfleet.delivery.send import SendService
 from mailfleet.delivery.transport import SmtpTransport
+from mailfleet.filters.bayes import BayesFilter
 from mailfleet.filters.pipeline import FilterPipeline
 from mailfleet.mailbox.service import MailboxService
 from mailfleet.ratelimit import RateLimiter
@@ -43,6 +44,7 @@ class Runtime:
         await stores.open()  # on failure it closes what it opened
         limiter = RateLimiter(stores.cache)
         smtp = settings.smtp
+        bayes = BayesFilter.from_settings(stores.bayes, settings.filters)
         incoming = IncomingService(
             stores.directory,
             stores.mailbox,
@@ -51,6 +53,7 @@ class Runtime:
             smtp.hostname,
             stores.cache,
             FilterPipeline.from_settings(settings.filters),
+            bayes,
         )
         resolver = MxResolver(
             nameservers=smtp.dns_servers,
@@ -63,7 +66,7 @@ class Runtime:
             settings=settings,
             stores=stores,
             accounts=AccountService(stores.directory, stores.mailbox, settings.auth, stores.events),
-            mailbox=MailboxService(stores.mailbox, stores.blobs),
+            mailbox=MailboxService(stores.mailbox, stores.blobs, bayes),
             sending=SendService(
                 stores.directory,
                 stores.mailbox,

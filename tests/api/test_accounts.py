@@ -154,6 +154,7 @@ async def test_health_and_openapi(service: Service) -> None:
         "directory",
         "mailbox",
         "search",
+        "bayes",
         "blobs",
         "queue",
         "cache",

@@ -17,12 +17,13 @@ import pytest
 from mailfleet.cli.main import main
 from mailfleet.ids import new_id
 from mailfleet.search.query import parse
+from mailfleet.storage.distributed.pg_bayes import PgBayesStore
 from mailfleet.storage.distributed.pg_database import asyncpg_dsn
 from mailfleet.storage.distributed.pg_mailbox import PgMailboxStore
 from mailfleet.storage.distributed.pg_move import ACCOUNT_TABLES, move_account
 from mailfleet.storage.distributed.pg_search import PgSearchIndex
 from mailfleet.storage.distributed.pg_shards import PgCluster, ShardConfig
-from mailfleet.storage.interfaces import MessagePatch
+from mailfleet.storage.interfaces import MessagePatch, TokenCounts, Training
 from tests.conftest import DOMAIN, StartService
 from tests.contract.mailboxes import Box, counted, counters, mail, new_box
 from tests.support.postgres import empty_database, fresh_databases
@@ -233,6 +234,39 @@ async def test_a_write_waits_for_the_move_then_lands_on_the_new_shard(
         assert (await _rows(shard_urls[target], box.account_id))["messages"] == 1
         assert await _rows(shard_urls[source], box.account_id) == {}
     finally:
+        await store.close()
+
+
+async def test_an_accounts_bayes_statistics_move_with_it(urls: list[str]) -> None:
+    """Its counts and its messages' marks go to the new shard; a training
+    after the move lands there and still counts each message once. The old
+    shard's global keeps what the account added to it (decision 0022)."""
+    cluster = _cluster(urls)
+    store = PgMailboxStore(cluster)
+    bayes = PgBayesStore(store)
+    await store.open()
+    await bayes.open()
+    try:
+        box = await new_box(store)
+        first, second = await store.store_messages([mail(box), mail(box)])
+        await bayes.train(box.account_id, [Training(first, "spam", ("rolex", "cheap"))])
+        source = await cluster.shard_name(box.account_id)
+        target = "shard1" if source == "shard0" else "shard0"
+        await move_account(cluster, box.account_id, target, settle_seconds=TTL)
+        shard_urls = {"shard0": urls[1], "shard1": urls[2]}
+        moved = await _rows(shard_urls[target], box.account_id)
+        assert (moved["bayes_totals"], moved["bayes_tokens"]) == (1, 2)
+        assert await _rows(shard_urls[source], box.account_id) == {}
+        # Taught as spam before the move: a second time counts nothing.
+        again = [Training(first, "spam", ("rolex", "cheap")), Training(second, "ham", ("lunch",))]
+        assert await bayes.train(box.account_id, again) == ["spam", None]
+        stats = await bayes.statistics(box.account_id, ["rolex", "lunch"])
+        assert stats.account == TokenCounts(1, 1)
+        assert stats.account_tokens == {"rolex": TokenCounts(1, 0), "lunch": TokenCounts(0, 1)}
+        # The new shard's global has only what was trained there.
+        assert stats.global_tokens == {"lunch": TokenCounts(0, 1)}
+    finally:
+        await bayes.close()
         await store.close()
 
 

@@ -19,6 +19,7 @@ from email.utils import format_datetime
 
 from mailfleet.delivery.local import StoredParts, store_parts
 from mailfleet.filters import FilterUnavailable, MailToCheck, Verdict
+from mailfleet.filters.bayes import BayesFilter, mail_tokens
 from mailfleet.filters.pipeline import FilterPipeline, Outcome
 from mailfleet.ids import new_id, now_ms
 from mailfleet.proto.addresses import Address, AddressError, mailbox_key, normalize_email
@@ -76,6 +77,7 @@ class IncomingService:
         hostname: str,
         cache: Cache,
         filters: FilterPipeline,
+        bayes: BayesFilter | None = None,
     ) -> None:
         self.directory = directory
         self.mailboxes = mailboxes
@@ -84,6 +86,8 @@ class IncomingService:
         self.hostname = hostname
         self.cache = cache
         self.filters = filters
+        # Per recipient: each account's own statistics (decision 0022).
+        self.bayes = bayes
 
     async def check_recipient(self, address: str) -> tuple[str, str]:
         """(verdict, normalized mailbox address)."""
@@ -201,26 +205,42 @@ class IncomingService:
             await self._hold(payload, parsed, recipients, outcome)
             return []
         parts = await store_parts(self.blobs, parsed)
-        reasons = tuple(SpamReason(r.name, r.score, r.detail) for r in outcome.reasons)
-        copies = []
+        tokens = (
+            mail_tokens(
+                parsed.subject,
+                parsed.sender.email if parsed.sender else None,
+                parsed.text,
+                parsed.html,
+            )
+            if self.bayes is not None
+            else ()
+        )
+        mailboxes = []
         for email in recipients:
             mailbox = await self.mailbox(email)
             if mailbox is None:
                 # Removed after we said 250; nothing to deliver to.
                 log.warning("mail %s: %s has no mailbox any more", payload["queue_id"], email)
                 continue
+            mailboxes.append(mailbox)
+        outcomes = [outcome] * len(mailboxes)
+        if self.bayes is not None:
+            # The same mail is spam to one user and ham to another: each
+            # account's statistics, read side by side (on PostgreSQL, on
+            # each account's shard).
+            bayes = self.bayes
+            judged = await asyncio.gather(*(bayes.check(m.account_id, tokens) for m in mailboxes))
+            outcomes = [
+                self.filters.extended(outcome, result) if result is not None else outcome
+                for result in judged
+            ]
+        copies = []
+        for mailbox, own in zip(mailboxes, outcomes, strict=True):
             # Refused mail that was already accepted goes to Junk as well.
-            folder_id = mailbox.inbox_id if outcome.verdict == Verdict.HAM else mailbox.junk_id
-            copies.append(
-                self._copy(
-                    mailbox,
-                    folder_id,
-                    payload,
-                    parsed,
-                    parts,
-                    (outcome.verdict.value, outcome.score, reasons, outcome.header_block()),
-                )
-            )
+            folder_id = mailbox.inbox_id if own.verdict == Verdict.HAM else mailbox.junk_id
+            reasons = tuple(SpamReason(r.name, r.score, r.detail) for r in own.reasons)
+            result = (own.verdict.value, own.score, reasons, own.header_block())
+            copies.append(self._copy(mailbox, folder_id, payload, parsed, parts, result))
         return copies
 
     async def _hold(

@@ -32,6 +32,9 @@ class Outcome:
     # A filter said QUARANTINE (a virus), whatever stronger verdict won:
     # mail already accepted is then held, never put in Junk for the score.
     quarantined: bool = False
+    # What each filter said: a per-recipient filter (Bayes) adds its result
+    # to them (``FilterPipeline.extended``).
+    results: tuple[FilterResult, ...] = ()
 
     def header_block(self) -> str:
         """The headers for the stored copy, CRLF-terminated lines."""
@@ -91,6 +94,14 @@ class FilterPipeline:
         results: list[FilterResult] = list(
             await asyncio.gather(*(f.check(mail) for f in self.filters))
         )
+        return self.outcome(results)
+
+    def extended(self, outcome: Outcome, result: FilterResult) -> Outcome:
+        """The outcome with one more filter's result: the mail-wide filters
+        run once per mail, the Bayes classifier once per recipient."""
+        return self.outcome([*outcome.results, result])
+
+    def outcome(self, results: Sequence[FilterResult]) -> Outcome:
         score = round(sum(r.score for r in results), 2)
         reasons = tuple(reason for r in results for reason in r.reasons)
         by_score = (
@@ -110,7 +121,7 @@ class FilterPipeline:
             ("X-Spam-Reasons", _fold("X-Spam-Reasons", names)),
         )
         quarantined = any(r.verdict == Verdict.QUARANTINE for r in results)
-        return Outcome(verdict, score, reasons, headers, quarantined)
+        return Outcome(verdict, score, reasons, headers, quarantined, tuple(results))
 
 
 def content_filters(settings: FilterSettings) -> list[Filter]:

@@ -6,6 +6,7 @@ keyed by the caller's account, so there is nothing else to check.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from mailfleet.errors import BadInput, Conflict, Invalid, NotFound
+from mailfleet.filters.bayes import HAM, SPAM, BayesFilter, mail_tokens
 from mailfleet.ids import new_id, parse_id
 from mailfleet.proto.addresses import Address
 from mailfleet.storage.errors import DuplicateKey
@@ -26,6 +28,7 @@ from mailfleet.storage.interfaces import (
     MessagePatch,
     MessageSummary,
     ThreadSummary,
+    Training,
 )
 
 T = TypeVar("T")
@@ -38,6 +41,10 @@ MAX_THREAD_MESSAGES = 1000
 # account wrote to) and of Inbox and Archive (who wrote to it): two or three
 # index range scans, no blob reads, whatever the mailbox size.
 CONTACT_SCAN = 500
+# Read Inbox mail learnt as ham, at most, by a move to Junk while the account
+# has too little ham: one listing and this many message and blob reads, and
+# only until the account has learnt enough.
+KEPT_MAIL_SCAN = 30
 
 
 def encode_cursor(summary: MessageSummary) -> str:
@@ -90,9 +97,13 @@ class MessageView:
 
 
 class MailboxService:
-    def __init__(self, store: MailboxStore, blobs: BlobStore) -> None:
+    def __init__(
+        self, store: MailboxStore, blobs: BlobStore, bayes: BayesFilter | None = None
+    ) -> None:
         self.store = store
         self.blobs = blobs
+        # Taught by moves into and out of Junk (decision 0022).
+        self.bayes = bayes
 
     # -- folders ------------------------------------------------------------------
 
@@ -275,15 +286,79 @@ class MailboxService:
         folder_id: str | None = None,
     ) -> MessageSummary:
         before = await self.message(account_id, message_id)
-        target = (await self.folder(account_id, folder_id)).id if folder_id is not None else None
+        target = await self.folder(account_id, folder_id) if folder_id is not None else None
         updated = await self.store.update_message(
             account_id,
             before.summary.id,
-            MessagePatch(is_read=is_read, is_flagged=is_flagged, folder_id=target),
+            MessagePatch(
+                is_read=is_read,
+                is_flagged=is_flagged,
+                folder_id=target.id if target is not None else None,
+            ),
         )
         if updated is None:
             raise NotFound("no such message", code="message_not_found")
+        if target is not None and self.bayes is not None:
+            await self._learn(self.bayes, before, target)
         return updated
+
+    # -- teaching the Bayes classifier (decision 0022) ---------------------------------
+
+    async def _learn(self, bayes: BayesFilter, before: Message, target: Folder) -> None:
+        """Inline, after the move: the next mail like this one is judged by
+        what this move taught (a queue would leave a window where it is
+        not). Into Junk: spam. Out of Junk (or a mail taught as spam, moved
+        anywhere but Junk and Trash): ham. Trash says nothing. The store
+        counts each message once, by what it was last taught."""
+        account_id = before.summary.account_id
+        label: str | None = None
+        if target.role == "junk":
+            label = SPAM
+        elif target.role != "trash" and before.bayes_trained != HAM:
+            if before.bayes_trained == SPAM:
+                label = HAM
+            else:
+                junk = await self.store.folder_by_role(account_id, "junk")
+                label = HAM if before.summary.folder_id == junk.id else None
+        if label is None or label == before.bayes_trained:
+            return
+        trainings = [Training(before.summary.id, label, await self._tokens(before))]
+        if label == SPAM and await bayes.needs_ham(account_id):
+            trainings = [*await self._kept_mail(account_id, before.summary.id), *trainings]
+        await bayes.train(account_id, trainings)
+
+    async def _kept_mail(self, account_id: int, moved: int) -> list[Training]:
+        """Ham to learn from while the account has too little: mail the user
+        read and kept in the Inbox (SpamBayes' advice for a first training:
+        the Inbox as ham, Junk as spam). Only mail never taught anything;
+        moving one to Junk later untrains it again."""
+        inbox = await self.store.folder_by_role(account_id, "inbox")
+        rows = await self.store.list_messages(
+            account_id, inbox.id, is_read=True, limit=KEPT_MAIL_SCAN, after=None
+        )
+        found = await asyncio.gather(
+            *(self.store.get_message(account_id, r.id) for r in rows if r.id != moved)
+        )
+        kept = [m for m in found if m is not None and m.bayes_trained is None]
+        tokens = await asyncio.gather(*(self._tokens(m) for m in kept))
+        return [
+            Training(m.summary.id, HAM, t, only_untrained=True)
+            for m, t in zip(kept, tokens, strict=True)
+        ]
+
+    async def _tokens(self, message: Message) -> tuple[str, ...]:
+        """The tokens worker-in judged the mail by: subject, sender, text and
+        HTML as stored."""
+        text, html = await asyncio.gather(
+            self._blob_text(message.body_hash), self._blob_text(message.html_hash)
+        )
+        sender = message.summary.sender
+        return mail_tokens(
+            message.summary.subject, sender.email if sender else None, text, html or None
+        )
+
+    async def _blob_text(self, blob_hash: str | None) -> str:
+        return (await self.blobs.get(blob_hash)).decode() if blob_hash else ""
 
     async def delete(self, account_id: int, message_id: str) -> None:
         """To Trash; for good when it is in Trash already."""

@@ -10,6 +10,7 @@ from typing import Protocol
 
 from mailfleet.config import DeliverySettings, Settings
 from mailfleet.storage.distributed.nats_queue import NatsQueue
+from mailfleet.storage.distributed.pg_bayes import PgBayesStore
 from mailfleet.storage.distributed.pg_directory import PgDirectoryStore
 from mailfleet.storage.distributed.pg_mailbox import PgMailboxStore
 from mailfleet.storage.distributed.pg_move import MoveReport, move_account
@@ -22,11 +23,13 @@ from mailfleet.storage.embedded.files import FileBlobStore, file_url_path
 from mailfleet.storage.embedded.local_bus import LocalEventBus
 from mailfleet.storage.embedded.memory import MemoryCache
 from mailfleet.storage.embedded.sqlite import SqliteDatabase, SqliteDirectoryStore, sqlite_path
+from mailfleet.storage.embedded.sqlite_bayes import SqliteBayesStore
 from mailfleet.storage.embedded.sqlite_mailbox import SqliteMailboxStore
 from mailfleet.storage.embedded.sqlite_queue import SqliteQueue
 from mailfleet.storage.embedded.sqlite_search import SqliteSearchIndex
 from mailfleet.storage.errors import MoveRefused
 from mailfleet.storage.interfaces import (
+    BayesStore,
     BlobStore,
     Cache,
     DirectoryStore,
@@ -61,6 +64,7 @@ class Stores:
     queue: Queue
     cache: Cache
     events: EventBus
+    bayes: BayesStore
 
     def roles(self) -> list[tuple[str, StorageRole]]:
         """Every role by name, in the order they open (the bus first: the
@@ -70,6 +74,7 @@ class Stores:
             ("directory", self.directory),
             ("mailbox", self.mailbox),
             ("search", self.search),
+            ("bayes", self.bayes),
             ("blobs", self.blobs),
             ("queue", self.queue),
             ("cache", self.cache),
@@ -167,7 +172,7 @@ def create_stores(settings: Settings) -> Stores:
     """Builds (does not open) the stores the settings name. ``load_settings``
     has already refused schemes with no implementation."""
     events = _event_bus(settings.storage_url("events_url"))
-    directory, mailbox, search = (
+    directory, mailbox, search, bayes = (
         postgresql_metadata(settings, events)
         if is_postgresql(settings)
         else _sqlite_metadata(settings, events)
@@ -180,15 +185,16 @@ def create_stores(settings: Settings) -> Stores:
         queue=_queue(settings.storage_url("queue_url"), queue_policies(settings)),
         cache=_cache(settings.storage_url("cache_url")),
         events=events,
+        bayes=bayes,
     )
 
 
 def _sqlite_metadata(
     settings: Settings, events: EventBus
-) -> tuple[DirectoryStore, MailboxStore, SearchIndex]:
-    # On SQLite one database fills three roles: the directory, the mailboxes
-    # and the search index, which the mailbox store writes in the same
-    # transaction as the messages it indexes.
+) -> tuple[DirectoryStore, MailboxStore, SearchIndex, BayesStore]:
+    # On SQLite one database fills four roles: the directory, the mailboxes,
+    # the search index, which the mailbox store writes in the same
+    # transaction as the messages it indexes, and the Bayes statistics.
     database = SqliteDatabase(
         sqlite_path(settings.storage_url("metadata_url")),
         migrate=settings.storage.migrate_on_start,
@@ -200,7 +206,7 @@ def _sqlite_metadata(
         on_commit=events.publish,
         keep_changes=settings.storage.change_log_keep,
     )
-    return SqliteDirectoryStore(database), mailbox, search
+    return SqliteDirectoryStore(database), mailbox, search, SqliteBayesStore(database)
 
 
 # -- PostgreSQL metadata (decision 0016) ---------------------------------------
@@ -224,15 +230,16 @@ def postgresql_cluster(settings: Settings) -> PgCluster:
 
 def postgresql_metadata(
     settings: Settings, events: EventBus
-) -> tuple[DirectoryStore, MailboxStore, SearchIndex]:
-    """On PostgreSQL one cluster (directory + shards) fills three roles: the
+) -> tuple[DirectoryStore, MailboxStore, SearchIndex, BayesStore]:
+    """On PostgreSQL one cluster (directory + shards) fills four roles: the
     directory on its own database, each mailbox and its search documents on
-    the account's shard, written in the same transaction."""
+    the account's shard, written in the same transaction, and the Bayes
+    statistics on the account's shard (each shard's global ones beside)."""
     cluster = postgresql_cluster(settings)
     mailbox = PgMailboxStore(
         cluster, on_commit=events.publish, keep_changes=settings.storage.change_log_keep
     )
-    return PgDirectoryStore(cluster), mailbox, PgSearchIndex(cluster)
+    return PgDirectoryStore(cluster), mailbox, PgSearchIndex(cluster), PgBayesStore(mailbox)
 
 
 async def upgrade_metadata(settings: Settings) -> list[tuple[SchemaState, SchemaState]]:

@@ -230,6 +230,8 @@ class Message:
     # Lines the filters added (Authentication-Results, X-Spam-*), CRLF-ended,
     # shown before the raw mail: the raw blob stays as received.
     filter_headers: str = ""
+    # What the Bayes classifier was taught this copy is: "spam", "ham", None.
+    bayes_trained: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,6 +335,45 @@ class ThreadSummary:
 
     latest: MessageSummary
     count: int
+
+
+@dataclass(frozen=True, slots=True)
+class TokenCounts:
+    """Of the trained mails (of one account, or global), how many spam and
+    how many ham ones held a token, or how many there were in all."""
+
+    spam: int = 0
+    ham: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class BayesStatistics:
+    """What ``BayesStore.statistics`` read for one mail to one account: the
+    account's totals and the global ones (with how many accounts trained
+    them), and the counts of the tokens asked that either has seen. Token
+    counts are only read when the account or the global has trained
+    anything: empty otherwise."""
+
+    account: TokenCounts
+    global_: TokenCounts
+    global_accounts: int
+    account_tokens: Mapping[str, TokenCounts]
+    global_tokens: Mapping[str, TokenCounts]
+
+
+@dataclass(frozen=True, slots=True)
+class Training:
+    """Teach the classifier that one of the account's messages is ``label``
+    (``"spam"`` or ``"ham"``), from its ``tokens`` (distinct). A message
+    trained as the other label is untrained from it first, with the same
+    tokens (the tokenizer is deterministic); one trained as ``label``
+    already is left as it is; with ``only_untrained`` a message trained as
+    anything is left as it is."""
+
+    message_id: int
+    label: str
+    tokens: tuple[str, ...]
+    only_untrained: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -564,6 +605,31 @@ class MailboxStore(Protocol):
         the head moves (the API's page cache relies on it). Read from where
         listings are read (a shard's replica, when it has one), so a listing
         read after it never shows an older state than this head."""
+        ...
+
+
+class BayesStore(Protocol):
+    """The Bayes classifier's token statistics (decision 0022): per account,
+    beside its mailbox (the account's shard), and global, where the
+    account's own are (on PostgreSQL: the shard's accounts together).
+    Training changes the account's statistics and the global ones, and
+    records on the message what it was trained as, in one transaction: a
+    training repeated (a retried request, a second move into Junk) counts
+    once. Counts never go below zero."""
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def ping(self) -> None: ...
+
+    async def statistics(self, account_id: int, tokens: Sequence[str]) -> BayesStatistics:
+        """The account's and the global totals, and, when either has
+        trained anything, the counts of ``tokens`` (one read of each)."""
+        ...
+
+    async def train(self, account_id: int, trainings: Sequence[Training]) -> list[str | None]:
+        """Applies each training in order, in one transaction; answers what
+        each message was trained as before (None: nothing, or no such
+        message of the account, which is left alone)."""
         ...
 
 

@@ -463,6 +463,12 @@ class PgMailboxStore(SqlMailboxReads):
                 fresh = True
                 await waiting.wait()
 
+    async def write_account(self, account_id: int, step: Step[T]) -> T:
+        """A write of another role kept beside the mailbox (the Bayes
+        statistics, ``pg_bayes.py``) on the account's shard, behind the same
+        fence as the mailbox's own: it follows an account that moves."""
+        return await self._write(account_id, step)
+
     async def create_mailbox(self, account_id: int, folders: Sequence[Folder]) -> None:
         batch = list(folders)
         shard = await self.cluster.place(account_id)

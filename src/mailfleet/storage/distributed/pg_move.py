@@ -36,6 +36,8 @@ from mailfleet.storage.distributed.pg_database import PgDatabase
 from mailfleet.storage.distributed.pg_shards import PgCluster
 from mailfleet.storage.errors import MoveRefused
 from mailfleet.storage.sql.schema import (
+    bayes_tokens,
+    bayes_totals,
     changes,
     deliveries,
     folders,
@@ -47,7 +49,19 @@ from mailfleet.storage.sql.schema import (
 
 # Everything of a mailbox but ``mailbox_state`` (copied without its fence)
 # and the search documents (tsvector has no binary COPY codec in asyncpg).
-_PLAIN_TABLES = (folders, messages, message_attachments, deliveries, uploads, thread_keys, changes)
+# The account's Bayes statistics go with it; what it added to the old shard's
+# global statistics stays there (decision 0022).
+_PLAIN_TABLES = (
+    folders,
+    messages,
+    message_attachments,
+    deliveries,
+    uploads,
+    thread_keys,
+    changes,
+    bayes_totals,
+    bayes_tokens,
+)
 ACCOUNT_TABLES = (
     *(t.name for t in _PLAIN_TABLES),
     "search_documents",

@@ -321,6 +321,7 @@ class SqlMailboxReads:
                 for name, score, detail in orjson.loads(row["spam_reasons"] or "[]")
             ),
             filter_headers=row["filter_headers"] or "",
+            bayes_trained=row["bayes_trained"],
         )
 
     async def find_by_message_id_header(

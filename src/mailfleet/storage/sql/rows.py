@@ -163,6 +163,7 @@ def message_row(m: NewMessage) -> dict[str, Any]:
         if m.spam_reasons
         else None,
         filter_headers=m.filter_headers or None,
+        bayes_trained=None,  # taught later, by moves (decision 0022)
     )
 
 

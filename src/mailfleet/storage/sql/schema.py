@@ -86,6 +86,10 @@ messages = sa.Table(
     sa.Column("spam_score", sa.Float, nullable=True),
     sa.Column("spam_reasons", sa.Text, nullable=True),  # JSON [[name, score, detail], ...]
     sa.Column("filter_headers", sa.Text, nullable=True),  # put before the raw mail when read
+    # What the Bayes classifier was taught this copy is ("spam", "ham", NULL:
+    # nothing), so that a move teaches it once and a move back undoes it
+    # (migration 0012).
+    sa.Column("bayes_trained", sa.Text, nullable=True),
     sa.UniqueConstraint("account_id", "ingest_key", name="uq_messages_ingest"),
     # "folder, newest first" and "folder, unread, newest first", served directly.
     sa.Index("ix_messages_folder", "account_id", "folder_id", "received_at", "id"),
@@ -246,4 +250,29 @@ quarantine = sa.Table(
     sa.Column("filter_headers", sa.Text, nullable=False),
     sa.Index("ix_quarantine_status", "status", "id"),
     sa.Index("ix_quarantine_raw_hash", "raw_hash"),
+)
+
+# The Bayes classifier's statistics (filters/bayes.py, decision 0022, migration
+# 0012): per account, how many of its trained mails were spam and ham, and of
+# each token how many spam and ham mails held it. Account 0 (``GLOBAL_STATS``)
+# is the global statistics of the database's accounts: on PostgreSQL one per
+# shard, written in the same transaction as the account's own.
+bayes_totals = sa.Table(
+    "bayes_totals",
+    metadata,
+    sa.Column("account_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("spam", sa.BigInteger, nullable=False),
+    sa.Column("ham", sa.BigInteger, nullable=False),
+    # The global row only: how many accounts have trained (an account's own
+    # taste alone is not "global").
+    sa.Column("accounts", sa.BigInteger, nullable=False),
+)
+
+bayes_tokens = sa.Table(
+    "bayes_tokens",
+    metadata,
+    sa.Column("account_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("token", sa.Text, primary_key=True),
+    sa.Column("spam", sa.BigInteger, nullable=False),
+    sa.Column("ham", sa.BigInteger, nullable=False),
 )
