@@ -48,7 +48,7 @@ class Runtime:
             stores.queue,
             smtp.hostname,
             stores.cache,
-            FilterPipeline.from_settings(settings.filters),
+            FilterPipeline.from_settings(settings),
         )
         resolver = MxResolver(
             nameservers=smtp.dns_servers,
@@ -101,4 +101,5 @@ class Runtime:
 
     async def close(self) -> None:
         await self.feed.close()
+        await self.incoming.filters.close()
         await self.stores.close()

@@ -104,7 +104,7 @@ def inbound(
 ) -> MailToCheck:
     return MailToCheck(
         raw=raw,
-        parsed=parse_message(raw),
+        parsed_message=parse_message(raw),
         mail_from=mail_from,
         recipients=("ann@ourmail.test",),
         direction="in",
@@ -212,7 +212,7 @@ async def test_the_same_hosted_domain_is_not_forged_on_other_directions(
     for direction in directions:
         local = MailToCheck(
             raw=mail.raw,
-            parsed=mail.parsed,
+            parsed_message=mail.parsed,
             mail_from=mail.mail_from,
             recipients=mail.recipients,
             direction=direction,

@@ -79,6 +79,7 @@ __all__ = [
     "SenderAuthFilter",
     "SpfOutcome",
     "authentication_results_value",
+    "author_domains",
 ]
 
 # What each reason adds to the score: negative for passes, positive for
@@ -357,6 +358,11 @@ def _from_domains(head: bytes) -> tuple[list[str], int]:
             if domain and domain not in domains:
                 domains.append(domain)
     return domains, len(fields)
+
+
+def author_domains(raw: bytes) -> list[str]:
+    """The domains of a mail's From field (a header-only parse)."""
+    return _from_domains(_split_head(raw))[0]
 
 
 def _domain_of(address: str) -> str:
