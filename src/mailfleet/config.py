@@ -479,5 +479,7 @@ class _Environment(BaseSettings):
     limits: dict[str, Any] | None = None
     auth: dict[str, Any] | None = None
     delivery: dict[str, Any] | None = None
+    blobs: dict[str, Any] | None = None
     realtime: dict[str, Any] | None = None
+    filters: dict[str, Any] | None = None
     domains: list[dict[str, Any]] | None = None
