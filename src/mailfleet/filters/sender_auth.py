@@ -53,9 +53,10 @@ import contextvars
 import email.parser
 import email.policy
 import re
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final, Generic, Literal, TypeVar
 
 import dkim
 import dns.asyncresolver
@@ -176,6 +177,37 @@ def _spf_dns_lookup(
 
 
 spf.DNSLookup = _spf_dns_lookup
+
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+class _ExpiringCache(Generic[_K, _V]):
+    """At most ``max_size`` entries, each for ``seconds`` (monotonic clock);
+    the oldest go first when full."""
+
+    def __init__(self, seconds: float, *, max_size: int) -> None:
+        self.seconds = seconds
+        self.max_size = max_size
+        self._entries: dict[_K, tuple[float, _V]] = {}
+
+    def get(self, key: _K) -> _V | None:
+        found = self._entries.get(key)
+        if found is None:
+            return None
+        if found[0] < time.monotonic():
+            del self._entries[key]
+            return None
+        return found[1]
+
+    def put(self, key: _K, value: _V) -> None:
+        if self.seconds <= 0 or self.max_size <= 0:
+            return
+        self._entries.pop(key, None)
+        while len(self._entries) >= self.max_size:
+            del self._entries[next(iter(self._entries))]
+        self._entries[key] = (time.monotonic() + self.seconds, value)
 
 
 # -- the checks, as data -------------------------------------------------------
@@ -391,13 +423,25 @@ class SenderAuthFilter:
         timeout: float = 10.0,
         scores: Mapping[str, float] | None = None,
         spf_time_limit: float = 20.0,
+        dns_cache_size: int = 50_000,
+        spf_cache_seconds: float = 60.0,
     ) -> None:
         self.authserv_id = authserv_id
+        # One cache for both: SPF's blocking lookups and the asyncio ones
+        # (DKIM keys, DMARC records) often ask the same names.
+        cache = dns.resolver.LRUCache(dns_cache_size) if dns_cache_size else None
         self._resolver = build_resolver(
-            dns.asyncresolver.Resolver, nameservers=nameservers, port=port, timeout=timeout
+            dns.asyncresolver.Resolver,
+            nameservers=nameservers,
+            port=port,
+            timeout=timeout,
+            cache=cache,
         )
         self._sync_resolver = build_resolver(
-            dns.resolver.Resolver, nameservers=nameservers, port=port, timeout=timeout
+            dns.resolver.Resolver, nameservers=nameservers, port=port, timeout=timeout, cache=cache
+        )
+        self._spf_results = _ExpiringCache[tuple[str, str, str], tuple[str, str]](
+            spf_cache_seconds, max_size=dns_cache_size
         )
         unknown = set(scores or ()) - set(DEFAULT_SCORES)
         if unknown:
@@ -440,14 +484,25 @@ class SenderAuthFilter:
             return SpfOutcome("none", identity, domain, "no client address")
         if not domain:
             return SpfOutcome("none", identity, domain, "no domain to check")
-        result, explanation = await asyncio.to_thread(
-            _check_spf,
-            self._sync_resolver,
-            mail.client_ip,
-            mail_from,
-            mail.helo,
-            self._spf_time_limit,
-        )
+        # The same sender from the same address is judged the same way while
+        # its records stand: evaluating SPF again (in a thread, tens of
+        # Python-level lookups through the DNS cache) is what a busy MX
+        # would spend most of its SMTP-time checks on.
+        key = (mail.client_ip, mail_from.lower(), mail.helo.lower())
+        cached = self._spf_results.get(key)
+        if cached is not None:
+            result, explanation = cached
+        else:
+            result, explanation = await asyncio.to_thread(
+                _check_spf,
+                self._sync_resolver,
+                mail.client_ip,
+                mail_from,
+                mail.helo,
+                self._spf_time_limit,
+            )
+            if result != "temperror":
+                self._spf_results.put(key, (result, explanation))
         return SpfOutcome(result, identity, domain, explanation)
 
     async def _dkim(self, raw: bytes, head: bytes) -> tuple[list[DkimOutcome], ArcOutcome | None]:
