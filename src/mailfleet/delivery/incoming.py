@@ -123,12 +123,13 @@ class IncomingService:
         client_ip: str,
         helo: str,
         parsed: ParsedMessage | None = None,
+        prior: dict[str, FilterResult] | None = None,
     ) -> MailToCheck:
         """An inbound mail as the filters see it, with the hosted domains among
         its sender's (which must prove themselves: filters/sender_auth.py)
-        when a filter looks at them."""
+        when a filter still to run (not in ``prior``) looks at them."""
         sender_domains: set[str] = set()
-        if self.filters.checks_senders:
+        if self.filters.checks_senders(prior):
             sender_domains.update(d for d in author_domains(raw) if d)
             envelope_domain = mail_from.rpartition("@")[2].strip("<> ").lower().rstrip(".")
             if envelope_domain:
@@ -259,6 +260,8 @@ class IncomingService:
         # Before anything is stored: a filter that cannot answer now
         # (FilterUnavailable) sends the item back to wait, unscanned mail
         # never reaches a folder.
+        checked = cast(dict[str, dict[str, Any]], payload.get("checked") or {})
+        prior = {name: FilterResult.from_json(data) for name, data in checked.items()}
         mail = await self.mail_to_check(
             raw,
             mail_from=str(payload["mail_from"]),
@@ -266,9 +269,8 @@ class IncomingService:
             client_ip=str(payload.get("client_ip", "")),
             helo=str(payload.get("helo", "")),
             parsed=parsed,
+            prior=prior,
         )
-        checked = cast(dict[str, dict[str, Any]], payload.get("checked") or {})
-        prior = {name: FilterResult.from_json(data) for name, data in checked.items()}
         outcome = await self.filters.run(mail, prior)
         parts = await store_parts(self.blobs, parsed)
         copies = []

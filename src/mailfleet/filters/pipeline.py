@@ -86,12 +86,12 @@ class FilterPipeline:
         spam_score: float,
         reject_score: float,
         smtp_filters: Sequence[Filter] = (),
-        checks_senders: bool = False,
+        sender_checks: Sequence[Filter] = (),
     ) -> None:
         self.filters = tuple(filters)
-        # Whether a filter looks at MailToCheck.hosted_domains: finding them
-        # costs a header parse and directory lookups for every mail.
-        self.checks_senders = checks_senders
+        # The filters that look at MailToCheck.hosted_domains: finding them
+        # costs a header scan and directory lookups for every mail.
+        self.sender_checks = tuple(sender_checks)
         self.smtp_filters = tuple(smtp_filters)
         if any(f not in self.filters for f in self.smtp_filters):
             raise ValueError("an SMTP-time filter must also be one of the pipeline's filters")
@@ -129,8 +129,13 @@ class FilterPipeline:
             spam_score=config.spam_score,
             reject_score=config.reject_score,
             smtp_filters=smtp_filters,
-            checks_senders=config.sender_auth,
+            sender_checks=smtp_filters,
         )
+
+    def checks_senders(self, prior: Mapping[str, FilterResult] | None = None) -> bool:
+        """Whether a filter still to run (not in ``prior``) needs the hosted
+        domains among the mail's senders."""
+        return any(f.name not in (prior or {}) for f in self.sender_checks)
 
     async def close(self) -> None:
         """Lets go of what the filters hold (connections to their services)."""

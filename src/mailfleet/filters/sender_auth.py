@@ -50,8 +50,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import email.parser
-import email.policy
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -377,14 +375,19 @@ def _check_spf(
     return str(result), str(explanation)
 
 
+# A From field and its continuation lines, at the start of a header line.
+_FROM_FIELD = re.compile(rb"^from[ \t]*:(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
+
+
 def _from_domains(head: bytes) -> tuple[list[str], int]:
     """The domains of the From header field's addresses (RFC5322.From), and
-    how many From fields there are."""
-    message = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(head)
-    fields = [str(v) for v in message.get_all("From") or []]
+    how many From fields there are. A scan of the header lines, not a parse:
+    it runs at SMTP time for every mail (email.parser cost ten times more)."""
+    fields = [m.group(1) for m in _FROM_FIELD.finditer(head)]
     domains: list[str] = []
     for value in fields:
-        addresses, _ = read_address_list(value)
+        text = re.sub(rb"\r?\n(?=[ \t])", b"", value).decode("utf-8", "replace")
+        addresses, _ = read_address_list(text)
         for address in addresses:
             domain = address.email.rpartition("@")[2].lower().rstrip(".")
             if domain and domain not in domains:
