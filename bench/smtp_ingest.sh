@@ -17,8 +17,23 @@ DATA=$(mktemp -d /var/tmp/mailfleet-ingest.XXXXXX)
 OUT=${OUT:-/tmp/anchor-results/$(date +%Y%m%d-%H%M%S)}
 export OUT
 MF=.venv/bin/mailfleet
+# The mails come from an outside domain whose SPF names 127.0.0.1, with a
+# DMARC record, on a loopback DNS server: smtp-in checks each sender at DATA
+# (filters.sender_auth, on by default) as it would on the Internet.
+# SENDER_AUTH=false measures without the checks.
+DNS_PORT=${DNS_PORT:-2653}
+DNSMASQ=$(command -v dnsmasq || echo /usr/sbin/dnsmasq)
+"$DNSMASQ" --no-daemon --no-resolv --no-hosts --port="$DNS_PORT" --listen-address=127.0.0.1 \
+  --bind-interfaces --conf-file=/dev/null --pid-file= --local=/bench.test/ \
+  --txt-record=sender.bench.test,"v=spf1 ip4:127.0.0.1 -all" \
+  --txt-record=_dmarc.sender.bench.test,"v=DMARC1; p=reject" > "$DATA/dnsmasq.log" 2>&1 &
+dns_pid=$!
 cat > "$DATA/bench.toml" <<TOML
+[filters]
+sender_auth = ${SENDER_AUTH:-true}
 [smtp]
+dns_servers = ["127.0.0.1"]
+dns_port = $DNS_PORT
 hostname = "mx.bench.test"
 max_connections_per_ip = 1000
 connections_per_minute_per_ip = 100000000
@@ -32,7 +47,7 @@ done
 $MF serve --data-dir "$DATA/d" --http "127.0.0.1:$HTTP_PORT" --smtp "127.0.0.1:$SMTP_PORT" \
   --submission 127.0.0.1:0 > "$DATA/serve.log" 2>&1 &
 pid=$!
-trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$DATA"' EXIT
+trap 'kill $pid $dns_pid 2>/dev/null; wait $pid $dns_pid 2>/dev/null; rm -rf "$DATA"' EXIT
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$HTTP_PORT/readyz" >/dev/null && break; sleep 0.1; done
 TOKEN=$(curl -sf -X POST "http://127.0.0.1:$HTTP_PORT/v1/sessions" -H 'content-type: application/json' \
   -d '{"email": "user1@example.test", "password": "benchmark password"}' |
@@ -42,7 +57,7 @@ TOKEN=$(curl -sf -X POST "http://127.0.0.1:$HTTP_PORT/v1/sessions" -H 'content-t
 # taken from the server being measured).
 COUNT="curl -sf -H 'Authorization: Bearer $TOKEN' http://127.0.0.1:$HTTP_PORT/v1/folders | tr '}' '\\n' | grep '\"role\":\"inbox\"' | grep -o '\"total\":[0-9]*' | cut -d: -f2"
 OURS="127.0.0.1:$SMTP_PORT" OURS_COUNT_CMD="$COUNT" OURS_RCPT=user1@example.test \
-  OURS_SENDER=bench@example.test "$SHARED/run_all.sh"
+  OURS_SENDER=bench@sender.bench.test "$SHARED/run_all.sh"
 [ -f "$OUT/postfix.json" ] && [ -f "$OUT/ours.json" ] && \
   .venv/bin/python bench/compare_ingest.py "$OUT/postfix.json" "$OUT/ours.json"
 # 250 -> visible at half our measured maximum (par20-4k accepted rate).

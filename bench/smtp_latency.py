@@ -25,6 +25,11 @@ async def main() -> None:
     parser.add_argument("--http", required=True)
     parser.add_argument("--token", required=True)
     parser.add_argument("--rcpt", required=True)
+    parser.add_argument(
+        "--sender",
+        default="bench@sender.bench.test",
+        help="MAIL FROM and From: an outside domain (smtp_ingest.sh's DNS names it)",
+    )
     parser.add_argument("--rate", type=float, required=True, help="messages per second")
     parser.add_argument("--count", type=int, default=1000)
     parser.add_argument("--connections", type=int, default=4)
@@ -43,7 +48,9 @@ async def main() -> None:
                 await asyncio.sleep(max(0.0, due - time.perf_counter()))
                 subject = f"lat-{i:06d}"
                 await smtp.sendmail(
-                    "bench@example.test", [args.rcpt], f"Subject: {subject}\r\n\r\n{body}"
+                    args.sender,
+                    [args.rcpt],
+                    f"From: <{args.sender}>\r\nSubject: {subject}\r\n\r\n{body}",
                 )
                 accepted[subject] = time.perf_counter()
 

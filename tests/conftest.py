@@ -11,6 +11,7 @@ embedded profile is marked ``@pytest.mark.embedded_only("why")``."""
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,11 @@ from tests.support.clamd import Clamd, running_clamd
 from tests.support.profile import Profile, provisioner, selected_profiles, stored_blobs
 
 DOMAIN = "example.com"
+# Sender authentication asks DNS about every inbound mail's sender: the
+# tests' servers (in this process and the ones they start) would ask the
+# machine's resolver about test domains. The tests of it turn it on with a
+# DNS server of their own (tests/smtp/test_sender_auth_smtp.py).
+os.environ["MAILFLEET_FILTERS__SENDER_AUTH"] = "false"
 # worker-out would try to deliver the remote mail tests queue: tests of
 # outbound delivery start it themselves, with a DNS server or routes of their own.
 TEST_ROLES = tuple(role for role in ROLES if role != "worker-out")

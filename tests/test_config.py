@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
-from mailfleet.config import ConfigError, load_settings
+from mailfleet.config import ConfigError, Settings, load_settings
 
 
 def test_layers_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -32,6 +33,24 @@ def test_layers_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     settings = load_settings(config, {"data_dir": "/from/cli", "http": {"listen": "0.0.0.0:80"}})
     assert settings.data_dir == Path("/from/cli")
     assert settings.http.listen == "0.0.0.0:80"
+
+
+def test_every_section_can_be_set_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A section the environment cannot reach is silently ignored there: a
+    # deployment's MAILFLEET_FILTERS__... would do nothing at all.
+    defaults = Settings()
+    for name, field in Settings.model_fields.items():
+        value = getattr(defaults, name)
+        if not isinstance(value, BaseModel):
+            continue
+        key, default = next(
+            (k, v)
+            for k, v in value.model_dump().items()
+            if isinstance(v, bool | int | float) and not isinstance(v, list)
+        )
+        changed = (not default) if isinstance(default, bool) else default + 1
+        monkeypatch.setenv(f"MAILFLEET_{name.upper()}__{key.upper()}", str(changed).lower())
+        assert getattr(getattr(load_settings(None), name), key) == changed, (name, key, field)
 
 
 def test_every_problem_reported_at_once(monkeypatch: pytest.MonkeyPatch) -> None:

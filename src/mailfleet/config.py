@@ -405,6 +405,27 @@ class FilterSettings(_Section):
     which a mail is spam (Junk) or refused."""
 
     builtin_rules: bool = Field(True, description="GTUBE and the header rules (filters/rules.py)")
+    sender_auth: bool = Field(
+        True,
+        description="SPF, DKIM, DMARC and ARC on mail from the MX (filters/sender_auth.py),"
+        " through smtp.dns_servers; checked at SMTP time, where DMARC p=reject and forged"
+        " hosted senders are refused with 550 5.7.1",
+    )
+    rspamd_url: str = Field(
+        "",
+        description="rspamd's normal worker, e.g. http://127.0.0.1:11333: every mail is also"
+        " scored there (/checkv2; filters/rspamd.py); empty: not used",
+    )
+    rspamd_timeout_seconds: float = Field(
+        20, gt=0, description="one rspamd check; past it the mail waits and is tried again"
+    )
+    rspamd_password: str = Field("", description="rspamd's controller password, when it asks")
+    smtp_check_seconds: float = Field(
+        15,
+        gt=0,
+        description="smtp-in: longest wait for the SMTP-time checks after DATA; past it the"
+        " mail is accepted and worker-in checks it",
+    )
     spam_score: float = Field(5.0, description="total score from which a mail goes to Junk")
     reject_score: float = Field(
         15.0, description="total score from which a mail is refused (Junk once accepted)"
@@ -577,5 +598,7 @@ class _Environment(BaseSettings):
     limits: dict[str, Any] | None = None
     auth: dict[str, Any] | None = None
     delivery: dict[str, Any] | None = None
+    blobs: dict[str, Any] | None = None
     realtime: dict[str, Any] | None = None
+    filters: dict[str, Any] | None = None
     domains: list[dict[str, Any]] | None = None

@@ -20,20 +20,25 @@ def build_resolver(
     nameservers: Sequence[str] | None = None,
     port: int = 53,
     timeout: float = 10.0,
+    cache: dns.resolver.LRUCache | None = None,
 ) -> ResolverT:
     """A dnspython resolver of ``kind`` (``dns.asyncresolver.Resolver`` or the
     blocking ``dns.resolver.Resolver``). ``nameservers`` None or empty uses the
     system configuration (/etc/resolv.conf); otherwise those addresses, all on
-    ``port``. ``timeout`` bounds each lookup as a whole, retries included."""
+    ``port``. ``timeout`` bounds each lookup as a whole, retries included.
+    ``cache``: answers kept for their TTL (thread-safe, shareable between an
+    asyncio and a blocking resolver); none by default."""
     resolver = kind(configure=not nameservers)
     resolver.port = port
     if nameservers:
         resolver.nameservers = list(nameservers)
     resolver.timeout = timeout
     resolver.lifetime = timeout
-    # A cache would hide record changes from long-running workers; the
-    # system's caching resolver is the place for one.
-    resolver.cache = None
+    # Without one, nothing is kept: delivery's MX lookups are few and go to
+    # the system's caching resolver. Inbound mail's checks ask about every
+    # mail's sender (filters/sender_auth.py), mostly the same few big
+    # domains: they keep answers for their TTL, as any resolver would.
+    resolver.cache = cache
     return resolver
 
 

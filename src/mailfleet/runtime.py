@@ -52,7 +52,7 @@ class Runtime:
             stores.queue,
             smtp.hostname,
             stores.cache,
-            FilterPipeline.from_settings(settings.filters),
+            FilterPipeline.from_settings(settings),
             bayes,
         )
         resolver = MxResolver(
@@ -109,4 +109,5 @@ class Runtime:
 
     async def close(self) -> None:
         await self.feed.close()
+        await self.incoming.filters.close()
         await self.stores.close()

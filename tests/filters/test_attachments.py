@@ -46,7 +46,7 @@ def mail(*attachments: tuple[str, bytes]) -> EmailMessage:
 def checked(message: EmailMessage | bytes) -> MailToCheck:
     raw = message if isinstance(message, bytes) else message.as_bytes()
     return MailToCheck(
-        raw=raw, parsed=parse_message(raw), mail_from="", recipients=(), direction="in"
+        raw=raw, parsed_message=parse_message(raw), mail_from="", recipients=(), direction="in"
     )
 
 
@@ -140,12 +140,18 @@ async def test_the_extension_list_is_configurable() -> None:
 
 def test_the_settings_switch_the_policy_and_clamd_on_and_off() -> None:
     def names(filters: dict[str, object]) -> list[str]:
-        settings = load_settings(None, {"filters": filters})
-        return [f.name for f in FilterPipeline.from_settings(settings.filters).filters]
+        settings = load_settings(None, {"filters": {"sender_auth": False, **filters}})
+        return [f.name for f in FilterPipeline.from_settings(settings).filters]
 
     assert names({}) == ["builtin", "attachments"]
     assert names({"attachment_policy": False}) == ["builtin"]
     assert names({"clamd": "unix:/run/clamd.sock"}) == ["builtin", "attachments", "clamav"]
+    assert names({"sender_auth": True, "rspamd_url": "http://127.0.0.1:11333"}) == [
+        "builtin",
+        "sender_auth",
+        "rspamd",
+        "attachments",
+    ]
     sending = FilterPipeline.for_sending(load_settings(None, {}).filters)
     assert [f.name for f in sending.filters] == ["attachments"]
 

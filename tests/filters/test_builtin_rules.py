@@ -55,7 +55,7 @@ def checked(message: EmailMessage) -> MailToCheck:
     raw = message.as_bytes()
     return MailToCheck(
         raw=raw,
-        parsed=parse_message(raw),
+        parsed_message=parse_message(raw),
         mail_from="ann@example.org",
         recipients=("bob@example.com",),
         direction="in",
@@ -119,7 +119,7 @@ async def test_attachment_types_are_left_to_the_attachment_policy() -> None:
 def test_the_rules_never_raise_on_any_bytes(raw: bytes) -> None:
     parsed = parse_message(raw)
     check = BuiltinRules().check(
-        MailToCheck(raw=raw, parsed=parsed, mail_from="", recipients=(), direction="in")
+        MailToCheck(raw=raw, parsed_message=parsed, mail_from="", recipients=(), direction="in")
     )
     assert asyncio.run(check).score >= 0
 

@@ -58,7 +58,7 @@ def forwarded(inner: EmailMessage) -> bytes:
 def checked(raw: bytes) -> MailToCheck:
     return MailToCheck(
         raw=raw,
-        parsed=parse_message(raw),
+        parsed_message=parse_message(raw),
         mail_from="ann@example.org",
         recipients=("bob@example.com",),
         direction="in",

@@ -104,7 +104,7 @@ def inbound(
 ) -> MailToCheck:
     return MailToCheck(
         raw=raw,
-        parsed=parse_message(raw),
+        parsed_message=parse_message(raw),
         mail_from=mail_from,
         recipients=("ann@ourmail.test",),
         direction="in",
@@ -212,7 +212,7 @@ async def test_the_same_hosted_domain_is_not_forged_on_other_directions(
     for direction in directions:
         local = MailToCheck(
             raw=mail.raw,
-            parsed=mail.parsed,
+            parsed_message=mail.parsed,
             mail_from=mail.mail_from,
             recipients=mail.recipients,
             direction=direction,
@@ -334,3 +334,31 @@ async def test_two_from_fields_are_a_dmarc_permerror(nameserver: DnsServer) -> N
     # The hosted domain among them is still claimed from outside.
     assert result.verdict is Verdict.REJECT
     assert "FORGED_HOSTED_SENDER" in reason_names(result)
+
+
+async def test_a_sender_checked_again_asks_dns_nothing_while_the_answers_hold(
+    key_a: tuple[bytes, str],
+) -> None:
+    # Its own server: the module's answers no queries' log.
+    server = DnsServer(log_queries=True)
+    server.txt("sender.test", f"v=spf1 ip4:{GOOD_IP} -all")
+    server.txt("_dmarc.sender.test", "v=DMARC1; p=reject")
+    server.txt("sel._domainkey.sender.test", dkim_record(key_a[1]))
+    server.start()
+    try:
+        checker = auth_filter(server)
+        raw = sign(make_raw("ann@sender.test"), "sender.test", "sel", key_a[0])
+        mail = inbound(raw, mail_from="ann@sender.test", client_ip=GOOD_IP)
+        first = await checker.check(mail)
+        asked = server.log().count("query[")
+        second = await checker.check(mail)
+        assert server.log().count("query[") == asked
+        assert first == second
+        assert {r.name for r in second.reasons} == {"SPF_PASS", "DKIM_VALID", "DMARC_PASS"}
+        # Another client address is another SPF question; the records are
+        # still known.
+        other = await checker.check(inbound(raw, mail_from="ann@sender.test", client_ip=EVIL_IP))
+        assert "SPF_FAIL" in {r.name for r in other.reasons}
+        assert server.log().count("query[") == asked
+    finally:
+        server.stop()

@@ -144,6 +144,9 @@ class DnsServer:
                 "--conf-file=/dev/null",
                 "--pid-file=",  # no pid file: several may run at once
                 "--cache-size=0",
+                # The TTL of every record declared here (dnsmasq's default, 0,
+                # is one no real zone uses: nothing could be cached).
+                "--local-ttl=300",
                 *(f"--local=/{zone}/" for zone in self.zones),
                 *self._records,
             ]

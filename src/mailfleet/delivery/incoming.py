@@ -16,13 +16,16 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
+from typing import Any, cast
 
 from mailfleet.delivery.local import StoredParts, store_parts
-from mailfleet.filters import FilterUnavailable, MailToCheck, Verdict
+from mailfleet.filters import FilterResult, FilterUnavailable, MailToCheck, Verdict
 from mailfleet.filters.bayes import BayesFilter, mail_tokens
-from mailfleet.filters.pipeline import FilterPipeline, Outcome
+from mailfleet.filters.pipeline import FilterPipeline, Outcome, refusal
+from mailfleet.filters.sender_auth import author_domains
 from mailfleet.ids import new_id, now_ms
 from mailfleet.proto.addresses import Address, AddressError, mailbox_key, normalize_email
+from mailfleet.proto.authres import remove_claims_of
 from mailfleet.proto.compose import snippet
 from mailfleet.proto.mime import ParsedMessage, parse_message
 from mailfleet.storage.errors import BackendUnavailable, BlobMissing
@@ -102,6 +105,72 @@ class IncomingService:
             return RecipientVerdict.FOREIGN, email
         return RecipientVerdict.UNKNOWN, email
 
+    async def hosted_among(self, domains: set[str]) -> frozenset[str]:
+        """Those of ``domains`` that we host, each answer cached like a
+        recipient's (the sender checks ask for every mail)."""
+        hosted = set()
+        for domain in domains:
+            cache_key = f"hosted:{domain}"
+            cached = await self.cache.get(cache_key)
+            if cached is None:
+                cached = b"1" if await self.directory.get_domain(domain) is not None else b"0"
+                await self.cache.set(cache_key, cached, RECIPIENT_CACHE_SECONDS)
+            if cached == b"1":
+                hosted.add(domain)
+        return frozenset(hosted)
+
+    async def mail_to_check(
+        self,
+        raw: bytes,
+        *,
+        mail_from: str,
+        recipients: tuple[str, ...],
+        client_ip: str,
+        helo: str,
+        parsed: ParsedMessage | None = None,
+        prior: dict[str, FilterResult] | None = None,
+    ) -> MailToCheck:
+        """An inbound mail as the filters see it, with the hosted domains among
+        its sender's (which must prove themselves: filters/sender_auth.py)
+        when a filter still to run (not in ``prior``) looks at them."""
+        sender_domains: set[str] = set()
+        if self.filters.checks_senders(prior):
+            sender_domains.update(d for d in author_domains(raw) if d)
+            envelope_domain = mail_from.rpartition("@")[2].strip("<> ").lower().rstrip(".")
+            if envelope_domain:
+                sender_domains.add(envelope_domain)
+        return MailToCheck(
+            raw=raw,
+            mail_from=mail_from,
+            recipients=recipients,
+            direction="in",
+            client_ip=client_ip,
+            helo=helo,
+            hosted_domains=await self.hosted_among(sender_domains),
+            parsed_message=parsed,
+        )
+
+    async def check_at_smtp(self, envelope: Envelope, raw: bytes) -> dict[str, FilterResult]:
+        """The filters that run before the MX answers DATA (sender
+        authentication), by filter name: ``smtp_refusal`` says whether to
+        refuse, ``accept`` takes them along so that worker-in does not ask
+        again. Raises FilterUnavailable or StorageError (the caller accepts
+        the mail unchecked then: worker-in checks it)."""
+        if not self.filters.smtp_filters:
+            return {}
+        mail = await self.mail_to_check(
+            raw,
+            mail_from=envelope.mail_from,
+            recipients=tuple(envelope.recipients),
+            client_ip=envelope.client_ip,
+            helo=envelope.helo,
+        )
+        return await self.filters.check_at_smtp(mail)
+
+    @staticmethod
+    def smtp_refusal(checked: dict[str, FilterResult]) -> str | None:
+        return refusal(checked)
+
     async def mailbox(self, key: str) -> Mailbox | None:
         """The hosted mailbox an address key names, cached for
         RECIPIENT_CACHE_SECONDS: RCPT and worker-in need it for every mail.
@@ -140,31 +209,39 @@ class IncomingService:
             lines[-1] += f"; {format_datetime(now)}"
         return ("\r\n".join(lines) + "\r\n").encode("utf-8")
 
-    async def accept(self, envelope: Envelope, raw: bytes, *, queue_id: str | None = None) -> str:
+    async def accept(
+        self,
+        envelope: Envelope,
+        raw: bytes,
+        *,
+        queue_id: str | None = None,
+        checked: dict[str, FilterResult] | None = None,
+    ) -> str:
         """Stores the mail durably and queues it; returns the queue id.
         Raises BackendUnavailable when either write fails (the MX says 451).
         A caller that may repeat itself (worker-out's bounces) passes its
-        own ``queue_id``: the same id is queued and delivered only once."""
+        own ``queue_id``: the same id is queued and delivered only once.
+        ``checked``: what ``check_at_smtp`` found, kept for worker-in."""
         now = datetime.now(UTC)
         # Only a caller's own id can come again: a fresh one needs no dedupe
         # key (and the MX's hot path writes none).
         dedupe_key = queue_id
         queue_id = queue_id or f"{new_id():x}"
+        raw = remove_claims_of(raw, self.hostname)
         blob = await self.blobs.put(self.trace_headers(envelope, queue_id, now) + raw)
-        await self.queue.put(
-            INCOMING,
-            {
-                "queue_id": queue_id,
-                "raw_hash": blob.hash,
-                "raw_size": blob.size,
-                "mail_from": envelope.mail_from,
-                "recipients": envelope.recipients,
-                "received_at": int(now.timestamp() * 1000),
-                "client_ip": envelope.client_ip,
-                "helo": envelope.helo,
-            },
-            dedupe_key=dedupe_key,
-        )
+        payload: dict[str, object] = {
+            "queue_id": queue_id,
+            "raw_hash": blob.hash,
+            "raw_size": blob.size,
+            "mail_from": envelope.mail_from,
+            "recipients": envelope.recipients,
+            "received_at": int(now.timestamp() * 1000),
+            "client_ip": envelope.client_ip,
+            "helo": envelope.helo,
+        }
+        if checked:
+            payload["checked"] = {name: r.to_json() for name, r in checked.items()}
+        await self.queue.put(INCOMING, payload, dedupe_key=dedupe_key)
         return queue_id
 
     # -- worker-in ------------------------------------------------------------------
@@ -188,17 +265,18 @@ class IncomingService:
         # Before anything is stored: a filter that cannot answer now
         # (FilterUnavailable) sends the item back to wait, unscanned mail
         # never reaches a folder.
-        outcome = await self.filters.run(
-            MailToCheck(
-                raw=raw,
-                parsed=parsed,
-                mail_from=str(payload["mail_from"]),
-                recipients=recipients,
-                direction="in",
-                client_ip=str(payload.get("client_ip", "")),
-                helo=str(payload.get("helo", "")),
-            )
+        checked = cast(dict[str, dict[str, Any]], payload.get("checked") or {})
+        prior = {name: FilterResult.from_json(data) for name, data in checked.items()}
+        mail = await self.mail_to_check(
+            raw,
+            mail_from=str(payload["mail_from"]),
+            recipients=recipients,
+            client_ip=str(payload.get("client_ip", "")),
+            helo=str(payload.get("helo", "")),
+            parsed=parsed,
+            prior=prior,
         )
+        outcome = await self.filters.run(mail, prior)
         if outcome.quarantined:
             # Kept whole, in no folder, until an administrator decides
             # (delivery/quarantine.py); its parts are not stored meanwhile.

@@ -285,7 +285,7 @@ class SendService:
             parsed = await asyncio.to_thread(parse_message, raw)
         mail = MailToCheck(
             raw=raw,
-            parsed=parsed,
+            parsed_message=parsed,
             mail_from=account.email,
             recipients=tuple(a.email for a in [*local, *remote]),
             direction="out" if remote else "local",

@@ -13,11 +13,13 @@ the mail waits and is tried again, never delivered unscanned.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Literal, Protocol
+from functools import cached_property
+from typing import Any, Literal, Protocol
 
-from mailfleet.proto.mime.message import ParsedMessage
+from mailfleet.proto.mime.message import ParsedMessage, parse_message
 
 
 class Verdict(StrEnum):
@@ -50,21 +52,47 @@ class FilterResult:
     verdict: Verdict | None = None  # None: no opinion beyond the score
     headers: tuple[tuple[str, str], ...] = ()  # prepended to the stored copy
 
+    def to_json(self) -> dict[str, Any]:
+        """For a queue payload: smtp-in's checks, reused by worker-in."""
+        return {
+            "score": self.score,
+            "reasons": [[r.name, r.score, r.detail] for r in self.reasons],
+            "verdict": self.verdict.value if self.verdict else None,
+            "headers": [list(h) for h in self.headers],
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> FilterResult:
+        verdict = data.get("verdict")
+        return cls(
+            score=float(data["score"]),
+            reasons=tuple(Reason(str(n), float(s), str(d)) for n, s, d in data["reasons"]),
+            verdict=Verdict(verdict) if verdict else None,
+            headers=tuple((str(n), str(v)) for n, v in data["headers"]),
+        )
+
 
 @dataclass(frozen=True)
 class MailToCheck:
     """What a filter may look at. ``direction``: ``in`` over SMTP from
     outside, ``local`` from one of our users to another, ``out`` to the
-    Internet. ``client_ip``/``helo`` are the connecting client's (inbound)."""
+    Internet. ``client_ip``/``helo`` are the connecting client's (inbound).
+    ``hosted_domains``: those of the From and MAIL FROM domains that we host.
+    ``parsed`` is parsed from ``raw`` when first asked for, unless given as
+    ``parsed_message``: at SMTP time only the checks that need no parse run."""
 
     raw: bytes
-    parsed: ParsedMessage
     mail_from: str
     recipients: tuple[str, ...]
     direction: Literal["in", "local", "out"]
     client_ip: str = ""
     helo: str = ""
     hosted_domains: frozenset[str] = field(default_factory=frozenset)
+    parsed_message: ParsedMessage | None = field(default=None, repr=False, compare=False)
+
+    @cached_property
+    def parsed(self) -> ParsedMessage:
+        return self.parsed_message or parse_message(self.raw)
 
 
 class FilterUnavailable(Exception):

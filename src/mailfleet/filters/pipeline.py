@@ -4,15 +4,20 @@ The outcome's verdict is the strongest of what the filters said and of what
 the total score says against the deployment's thresholds (``[filters]``:
 ``spam_score``, ``reject_score``). Its headers go on the stored copy:
 each filter's own (``Authentication-Results``) and ``X-Spam-*``.
+
+Some filters also run at SMTP time (``smtp_filters``: sender authentication,
+which needs the headers and DNS but no parse), where a ``reject`` can still
+be said to the client instead of filing the mail in Junk; what they found
+travels with the mail on the queue and is not asked again in worker-in.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from mailfleet.config import ClamdAddress, FilterSettings
+from mailfleet.config import ClamdAddress, FilterSettings, Settings
 from mailfleet.filters import (
     VERDICT_ORDER,
     Filter,
@@ -62,22 +67,79 @@ def _fold(name: str, items: Sequence[str], width: int = 78) -> str:
     return "\r\n\t".join(lines)
 
 
+def refusal(results: Mapping[str, FilterResult]) -> str | None:
+    """The SMTP reply text for checks of which one says ``reject``, else None:
+    what counted against the mail in the refusing filters (the reasons that
+    added to the score), printable ASCII, bounded."""
+    refusing = [r for r in results.values() if r.verdict == Verdict.REJECT]
+    if not refusing:
+        return None
+    said = "; ".join(
+        f"{reason.name} ({reason.detail})" if reason.detail else reason.name
+        for result in refusing
+        for reason in result.reasons
+        if reason.score > 0
+    )
+    text = "".join(c if " " <= c <= "~" else "?" for c in said)[:300]
+    return text or "refused by policy"
+
+
 class FilterPipeline:
     def __init__(
-        self, filters: Sequence[Filter], *, spam_score: float, reject_score: float
+        self,
+        filters: Sequence[Filter],
+        *,
+        spam_score: float,
+        reject_score: float,
+        smtp_filters: Sequence[Filter] = (),
+        sender_checks: Sequence[Filter] = (),
     ) -> None:
         self.filters = tuple(filters)
+        # The filters that look at MailToCheck.hosted_domains: finding them
+        # costs a header scan and directory lookups for every mail.
+        self.sender_checks = tuple(sender_checks)
+        self.smtp_filters = tuple(smtp_filters)
+        if any(f not in self.filters for f in self.smtp_filters):
+            raise ValueError("an SMTP-time filter must also be one of the pipeline's filters")
         self.spam_score = spam_score
         self.reject_score = reject_score
 
     @classmethod
-    def from_settings(cls, settings: FilterSettings) -> FilterPipeline:
-        """Inbound mail's pipeline: the spam rules and the content filters."""
+    def from_settings(cls, settings: Settings) -> FilterPipeline:
+        """Inbound mail's pipeline: the spam rules, sender authentication
+        (also at SMTP time), rspamd and the content filters, as configured."""
+        from mailfleet.filters.rspamd import RspamdFilter
         from mailfleet.filters.rules import BuiltinRules
+        from mailfleet.filters.sender_auth import SenderAuthFilter
 
-        filters: list[Filter] = [BuiltinRules()] if settings.builtin_rules else []
-        filters += content_filters(settings)
-        return cls(filters, spam_score=settings.spam_score, reject_score=settings.reject_score)
+        config = settings.filters
+        filters: list[Filter] = [BuiltinRules()] if config.builtin_rules else []
+        smtp_filters: list[Filter] = []
+        if config.sender_auth:
+            sender_auth = SenderAuthFilter(
+                settings.smtp.hostname,
+                nameservers=settings.smtp.dns_servers,
+                port=settings.smtp.dns_port,
+                timeout=settings.smtp.dns_timeout_seconds,
+            )
+            filters.append(sender_auth)
+            smtp_filters.append(sender_auth)
+        if config.rspamd_url:
+            filters.append(
+                RspamdFilter(
+                    config.rspamd_url,
+                    timeout=config.rspamd_timeout_seconds,
+                    password=config.rspamd_password,
+                )
+            )
+        filters += content_filters(config)
+        return cls(
+            filters,
+            spam_score=config.spam_score,
+            reject_score=config.reject_score,
+            smtp_filters=smtp_filters,
+            sender_checks=smtp_filters,
+        )
 
     @classmethod
     def for_sending(cls, settings: FilterSettings) -> FilterPipeline:
@@ -89,11 +151,37 @@ class FilterPipeline:
             reject_score=settings.reject_score,
         )
 
-    async def run(self, mail: MailToCheck) -> Outcome:
-        """Raises FilterUnavailable when a filter cannot answer now."""
-        results: list[FilterResult] = list(
-            await asyncio.gather(*(f.check(mail) for f in self.filters))
-        )
+    def checks_senders(self, prior: Mapping[str, FilterResult] | None = None) -> bool:
+        """Whether a filter still to run (not in ``prior``) needs the hosted
+        domains among the mail's senders."""
+        return any(f.name not in (prior or {}) for f in self.sender_checks)
+
+    async def close(self) -> None:
+        """Lets go of what the filters hold (connections to their services)."""
+        for f in self.filters:
+            close = getattr(f, "close", None)
+            if close is not None:
+                await close()
+
+    async def check_at_smtp(self, mail: MailToCheck) -> dict[str, FilterResult]:
+        """The SMTP-time filters' results by filter name (``refusal`` says
+        whether to refuse; ``run`` takes them as ``prior``). Raises
+        FilterUnavailable as ``run`` does."""
+        results = await asyncio.gather(*(f.check(mail) for f in self.smtp_filters))
+        return {f.name: r for f, r in zip(self.smtp_filters, results, strict=True)}
+
+    async def run(
+        self, mail: MailToCheck, prior: Mapping[str, FilterResult] | None = None
+    ) -> Outcome:
+        """Raises FilterUnavailable when a filter cannot answer now. A filter
+        named in ``prior`` (checked at SMTP time) is not asked again."""
+        prior = prior or {}
+
+        async def check(f: Filter) -> FilterResult:
+            found = prior.get(f.name)
+            return found if found is not None else await f.check(mail)
+
+        results: list[FilterResult] = list(await asyncio.gather(*map(check, self.filters)))
         return self.outcome(results)
 
     def extended(self, outcome: Outcome, result: FilterResult) -> Outcome:

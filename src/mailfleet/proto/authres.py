@@ -64,3 +64,36 @@ def authentication_results(authserv_id: str, results: Iterable[MethodResult]) ->
     (section 2.2: no method was applied)."""
     methods = [format_method(r) for r in results]
     return "; ".join([_token(authserv_id), *(methods or ["none"])])
+
+
+_HEAD_END = re.compile(rb"\r?\n\r?\n")
+_FIELD_START = re.compile(rb"^(?=[^ \t\r\n])", re.MULTILINE)
+_AUTHSERV_ID = re.compile(rb"\s*(?:\([^)]*\)\s*)*([^\s;()]+)")
+
+
+def remove_claims_of(raw: bytes, authserv_id: str) -> bytes:
+    """``raw`` without the Authentication-Results fields in its header that
+    name ``authserv_id``: a mail arriving from outside may carry one claiming
+    to be ours, which readers would trust (RFC 8601 section 5: a receiver
+    MUST remove or rename such fields). Anything else is returned as it is,
+    the same object when there is nothing to remove (the MX's hot path)."""
+    end = _HEAD_END.search(raw)
+    # The header fields with the last one's line end, without the blank line.
+    head = raw[: end.start() + (2 if raw[end.start()] == 13 else 1)] if end else raw
+    if b"authentication-results" not in head.lower():
+        return raw
+    ours = authserv_id.lower().encode()
+    kept: list[bytes] = []
+    removed = False
+    fields = _FIELD_START.split(head)
+    for field_bytes in fields:
+        name, colon, value = field_bytes.partition(b":")
+        if colon and name.strip().lower() == b"authentication-results":
+            found = _AUTHSERV_ID.match(value)
+            if found and found.group(1).lower() == ours:
+                removed = True
+                continue
+        kept.append(field_bytes)
+    if not removed:
+        return raw
+    return b"".join(kept) + raw[len(head) :]

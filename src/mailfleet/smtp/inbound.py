@@ -6,6 +6,11 @@ DATA. Policy answers (RFC 5321 section 4.2, RFC 3463 enhanced codes):
 - more recipients than allowed: 452 4.5.3 (the client sends the rest later);
 - message over the size limit: 552 5.3.4 (announced in EHLO SIZE, refused at
   MAIL FROM when declared, enforced while DATA is read);
+- a sender that fails authentication where its domain asks for refusal
+  (DMARC p=reject) or that forges one of our hosted domains: 550 5.7.1 with
+  the reasons, after DATA (filters/sender_auth.py); a check that cannot
+  finish within ``filters.smtp_check_seconds`` refuses nothing: the mail is
+  accepted and worker-in checks it;
 - too many messages from one IP: 451 4.7.1; too many connections: 421 4.7.0;
 - any storage failure during DATA: 451 4.3.0, never 250; a recipient check
   slower than ``smtp.recipient_check_timeout_seconds``: 451 4.3.0.
@@ -20,6 +25,7 @@ from typing import Any
 from mailfleet.config import Settings
 from mailfleet.delivery.incoming import Envelope, IncomingService, RecipientVerdict
 from mailfleet.errors import RateLimited
+from mailfleet.filters import FilterResult, FilterUnavailable
 from mailfleet.ratelimit import RateLimiter
 from mailfleet.storage.errors import StorageError
 
@@ -40,6 +46,7 @@ class MxHandler:
         self.max_recipients = settings.limits.max_recipients
         self.messages_per_minute = settings.smtp.messages_per_minute_per_ip
         self.check_timeout = settings.smtp.recipient_check_timeout_seconds
+        self.sender_check_timeout = settings.filters.smtp_check_seconds
 
     async def handle_EHLO(
         self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
@@ -95,14 +102,30 @@ class MxHandler:
             helo=session.host_name or "",
             tls=session.ssl is not None,
         )
+        checked = await self._check_sender(mail, raw)
+        reason = self.service.smtp_refusal(checked)
+        if reason is not None:
+            log.info("refused mail from %s: %s", mail.client_ip, reason)
+            return f"550 5.7.1 {reason}"
         # No timeout of our own around this: a put cut short here may still
         # commit (a thread holding SQLite's lock, a PubAck lost on the way), so
         # a 451 would be followed by the mail's delivery and the client's
         # retry would make a second copy. Each store bounds its own wait
         # (NATS: the queue URL's publish_patience).
         try:
-            queue_id = await self.service.accept(mail, raw)
+            queue_id = await self.service.accept(mail, raw, checked=checked)
         except StorageError:
             log.exception("cannot store incoming mail from %s", mail.client_ip)
             return "451 4.3.0 Temporary storage failure; try again later"
         return f"250 2.0.0 OK queued as {queue_id}"
+
+    async def _check_sender(self, mail: Envelope, raw: bytes) -> dict[str, FilterResult]:
+        """The SMTP-time checks, or nothing when they cannot finish now: only
+        reads (DNS, the directory), so cutting them short leaves nothing
+        behind, and worker-in runs what is missing."""
+        try:
+            async with asyncio.timeout(self.sender_check_timeout):
+                return await self.service.check_at_smtp(mail, raw)
+        except (TimeoutError, FilterUnavailable, StorageError) as exc:
+            log.warning("sender checks skipped at SMTP time: %s", exc or type(exc).__name__)
+            return {}
