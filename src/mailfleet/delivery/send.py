@@ -399,9 +399,10 @@ class SendService:
         per remote domain. Repeating a call with the same ingest key stores
         and queues nothing new (the copies and the queue items dedupe). The
         store places each copy in its account's thread by its In-Reply-To and
-        References (threadkeys.py). With ``outcome`` (the send filters'), a
-        hosted recipient's copy carries its verdict, and goes to Junk when
-        it is spam."""
+        References (threadkeys.py). When the send filters judged it spam
+        (``outcome``), a hosted recipient's copy goes to Junk with the
+        verdict, score, reasons and X-Spam-* lines; otherwise every copy is
+        the same mail, byte for byte."""
         judged = outcome is not None and outcome.verdict != Verdict.HAM
 
         def copy(
@@ -436,7 +437,7 @@ class SendService:
                 attachments=tuple(replace(a, id=new_id()) for a in message.attachments),
                 delivery=delivery,
                 body_text=message.body_text,
-                **(spam_fields(outcome) if outcome is not None and not is_sender else {}),
+                **(spam_fields(outcome) if judged and outcome and not is_sender else {}),
             )
 
         sent_folder = await self.mailboxes.folder_by_role(account.id, "sent")
