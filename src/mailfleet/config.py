@@ -353,6 +353,25 @@ class LimitSettings(_Section):
     max_recipients: int = Field(100, gt=0, description="To + Cc + Bcc of one message")
     send_per_minute: int = Field(60, gt=0, description="messages an account may send a minute")
     send_per_day: int = Field(2000, gt=0, description="messages an account may send a day")
+    # Outbound abuse (delivery/abuse.py): counted per account and window.
+    abuse_window_seconds: float = Field(
+        3600, gt=0, description="the window in which spam sends and rate-limited sends count"
+    )
+    spam_sends_before_throttle: int = Field(
+        3, gt=0, description="sends judged spam within the window before the account is throttled"
+    )
+    throttled_sends_per_hour: int = Field(
+        10, gt=0, description="what a throttled account may send an hour (429 past it)"
+    )
+    spam_sends_before_hold: int = Field(
+        10, gt=0, description="sends judged spam within the window before sending is held"
+    )
+    rate_limited_sends_before_hold: int = Field(
+        30,
+        gt=0,
+        description="sends refused by send_per_minute/send_per_day within the window before"
+        " sending is held",
+    )
 
 
 class AuthSettings(_Section):

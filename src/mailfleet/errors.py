@@ -27,6 +27,14 @@ class Unauthorized(MailfleetError):
     code = "unauthorized"
 
 
+class Forbidden(MailfleetError):
+    """Understood and allowed to others, not to this caller now (HTTP 403):
+    an account whose sending is held for review."""
+
+    status = 403
+    code = "forbidden"
+
+
 class NotFound(MailfleetError):
     status = 404
     code = "not_found"

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from mailfleet.accounts.service import AccountService
 from mailfleet.blobs import BlobSweep
 from mailfleet.config import Settings
+from mailfleet.delivery.abuse import OutboundAbuse
 from mailfleet.delivery.incoming import IncomingService
 from mailfleet.delivery.mx import MxResolver
 from mailfleet.delivery.outgoing import OutgoingService
@@ -76,6 +77,7 @@ class Runtime:
                 settings.limits,
                 settings.smtp.hostname,
                 FilterPipeline.for_sending(settings.filters),
+                OutboundAbuse(stores.directory, stores.cache, limiter, settings.limits),
             ),
             incoming=incoming,
             quarantine=QuarantineService(stores.directory, incoming),

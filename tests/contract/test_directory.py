@@ -65,6 +65,31 @@ async def test_accounts_by_id_and_address(store: DirectoryStore) -> None:
     assert await store.get_account(bob.id) == bob
 
 
+async def test_a_hold_is_kept_with_its_reason_until_released(store: DirectoryStore) -> None:
+    alice, bob = account("alice@example.com"), account("bob@example.com")
+    for a in (alice, bob):
+        await store.create_account(a)
+    assert (alice.held_reason, alice.held_at) == (None, None)
+    assert await store.set_hold(alice.id, "12 mails scored as spam within an hour")
+    held = await store.get_account(alice.id)
+    assert held is not None and held.held_reason == "12 mails scored as spam within an hour"
+    assert held.held_at is not None and held.held_at > 0
+    # A second hold keeps the first reason and time: the first is the story.
+    assert not await store.set_hold(alice.id, "sent too fast")
+    assert await store.get_account(alice.id) == held
+    assert [a.held_reason for a in await store.list_accounts("example.com")] == [
+        held.held_reason,
+        None,
+    ]
+    assert await store.get_account(bob.id) == bob
+    assert await store.set_hold(alice.id, None)
+    assert not await store.set_hold(alice.id, None)
+    released = await store.get_account(alice.id)
+    assert released is not None and (released.held_reason, released.held_at) == (None, None)
+    assert released.released_at is not None and released.released_at >= held.held_at
+    assert not await store.set_hold(424242, "no such account")
+
+
 async def test_sessions_belong_to_their_account(store: DirectoryStore) -> None:
     alice, bob = account("alice@example.com"), account("bob@example.com")
     for a in (alice, bob):

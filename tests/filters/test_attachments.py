@@ -153,7 +153,7 @@ def test_the_settings_switch_the_policy_and_clamd_on_and_off() -> None:
         "attachments",
     ]
     sending = FilterPipeline.for_sending(load_settings(None, {}).filters)
-    assert [f.name for f in sending.filters] == ["attachments"]
+    assert [f.name for f in sending.filters] == ["builtin", "attachments"]
 
 
 async def test_many_blocked_files_are_summed_up() -> None:

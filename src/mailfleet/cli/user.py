@@ -1,4 +1,6 @@
-"""``mailfleet user add|list|passwd|disable``: accounts, for administrators."""
+"""``mailfleet user add|list|passwd|disable|hold|release``: accounts, for
+administrators. A held account (outbound abuse, delivery/abuse.py) reads and
+receives mail but sends nothing until released; ``list`` shows why."""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ import argparse
 import getpass
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from mailfleet.config import Settings
@@ -34,7 +37,16 @@ def register(commands: Any, common: Callable[[argparse.ArgumentParser], None]) -
     disable.add_argument("email")
     disable.add_argument("--enable", action="store_true", help="enable it again instead")
     disable.set_defaults(handler=_disable)
-    for parser in (add, listing, passwd, disable):
+    hold = sub.add_parser(
+        "hold", help="hold an account's sending for review (it still reads and receives)"
+    )
+    hold.add_argument("email")
+    hold.add_argument("--reason", required=True, help="why; shown to the user and in list")
+    hold.set_defaults(handler=_hold)
+    release = sub.add_parser("release", help="let a held account send again")
+    release.add_argument("email")
+    release.set_defaults(handler=_release)
+    for parser in (add, listing, passwd, disable, hold, release):
         common(parser)
 
 
@@ -69,7 +81,44 @@ async def _list(args: argparse.Namespace, settings: Settings) -> int:
         await runtime.close()
     for account in accounts:
         state = "disabled" if account.disabled else "active"
+        if account.held_reason is not None:
+            state += f", sending held since {_when(account.held_at)}: {account.held_reason}"
         print(f"{account.email}\t{account.id}\t{state}\t{account.name}")
+    return 0
+
+
+def _when(ms: int | None) -> str:
+    if ms is None:
+        return "?"
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+async def _hold(args: argparse.Namespace, settings: Settings) -> int:
+    reason = " ".join(args.reason.split())
+    if not reason:
+        raise BadInput("give a reason: the user is shown it")
+    runtime = await Runtime.open(settings)
+    try:
+        account = await runtime.accounts.find(args.email)
+        held = await runtime.sending.abuse.hold(account.id, reason)
+        current = await runtime.stores.directory.get_account(account.id)
+    finally:
+        await runtime.close()
+    if not held and current is not None:
+        print(f"{account.email} was already held: {current.held_reason}")
+    else:
+        print(f"held sending from {account.email}: {reason}")
+    return 0
+
+
+async def _release(args: argparse.Namespace, settings: Settings) -> int:
+    runtime = await Runtime.open(settings)
+    try:
+        account = await runtime.accounts.find(args.email)
+        released = await runtime.sending.abuse.release(account.id)
+    finally:
+        await runtime.close()
+    print(f"{account.email} may send again" if released else f"{account.email} was not held")
     return 0
 
 

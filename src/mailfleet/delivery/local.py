@@ -7,10 +7,12 @@ for hosted recipients) and by worker-in.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+from mailfleet.filters.pipeline import Outcome
 from mailfleet.ids import new_id
 from mailfleet.proto.mime import ParsedMessage
-from mailfleet.storage.interfaces import Attachment, BlobStore
+from mailfleet.storage.interfaces import Attachment, BlobStore, SpamReason
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,3 +44,14 @@ async def store_parts(blobs: BlobStore, parsed: ParsedMessage) -> StoredParts:
     body_hash = (await blobs.put(parsed.text.encode())).hash
     html_hash = (await blobs.put(parsed.html.encode())).hash if parsed.html else None
     return StoredParts(attachments, body_hash, html_hash)
+
+
+def spam_fields(outcome: Outcome) -> dict[str, Any]:
+    """A hosted copy's record of what the filters found (``NewMessage``'s
+    spam fields): verdict, score, reasons, and the header lines stored with it."""
+    return {
+        "spam_verdict": outcome.verdict.value,
+        "spam_score": outcome.score,
+        "spam_reasons": tuple(SpamReason(r.name, r.score, r.detail) for r in outcome.reasons),
+        "filter_headers": outcome.header_block(),
+    }

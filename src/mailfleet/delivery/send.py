@@ -16,11 +16,12 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from mailfleet.config import LimitSettings
-from mailfleet.delivery.local import store_parts
+from mailfleet.delivery.abuse import OutboundAbuse, Standing
+from mailfleet.delivery.local import spam_fields, store_parts
 from mailfleet.delivery.outbox import queue_outgoing
-from mailfleet.errors import Invalid, TooLarge, Unavailable
+from mailfleet.errors import Invalid, RateLimited, TooLarge, Unavailable
 from mailfleet.filters import FilterUnavailable, MailToCheck, Verdict
-from mailfleet.filters.pipeline import FilterPipeline
+from mailfleet.filters.pipeline import FilterPipeline, Outcome
 from mailfleet.ids import new_id, now_ms, parse_id
 from mailfleet.proto.addresses import Address, AddressError, mailbox_key, normalize_email
 from mailfleet.proto.compose import (
@@ -104,8 +105,10 @@ class SendService:
         limits: LimitSettings,
         hostname: str,
         filters: FilterPipeline,
+        abuse: OutboundAbuse,
     ) -> None:
         self.filters = filters
+        self.abuse = abuse
         self.directory = directory
         self.mailboxes = mailboxes
         self.blobs = blobs
@@ -138,6 +141,7 @@ class SendService:
 
     async def send(self, account: Account, draft: Draft) -> Sent:
         """``POST /v1/messages``: a message composed here from a draft."""
+        standing = await self.abuse.check_may_send(account.id)
         recipients = _unique(draft.to + draft.cc + draft.bcc)
         self._check_recipient_count(recipients)
         subject = " ".join(draft.subject.split())
@@ -149,7 +153,7 @@ class SendService:
         self._check_size(size)
         local, remote = await self._split_recipients(recipients)
         parent = await self._parent(account, draft.in_reply_to)
-        await self._count_message(account)
+        await self._count_message(account, standing)
 
         now = datetime.now(UTC)
         message_id_header = new_message_id(self.hostname)
@@ -172,7 +176,7 @@ class SendService:
             in_reply_to=in_reply_to,
             references=references,
         )
-        await self._check_content(account, raw, None, local, remote)
+        outcome = await self._check_content(account, standing, raw, None, local, remote)
         text = draft.body if draft.body is not None else html_to_text(draft.html or "")
         # Written together: the blob store commits concurrent writes at once
         # (one fsync for the three instead of one each).
@@ -199,7 +203,7 @@ class SendService:
             # A fresh Message-ID per call: nothing to repeat.
             ingest_key=message_id_header,
         )
-        return await self._store_and_queue(account, message, local, remote)
+        return await self._store_and_queue(account, message, local, remote, outcome)
 
     async def send_raw(
         self, account: Account, mail_from: str, recipients: Sequence[str], raw: bytes
@@ -210,6 +214,7 @@ class SendService:
         added when missing. A client repeating a transaction it saw no reply
         to (same message, same envelope) stores and queues nothing twice."""
         self.check_sender(account, mail_from)
+        standing = await self.abuse.check_may_send(account.id)
         envelope = _unique([_envelope_address(r) for r in recipients])
         self._check_recipient_count(envelope)
         self._check_size(len(raw))
@@ -229,8 +234,10 @@ class SendService:
         if parsed.sender is None or mailbox_key(parsed.sender.email) != account.email:
             # prepare_submission checked every From; this is the reader's view.
             raise Invalid(f"{account.email} may send only as itself", code="sender_not_allowed")
-        await self._check_content(account, submission.raw, parsed, local, remote)
-        await self._count_message(account)
+        outcome = await self._check_content(
+            account, standing, submission.raw, parsed, local, remote
+        )
+        await self._count_message(account, standing)
 
         listed = {mailbox_key(a.email) for a in (*parsed.to, *parsed.cc)}
         named = {mailbox_key(a.email): a for a in submission.bcc}
@@ -266,21 +273,25 @@ class SendService:
             received_at=int(now.timestamp() * 1000),
             ingest_key=f"{message_id_header}:{same_submission}",
         )
-        return await self._store_and_queue(account, message, local, remote)
+        return await self._store_and_queue(account, message, local, remote, outcome)
 
     async def _check_content(
         self,
         account: Account,
+        standing: Standing,
         raw: bytes,
         parsed: ParsedMessage | None,
         local: dict[Address, int],
         remote: list[Address],
-    ) -> None:
-        """The content filters (virus scanner, attachment policy) before
-        anything is stored: Invalid (422, SMTP 554 5.7.1) with what was found,
-        Unavailable (503, SMTP 451 4.7.1) when the scanner cannot answer now."""
+    ) -> Outcome | None:
+        """The send filters before anything is stored. Content (virus
+        scanner, attachment policy): Invalid (422, SMTP 554 5.7.1) with what
+        was found, Unavailable (503, SMTP 451 4.7.1) when the scanner cannot
+        answer now. Spam: counted against the account (delivery/abuse.py);
+        a ``reject`` is refused (``spam_refused``), a ``spam`` goes out, in
+        Junk for hosted recipients. The outcome, or None with no filters."""
         if not self.filters.filters:
-            return
+            return None
         if parsed is None:
             parsed = await asyncio.to_thread(parse_message, raw)
         mail = MailToCheck(
@@ -298,7 +309,14 @@ class SendService:
                 code="scanner_unavailable",
             ) from None
         if not outcome.quarantined and outcome.verdict != Verdict.QUARANTINE:
-            return
+            if outcome.verdict in (Verdict.SPAM, Verdict.REJECT):
+                await self.abuse.spam_sent(standing, outcome.reasons)
+            if outcome.verdict == Verdict.REJECT:
+                said = ", ".join(r.name for r in outcome.reasons if r.score > 0) or "spam"
+                raise Invalid(
+                    f"the message reads as spam and was not sent ({said})", code="spam_refused"
+                )
+            return outcome
         viruses = [r.detail for r in outcome.reasons if r.name == "VIRUS"]
         if viruses:
             raise Invalid(
@@ -354,14 +372,19 @@ class SendService:
                 code="message_too_large",
             )
 
-    async def _count_message(self, account: Account) -> None:
-        """One more message sent; RateLimited past the per-account limits."""
-        await self.limiter.hit(
-            f"send:m:{account.id}", self.limits.send_per_minute, 60, "messages sent"
-        )
-        await self.limiter.hit(
-            f"send:d:{account.id}", self.limits.send_per_day, 86400, "messages sent"
-        )
+    async def _count_message(self, account: Account, standing: Standing) -> None:
+        """One more message sent; RateLimited past the per-account limits
+        (which counts towards a hold: delivery/abuse.py)."""
+        try:
+            await self.limiter.hit(
+                f"send:m:{account.id}", self.limits.send_per_minute, 60, "messages sent"
+            )
+            await self.limiter.hit(
+                f"send:d:{account.id}", self.limits.send_per_day, 86400, "messages sent"
+            )
+        except RateLimited:
+            await self.abuse.rate_limited(standing)
+            raise
 
     async def _store_and_queue(
         self,
@@ -369,13 +392,18 @@ class SendService:
         message: _Outgoing,
         local: dict[Address, int],
         remote: list[Address],
+        outcome: Outcome | None = None,
     ) -> Sent:
         """The last steps of every send: the Sent copy and the hosted
         recipients' Inbox copies in one store call, then one ``outgoing`` item
         per remote domain. Repeating a call with the same ingest key stores
         and queues nothing new (the copies and the queue items dedupe). The
         store places each copy in its account's thread by its In-Reply-To and
-        References (threadkeys.py)."""
+        References (threadkeys.py). When the send filters judged it spam
+        (``outcome``), a hosted recipient's copy goes to Junk with the
+        verdict, score, reasons and X-Spam-* lines; otherwise every copy is
+        the same mail, byte for byte."""
+        judged = outcome is not None and outcome.verdict != Verdict.HAM
 
         def copy(
             account_id: int,
@@ -409,6 +437,7 @@ class SendService:
                 attachments=tuple(replace(a, id=new_id()) for a in message.attachments),
                 delivery=delivery,
                 body_text=message.body_text,
+                **(spam_fields(outcome) if judged and outcome and not is_sender else {}),
             )
 
         sent_folder = await self.mailboxes.folder_by_role(account.id, "sent")
@@ -419,8 +448,10 @@ class SendService:
         sent_copy = copy(account.id, sent_folder.id, is_sender=True, delivery=delivery)
         inbox_copies = []
         for recipient_id in dict.fromkeys(local.values()):
-            inbox = await self.mailboxes.folder_by_role(recipient_id, "inbox")
-            inbox_copies.append(copy(recipient_id, inbox.id, is_sender=False))
+            folder = await self.mailboxes.folder_by_role(
+                recipient_id, "junk" if judged else "inbox"
+            )
+            inbox_copies.append(copy(recipient_id, folder.id, is_sender=False))
         stored_ids = await self.mailboxes.store_messages([sent_copy, *inbox_copies])
         # A repeated ingest key returns the Sent copy stored the first time:
         # its id keeps the queue's dedupe keys the same.

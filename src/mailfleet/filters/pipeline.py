@@ -144,9 +144,24 @@ class FilterPipeline:
     @classmethod
     def for_sending(cls, settings: FilterSettings) -> FilterPipeline:
         """What a user's own send passes before anything is stored: the
-        content filters only (viruses, blocked attachments)."""
+        content filters (viruses, blocked attachments: refused) and the spam
+        scorers (the built-in rules, rspamd: spam counts against the
+        account, delivery/abuse.py, and files a hosted recipient's copy in
+        Junk). Sender authentication has nothing to check on mail we sign."""
+        from mailfleet.filters.rspamd import RspamdFilter
+        from mailfleet.filters.rules import BuiltinRules
+
+        filters: list[Filter] = [BuiltinRules()] if settings.builtin_rules else []
+        if settings.rspamd_url:
+            filters.append(
+                RspamdFilter(
+                    settings.rspamd_url,
+                    timeout=settings.rspamd_timeout_seconds,
+                    password=settings.rspamd_password,
+                )
+            )
         return cls(
-            content_filters(settings),
+            [*filters, *content_filters(settings)],
             spam_score=settings.spam_score,
             reject_score=settings.reject_score,
         )

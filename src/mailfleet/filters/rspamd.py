@@ -8,12 +8,16 @@ the ``symbols`` that fired.
   ``rewrite subject`` → SPAM. ``greylist`` and ``soft reject`` ask the MTA
   to defer the client, which only makes sense at SMTP time and which we do
   not do: no opinion. ``no action``: no opinion.
-- Its score joins the pipeline's total as is: rspamd's scale is
-  SpamAssassin's, like ours (``filters.spam_score`` 5, ``reject_score``
-  15; rspamd's own defaults are 6 and 15).
-- Its symbols with a score become reasons (name, score, description or
-  options), so a user or an admin sees why; when a pre-result decided
-  (``is_skipped``: GTUBE, a forced action) every symbol that fired does.
+- Its score does not join the pipeline's total: rspamd's thresholds are its
+  own (greylist 4, add header 6, reject 15 by default) and its action
+  already applies them; adding its points to ours (spam at 5) filed
+  ordinary mail rspamd only wanted greylisted in Junk (one in ten in
+  bench/filter_throughput.py offline), and counted its SPF/DKIM checks
+  twice with ours.
+- What it found is in the reasons, scored 0 with rspamd's points in the
+  detail: ``RSPAMD`` (its score, threshold and action), then its symbols
+  with a score, or every symbol that fired when a pre-result decided
+  (``is_skipped``: GTUBE, a forced action).
 - rspamd down, slow, or answering an error → ``FilterUnavailable``: the
   mail waits and is tried again, never delivered unscanned.
 
@@ -84,17 +88,21 @@ def _result(answer: dict[str, Any]) -> FilterResult:
     # so with is_skipped; the symbols that fired then are its cause, with
     # or without a score of their own.
     decided = bool(answer.get("is_skipped"))
-    reasons = []
+    action = str(answer["action"])
+    total = float(answer["score"])
+    required = answer.get("required_score")
+    fired = []
     for symbol in (answer.get("symbols") or {}).values():
         score = float(symbol.get("score", 0.0))
-        name = str(symbol.get("name", ""))
         if score == 0.0 and not decided:
             continue
-        detail = str(symbol.get("description") or ", ".join(map(str, symbol.get("options", []))))
-        reasons.append(Reason(name, round(score, 2), detail[:200]))
-    reasons.sort(key=lambda r: -abs(r.score))
-    return FilterResult(
-        score=round(float(answer["score"]), 2),
-        reasons=tuple(reasons),
-        verdict=_VERDICTS.get(str(answer["action"])),
-    )
+        about = str(symbol.get("description") or ", ".join(map(str, symbol.get("options", []))))
+        fired.append((score, str(symbol.get("name", "")), about))
+    fired.sort(key=lambda f: -abs(f[0]))
+    # Scored 0 here: rspamd's scale ends in its own actions, which are the
+    # verdict; its points stay in the details, where the reasons' scores
+    # still add up to the total a user is shown.
+    summary = f"score {total:g}" + (f" of {float(required):g}" if required else "")
+    reasons = [Reason("RSPAMD", 0.0, f"{summary}, action {action}")]
+    reasons += [Reason(name, 0.0, f"{score:+g} {about}"[:200]) for score, name, about in fired]
+    return FilterResult(score=0.0, reasons=tuple(reasons), verdict=_VERDICTS.get(action))

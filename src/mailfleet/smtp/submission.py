@@ -68,6 +68,8 @@ _REPLIES = {
     "content_refused": "554 5.7.1",
     "unavailable": "451 4.3.0",
     "scanner_unavailable": "451 4.7.1",
+    "spam_refused": "554 5.7.1",
+    "account_held": "550 5.7.1",
 }
 
 
@@ -228,6 +230,7 @@ class SubmissionHandler:
                 return "550 5.7.1 This account is disabled"
             session.auth_data = current
             self.sending.check_sender(current, address)
+            await self.sending.abuse.check_may_send(current.id)
         except MailfleetError as exc:
             return reply_for(exc)
         except StorageError:

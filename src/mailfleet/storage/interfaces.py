@@ -58,6 +58,10 @@ class Account:
     password_hash: str
     disabled: bool
     created_at: int
+    # Sending held for review (outbound abuse): why; None while it may send.
+    held_reason: str | None = None
+    held_at: int | None = None
+    released_at: int | None = None  # the last release of a hold
 
 
 @dataclass(frozen=True, slots=True)
@@ -420,6 +424,13 @@ class DirectoryStore(Protocol):
     async def update_account(
         self, account_id: int, *, password_hash: str | None = None, disabled: bool | None = None
     ) -> None: ...
+    async def set_hold(self, account_id: int, reason: str | None) -> bool:
+        """Holds the account's sending for review with ``reason`` (None:
+        releases it, and records when in ``released_at``). True when this
+        changed the hold (a second hold keeps the first reason and time, and
+        answers False)."""
+        ...
+
     async def create_session(self, session: Session) -> None: ...
     async def get_session(self, account_id: int, token_hash: bytes) -> Session | None: ...
     async def delete_session(self, account_id: int, token_hash: bytes) -> None: ...

@@ -13,6 +13,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from mailfleet.ids import now_ms
 from mailfleet.storage.errors import DuplicateKey
 from mailfleet.storage.interfaces import (
     Account,
@@ -208,6 +209,20 @@ class SqlDirectoryStore:
                 await conn.execute(
                     accounts.update().where(accounts.c.id == account_id).values(**values)
                 )
+
+    async def set_hold(self, account_id: int, reason: str | None) -> bool:
+        query = accounts.update().where(accounts.c.id == account_id)
+        if reason is None:
+            query = query.where(accounts.c.held_reason.is_not(None)).values(
+                held_reason=None, held_at=None, released_at=now_ms()
+            )
+        else:
+            query = query.where(accounts.c.held_reason.is_(None)).values(
+                held_reason=reason, held_at=now_ms()
+            )
+        async with self._write() as conn:
+            result = await conn.execute(query)
+        return bool(result.rowcount)
 
     async def create_session(self, session: Session) -> None:
         async with self._write() as conn:

@@ -81,6 +81,9 @@ def account_from_row(row: Any) -> Account:
         row["password_hash"],
         bool(row["disabled"]),
         row["created_at"],
+        row["held_reason"],
+        row["held_at"],
+        row["released_at"],
     )
 
 

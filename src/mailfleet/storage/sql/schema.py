@@ -33,6 +33,12 @@ accounts = sa.Table(
     sa.Column("password_hash", sa.Text, nullable=False),
     sa.Column("disabled", sa.Boolean, nullable=False),
     sa.Column("created_at", sa.BigInteger, nullable=False),
+    # Sending held for review (outbound abuse, migration 0013): why, and since
+    # when; NULL while the account may send. released_at: the last release,
+    # which starts its abuse counts afresh in every process.
+    sa.Column("held_reason", sa.Text, nullable=True),
+    sa.Column("held_at", sa.BigInteger, nullable=True),
+    sa.Column("released_at", sa.BigInteger, nullable=True),
 )
 
 sessions = sa.Table(
