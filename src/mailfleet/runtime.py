@@ -78,6 +78,7 @@ class Runtime:
                 settings.smtp.hostname,
                 FilterPipeline.for_sending(settings.filters),
                 OutboundAbuse(stores.directory, stores.cache, limiter, settings.limits),
+                bayes,
             ),
             incoming=incoming,
             quarantine=QuarantineService(stores.directory, incoming),

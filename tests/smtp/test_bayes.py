@@ -110,6 +110,18 @@ async def test_moves_to_junk_teach_that_user_only_and_moving_back_teaches_the_op
     head = source.split(b"\r\n\r\n", 1)[0].decode()
     assert "X-Spam-Status: Yes" in head
     assert "BAYES_SPAM=" in head
+    # The same judgement for mail from a neighbour, sent through the API
+    # (the send flow delivers to hosted users without the MX).
+    _, subject, body = watches(102)
+    sent = await bob.client.post(
+        "/v1/messages", json={"to": [alice.email], "subject": subject, "body": body}
+    )
+    assert sent.status_code == 202, sent.text
+    junk = await alice.wait_for("junk", 32)
+    (from_bob,) = [m for m in junk if m["subject"] == subject]
+    assert [r["name"] for r in (await spam_of(alice, from_bob["id"]))["reasons"]] == ["BAYES_SPAM"]
+    (bobs_copy,) = await bob.messages("sent")
+    assert (await spam_of(bob, bobs_copy["id"]))["verdict"] in (None, "ham")
     # Alice's ordinary mail stays ham.
     await asyncio.to_thread(send, service, [(work(100), [alice.email])])
     await alice.wait_for("inbox", 11)
@@ -118,10 +130,10 @@ async def test_moves_to_junk_teach_that_user_only_and_moving_back_teaches_the_op
 
     # Alice changes her mind: the watches were wanted after all.
     junk_ids = {m["subject"]: m["id"] for m in await alice.messages("junk", limit=100)}
-    for _, subject, _ in [*(watches(n) for n in range(20)), watches(100)]:
+    for _, subject, _ in [*(watches(n) for n in range(20)), watches(100), watches(102)]:
         await move(alice, junk_ids[subject], "inbox")
     await asyncio.to_thread(send, service, [(watches(101), [alice.email])])
-    await alice.wait_for("inbox", 11 + 21 + 1)
+    await alice.wait_for("inbox", 11 + 22 + 1)
     latest = next(m for m in await alice.messages("inbox") if m["subject"] == watches(101)[1])
     latest_spam = await spam_of(alice, latest["id"])
     assert latest_spam["verdict"] == "ham"

@@ -21,6 +21,7 @@ from mailfleet.delivery.local import spam_fields, store_parts
 from mailfleet.delivery.outbox import queue_outgoing
 from mailfleet.errors import Invalid, RateLimited, TooLarge, Unavailable
 from mailfleet.filters import FilterUnavailable, MailToCheck, Verdict
+from mailfleet.filters.bayes import BayesFilter, mail_tokens
 from mailfleet.filters.pipeline import FilterPipeline, Outcome
 from mailfleet.ids import new_id, now_ms, parse_id
 from mailfleet.proto.addresses import Address, AddressError, mailbox_key, normalize_email
@@ -106,9 +107,11 @@ class SendService:
         hostname: str,
         filters: FilterPipeline,
         abuse: OutboundAbuse,
+        bayes: BayesFilter | None = None,
     ) -> None:
         self.filters = filters
         self.abuse = abuse
+        self.bayes = bayes
         self.directory = directory
         self.mailboxes = mailboxes
         self.blobs = blobs
@@ -399,11 +402,10 @@ class SendService:
         per remote domain. Repeating a call with the same ingest key stores
         and queues nothing new (the copies and the queue items dedupe). The
         store places each copy in its account's thread by its In-Reply-To and
-        References (threadkeys.py). When the send filters judged it spam
-        (``outcome``), a hosted recipient's copy goes to Junk with the
-        verdict, score, reasons and X-Spam-* lines; otherwise every copy is
-        the same mail, byte for byte."""
-        judged = outcome is not None and outcome.verdict != Verdict.HAM
+        References (threadkeys.py). When the send filters (``outcome``) or the
+        recipient's own Bayes statistics judge it spam, a hosted recipient's
+        copy goes to Junk with the verdict, score, reasons and X-Spam-* lines;
+        otherwise every copy is the same mail, byte for byte."""
 
         def copy(
             account_id: int,
@@ -411,6 +413,7 @@ class SendService:
             *,
             is_sender: bool,
             delivery: tuple[Delivery, ...] = (),
+            judged: Outcome | None = None,
         ) -> NewMessage:
             message_id = new_id()
             return NewMessage(
@@ -437,7 +440,7 @@ class SendService:
                 attachments=tuple(replace(a, id=new_id()) for a in message.attachments),
                 delivery=delivery,
                 body_text=message.body_text,
-                **(spam_fields(outcome) if judged and outcome and not is_sender else {}),
+                **(spam_fields(judged) if judged is not None else {}),
             )
 
         sent_folder = await self.mailboxes.folder_by_role(account.id, "sent")
@@ -447,11 +450,12 @@ class SendService:
         )
         sent_copy = copy(account.id, sent_folder.id, is_sender=True, delivery=delivery)
         inbox_copies = []
-        for recipient_id in dict.fromkeys(local.values()):
-            folder = await self.mailboxes.folder_by_role(
-                recipient_id, "junk" if judged else "inbox"
+        for recipient_id, own in (await self._judge_per_recipient(message, local, outcome)).items():
+            spam = own is not None and own.verdict != Verdict.HAM
+            folder = await self.mailboxes.folder_by_role(recipient_id, "junk" if spam else "inbox")
+            inbox_copies.append(
+                copy(recipient_id, folder.id, is_sender=False, judged=own if spam else None)
             )
-            inbox_copies.append(copy(recipient_id, folder.id, is_sender=False))
         stored_ids = await self.mailboxes.store_messages([sent_copy, *inbox_copies])
         # A repeated ingest key returns the Sent copy stored the first time:
         # its id keeps the queue's dedupe keys the same.
@@ -466,6 +470,25 @@ class SendService:
             recipients=[a.email for a in remote],
         )
         return Sent(sent_id, "queued")
+
+    async def _judge_per_recipient(
+        self, message: _Outgoing, local: dict[Address, int], outcome: Outcome | None
+    ) -> dict[int, Outcome | None]:
+        """Each hosted recipient account's outcome: the send filters', with
+        that account's Bayes result added (a user who taught their Junk what
+        a mail like this is gets it there, from a neighbour as from outside)."""
+        recipients = list(dict.fromkeys(local.values()))
+        judged: dict[int, Outcome | None] = dict.fromkeys(recipients, outcome)
+        if self.bayes is None or not recipients:
+            return judged
+        sender = message.sender.email if message.sender else None
+        tokens = mail_tokens(message.subject, sender, message.body_text)
+        results = await asyncio.gather(*(self.bayes.check(r, tokens) for r in recipients))
+        base = outcome if outcome is not None else self.filters.outcome([])
+        for recipient_id, result in zip(recipients, results, strict=True):
+            if result is not None:
+                judged[recipient_id] = self.filters.extended(base, result)
+        return judged
 
     async def _owned_upload(self, account: Account, ref: str) -> Upload:
         upload_id = parse_id(ref)
