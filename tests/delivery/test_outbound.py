@@ -41,6 +41,7 @@ async def start_outbound(
     remote_port: int = 25,
     delivery: dict[str, Any] | None = None,
     data_dir: Path | None = None,
+    filters: dict[str, Any] | None = None,
 ) -> Service:
     smtp: dict[str, Any] = {"routes": routes or {}}
     if dns is not None:
@@ -53,6 +54,7 @@ async def start_outbound(
             **LOOPBACK_MX,
             **(delivery or {}),
         },
+        "filters": filters or {},
     }
     return await start_service(overrides, data_dir=data_dir, roles=ROLES)
 
@@ -177,7 +179,7 @@ async def test_temporary_failures_are_retried_with_backoff(start_service: StartS
 
 
 async def test_permanent_failure_bounces_one_recipient_and_delivers_the_other(
-    start_service: StartService,
+    start_service: StartService, dns_server: DnsServer
 ) -> None:
     def rcpt(address: str, n: int) -> str | None:
         return (
@@ -185,7 +187,16 @@ async def test_permanent_failure_bounces_one_recipient_and_delivers_the_other(
         )
 
     peer = await SmtpPeer(rcpt=rcpt).start()
-    service = await start_outbound(start_service, routes={REMOTE: f"127.0.0.1:{peer.port}"})
+    # With the sender checks on (a DNS server that knows none of our
+    # domains): the bounce, from the postmaster of alice's hosted domain,
+    # is ours, not a forgery of it, and reaches her Inbox.
+    dns_server.start()
+    service = await start_outbound(
+        start_service,
+        routes={REMOTE: f"127.0.0.1:{peer.port}"},
+        dns=dns_server,
+        filters={"sender_auth": True},
+    )
     alice = await service.user("alice")
     sent = await alice.send(
         to=[{"email": f"carol@{REMOTE}"}, {"email": f"nobody@{REMOTE}"}],

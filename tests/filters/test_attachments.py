@@ -148,8 +148,8 @@ def test_the_settings_switch_the_policy_and_clamd_on_and_off() -> None:
     assert names({"clamd": "unix:/run/clamd.sock"}) == ["builtin", "attachments", "clamav"]
     assert names({"sender_auth": True, "rspamd_url": "http://127.0.0.1:11333"}) == [
         "builtin",
-        "sender_auth",
         "rspamd",
+        "sender_auth",
         "attachments",
     ]
     sending = FilterPipeline.for_sending(load_settings(None, {}).filters)

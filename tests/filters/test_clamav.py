@@ -6,8 +6,6 @@ when clamd is absent, silent or refuses the stream."""
 from __future__ import annotations
 
 import asyncio
-import io
-import zipfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from email.message import EmailMessage
 from pathlib import Path
@@ -25,6 +23,7 @@ from tests.support.clamd import (
     EICAR_NAME,
     Clamd,
     free_port,
+    zipped,
 )
 
 
@@ -40,13 +39,6 @@ def message(
         maintype, _, subtype = content_type.partition("/")
         mail.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)
     return mail
-
-
-def zipped(name: str, data: bytes) -> bytes:
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr(name, data)
-    return out.getvalue()
 
 
 def forwarded(inner: EmailMessage) -> bytes:

@@ -8,10 +8,8 @@ EICAR is refused with 554 5.7.1; clamd stopped, mail waits and then flows."""
 from __future__ import annotations
 
 import asyncio
-import io
 import os
 import smtplib
-import zipfile
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
@@ -23,7 +21,7 @@ from mailfleet.filters.rules import GTUBE
 from mailfleet.storage.interfaces import QuarantinedMail
 from tests.conftest import Service, StartService, User
 from tests.smtp.test_submission import logged_in, outgoing
-from tests.support.clamd import EICAR, EICAR_NAME, Clamd
+from tests.support.clamd import EICAR, EICAR_NAME, Clamd, zipped
 from tests.test_restart import run_cli
 
 PE = b"MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff" + b"\0" * 64 + b"PE\0\0"
@@ -51,13 +49,6 @@ def message(
         maintype, _, subtype = content_type.partition("/")
         mail.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)
     return mail
-
-
-def zipped(name: str, data: bytes) -> bytes:
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr(name, data)
-    return out.getvalue()
 
 
 def forwarded(inner: EmailMessage) -> EmailMessage:

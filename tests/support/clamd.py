@@ -11,6 +11,7 @@ Started once per session (``clamd`` fixture in ``tests/conftest.py``);
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import shutil
 import signal
@@ -18,6 +19,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,6 +32,15 @@ EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 CUSTOM_MARKER = b"MAILFLEET-TEST-MALWARE-9f3c2a71-DO-NOT-DELIVER"
 EICAR_NAME = "Mailfleet.Test.EICAR.UNOFFICIAL"
 CUSTOM_NAME = "Mailfleet.Test.Custom.UNOFFICIAL"
+
+
+def zipped(name: str, data: bytes) -> bytes:
+    """A zip archive holding ``data`` as ``name`` (clamd and the attachment
+    policy both look inside)."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(name, data)
+    return out.getvalue()
 
 
 def free_port() -> int:

@@ -216,12 +216,16 @@ class IncomingService:
         *,
         queue_id: str | None = None,
         checked: dict[str, FilterResult] | None = None,
+        ours: bool = False,
     ) -> str:
         """Stores the mail durably and queues it; returns the queue id.
         Raises BackendUnavailable when either write fails (the MX says 451).
         A caller that may repeat itself (worker-out's bounces) passes its
         own ``queue_id``: the same id is queued and delivered only once.
-        ``checked``: what ``check_at_smtp`` found, kept for worker-in."""
+        ``checked``: what ``check_at_smtp`` found, kept for worker-in.
+        ``ours``: a mail we made (a bounce from worker-out, sent in the name
+        of the sender's postmaster on a hosted domain): the sender checks
+        have nothing to prove on it, and would call it forged."""
         now = datetime.now(UTC)
         # Only a caller's own id can come again: a fresh one needs no dedupe
         # key (and the MX's hot path writes none).
@@ -239,6 +243,8 @@ class IncomingService:
             "client_ip": envelope.client_ip,
             "helo": envelope.helo,
         }
+        if ours:
+            checked = {f.name: FilterResult() for f in self.filters.sender_checks}
         if checked:
             payload["checked"] = {name: r.to_json() for name, r in checked.items()}
         await self.queue.put(INCOMING, payload, dedupe_key=dedupe_key)

@@ -276,7 +276,7 @@ class OutgoingService:
             helo=self.hostname,
             tls=True,
         )
-        await self.incoming.accept(envelope, dsn, queue_id=f"dsn-{digest}")
+        await self.incoming.accept(envelope, dsn, queue_id=f"dsn-{digest}", ours=True)
 
 
 class OutgoingWorker:

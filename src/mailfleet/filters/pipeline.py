@@ -106,14 +106,12 @@ class FilterPipeline:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FilterPipeline:
-        """Inbound mail's pipeline: the spam rules, sender authentication
-        (also at SMTP time), rspamd and the content filters, as configured."""
-        from mailfleet.filters.rspamd import RspamdFilter
-        from mailfleet.filters.rules import BuiltinRules
+        """Inbound mail's pipeline: the spam scorers, sender authentication
+        (also at SMTP time) and the content filters, as configured."""
         from mailfleet.filters.sender_auth import SenderAuthFilter
 
         config = settings.filters
-        filters: list[Filter] = [BuiltinRules()] if config.builtin_rules else []
+        filters = spam_scorers(config)
         smtp_filters: list[Filter] = []
         if config.sender_auth:
             sender_auth = SenderAuthFilter(
@@ -124,14 +122,6 @@ class FilterPipeline:
             )
             filters.append(sender_auth)
             smtp_filters.append(sender_auth)
-        if config.rspamd_url:
-            filters.append(
-                RspamdFilter(
-                    config.rspamd_url,
-                    timeout=config.rspamd_timeout_seconds,
-                    password=config.rspamd_password,
-                )
-            )
         filters += content_filters(config)
         return cls(
             filters,
@@ -148,20 +138,8 @@ class FilterPipeline:
         scorers (the built-in rules, rspamd: spam counts against the
         account, delivery/abuse.py, and files a hosted recipient's copy in
         Junk). Sender authentication has nothing to check on mail we sign."""
-        from mailfleet.filters.rspamd import RspamdFilter
-        from mailfleet.filters.rules import BuiltinRules
-
-        filters: list[Filter] = [BuiltinRules()] if settings.builtin_rules else []
-        if settings.rspamd_url:
-            filters.append(
-                RspamdFilter(
-                    settings.rspamd_url,
-                    timeout=settings.rspamd_timeout_seconds,
-                    password=settings.rspamd_password,
-                )
-            )
         return cls(
-            [*filters, *content_filters(settings)],
+            [*spam_scorers(settings), *content_filters(settings)],
             spam_score=settings.spam_score,
             reject_score=settings.reject_score,
         )
@@ -225,6 +203,24 @@ class FilterPipeline:
         )
         quarantined = any(r.verdict == Verdict.QUARANTINE for r in results)
         return Outcome(verdict, score, reasons, headers, quarantined, tuple(results))
+
+
+def spam_scorers(settings: FilterSettings) -> list[Filter]:
+    """The filters that score how a mail reads: the built-in rules and
+    rspamd, as configured."""
+    from mailfleet.filters.rspamd import RspamdFilter
+    from mailfleet.filters.rules import BuiltinRules
+
+    filters: list[Filter] = [BuiltinRules()] if settings.builtin_rules else []
+    if settings.rspamd_url:
+        filters.append(
+            RspamdFilter(
+                settings.rspamd_url,
+                timeout=settings.rspamd_timeout_seconds,
+                password=settings.rspamd_password,
+            )
+        )
+    return filters
 
 
 def content_filters(settings: FilterSettings) -> list[Filter]:
