@@ -12,16 +12,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any, cast
 
-from mailfleet.delivery.local import StoredParts, store_parts
+from mailfleet.delivery.local import (
+    StoredParts,
+    judge_per_account,
+    spam_fields,
+    spam_reasons,
+    store_parts,
+)
 from mailfleet.filters import FilterResult, FilterUnavailable, MailToCheck, Verdict
-from mailfleet.filters.bayes import BayesFilter, mail_tokens
-from mailfleet.filters.pipeline import FilterPipeline, Outcome, refusal
+from mailfleet.filters.bayes import BayesFilter
+from mailfleet.filters.pipeline import FilterPipeline, Outcome
 from mailfleet.filters.sender_auth import author_domains
 from mailfleet.ids import new_id, now_ms
 from mailfleet.proto.addresses import Address, AddressError, mailbox_key, normalize_email
@@ -38,7 +44,6 @@ from mailfleet.storage.interfaces import (
     QuarantinedMail,
     Queue,
     QueueItem,
-    SpamReason,
 )
 
 INCOMING = "incoming"
@@ -152,8 +157,8 @@ class IncomingService:
 
     async def check_at_smtp(self, envelope: Envelope, raw: bytes) -> dict[str, FilterResult]:
         """The filters that run before the MX answers DATA (sender
-        authentication), by filter name: ``smtp_refusal`` says whether to
-        refuse, ``accept`` takes them along so that worker-in does not ask
+        authentication), by filter name: ``filters.pipeline.refusal`` says
+        whether to refuse, ``accept`` takes them along so that worker-in does not ask
         again. Raises FilterUnavailable or StorageError (the caller accepts
         the mail unchecked then: worker-in checks it)."""
         if not self.filters.smtp_filters:
@@ -166,10 +171,6 @@ class IncomingService:
             helo=envelope.helo,
         )
         return await self.filters.check_at_smtp(mail)
-
-    @staticmethod
-    def smtp_refusal(checked: dict[str, FilterResult]) -> str | None:
-        return refusal(checked)
 
     async def mailbox(self, key: str) -> Mailbox | None:
         """The hosted mailbox an address key names, cached for
@@ -244,7 +245,7 @@ class IncomingService:
             "helo": envelope.helo,
         }
         if ours:
-            checked = {f.name: FilterResult() for f in self.filters.sender_checks}
+            checked = {f.name: FilterResult() for f in self.filters.smtp_filters}
         if checked:
             payload["checked"] = {name: r.to_json() for name, r in checked.items()}
         await self.queue.put(INCOMING, payload, dedupe_key=dedupe_key)
@@ -289,16 +290,6 @@ class IncomingService:
             await self._hold(payload, parsed, recipients, outcome)
             return []
         parts = await store_parts(self.blobs, parsed)
-        tokens = (
-            mail_tokens(
-                parsed.subject,
-                parsed.sender.email if parsed.sender else None,
-                parsed.text,
-                parsed.html,
-            )
-            if self.bayes is not None
-            else ()
-        )
         mailboxes = []
         for email in recipients:
             mailbox = await self.mailbox(email)
@@ -307,24 +298,21 @@ class IncomingService:
                 log.warning("mail %s: %s has no mailbox any more", payload["queue_id"], email)
                 continue
             mailboxes.append(mailbox)
-        outcomes = [outcome] * len(mailboxes)
-        if self.bayes is not None:
-            # The same mail is spam to one user and ham to another: each
-            # account's statistics, read side by side (on PostgreSQL, on
-            # each account's shard).
-            bayes = self.bayes
-            judged = await asyncio.gather(*(bayes.check(m.account_id, tokens) for m in mailboxes))
-            outcomes = [
-                self.filters.extended(outcome, result) if result is not None else outcome
-                for result in judged
-            ]
+        outcomes = await judge_per_account(
+            self.filters,
+            self.bayes,
+            outcome,
+            [m.account_id for m in mailboxes],
+            subject=parsed.subject,
+            sender=parsed.sender.email if parsed.sender else None,
+            text=parsed.text,
+            html=parsed.html,
+        )
         copies = []
         for mailbox, own in zip(mailboxes, outcomes, strict=True):
             # Refused mail that was already accepted goes to Junk as well.
             folder_id = mailbox.inbox_id if own.verdict == Verdict.HAM else mailbox.junk_id
-            reasons = tuple(SpamReason(r.name, r.score, r.detail) for r in own.reasons)
-            result = (own.verdict.value, own.score, reasons, own.header_block())
-            copies.append(self._copy(mailbox, folder_id, payload, parsed, parts, result))
+            copies.append(self._copy(mailbox, folder_id, payload, parsed, parts, spam_fields(own)))
         return copies
 
     async def _hold(
@@ -351,7 +339,7 @@ class IncomingService:
                 raw_size=int(str(payload["raw_size"])),
                 verdict=outcome.verdict.value,
                 score=outcome.score,
-                reasons=tuple(SpamReason(r.name, r.score, r.detail) for r in outcome.reasons),
+                reasons=spam_reasons(outcome.reasons),
                 filter_headers=outcome.header_block(),
             )
         )
@@ -372,14 +360,19 @@ class IncomingService:
             "raw_hash": entry.raw_hash,
             "raw_size": entry.raw_size,
         }
-        result = (entry.verdict, entry.score, entry.reasons, entry.filter_headers)
+        spam = {
+            "spam_verdict": entry.verdict,
+            "spam_score": entry.score,
+            "spam_reasons": entry.reasons,
+            "filter_headers": entry.filter_headers,
+        }
         copies, delivered = [], []
         for email in dict.fromkeys(entry.recipients):
             mailbox = await self.mailbox(mailbox_key(email))
             if mailbox is None:
                 log.warning("quarantined %d: %s has no mailbox any more", entry.id, email)
                 continue
-            copies.append(self._copy(mailbox, mailbox.inbox_id, payload, parsed, parts, result))
+            copies.append(self._copy(mailbox, mailbox.inbox_id, payload, parsed, parts, spam))
             delivered.append(mailbox.email)
         await self.mailboxes.store_messages(copies)
         return delivered
@@ -391,11 +384,10 @@ class IncomingService:
         payload: dict[str, object],
         parsed: ParsedMessage,
         parts: StoredParts,
-        result: tuple[str, float, tuple[SpamReason, ...], str],
+        spam: Mapping[str, Any],
     ) -> NewMessage:
-        """One recipient's copy; ``result``: the filters' verdict, score,
-        reasons and header block."""
-        verdict, score, reasons, filter_headers = result
+        """One recipient's copy; ``spam``: the filters' verdict, score,
+        reasons and header block (``NewMessage``'s spam fields)."""
         message_id = new_id()
         # store_messages places the copy in its thread (threadkeys.py)
         # in the transaction that stores it: no lookups here.
@@ -423,10 +415,7 @@ class IncomingService:
             body_hash=parts.body_hash,
             html_hash=parts.html_hash,
             attachments=parts.attachments,
-            spam_verdict=verdict,
-            spam_score=score,
-            spam_reasons=reasons,
-            filter_headers=filter_headers,
+            **spam,
         )
 
 

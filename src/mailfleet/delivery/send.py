@@ -17,11 +17,11 @@ from datetime import UTC, datetime
 
 from mailfleet.config import LimitSettings
 from mailfleet.delivery.abuse import OutboundAbuse, Standing
-from mailfleet.delivery.local import spam_fields, store_parts
+from mailfleet.delivery.local import judge_per_account, spam_fields, store_parts
 from mailfleet.delivery.outbox import queue_outgoing
 from mailfleet.errors import Invalid, RateLimited, TooLarge, Unavailable
 from mailfleet.filters import FilterUnavailable, MailToCheck, Verdict
-from mailfleet.filters.bayes import BayesFilter, mail_tokens
+from mailfleet.filters.bayes import BayesFilter
 from mailfleet.filters.pipeline import FilterPipeline, Outcome
 from mailfleet.ids import new_id, now_ms, parse_id
 from mailfleet.proto.addresses import Address, AddressError, mailbox_key, normalize_email
@@ -286,15 +286,15 @@ class SendService:
         parsed: ParsedMessage | None,
         local: dict[Address, int],
         remote: list[Address],
-    ) -> Outcome | None:
+    ) -> Outcome:
         """The send filters before anything is stored. Content (virus
         scanner, attachment policy): Invalid (422, SMTP 554 5.7.1) with what
         was found, Unavailable (503, SMTP 451 4.7.1) when the scanner cannot
         answer now. Spam: counted against the account (delivery/abuse.py);
         a ``reject`` is refused (``spam_refused``), a ``spam`` goes out, in
-        Junk for hosted recipients. The outcome, or None with no filters."""
+        Junk for hosted recipients."""
         if not self.filters.filters:
-            return None
+            return self.filters.outcome([])
         if parsed is None:
             parsed = await asyncio.to_thread(parse_message, raw)
         mail = MailToCheck(
@@ -395,7 +395,7 @@ class SendService:
         message: _Outgoing,
         local: dict[Address, int],
         remote: list[Address],
-        outcome: Outcome | None = None,
+        outcome: Outcome,
     ) -> Sent:
         """The last steps of every send: the Sent copy and the hosted
         recipients' Inbox copies in one store call, then one ``outgoing`` item
@@ -450,8 +450,18 @@ class SendService:
         )
         sent_copy = copy(account.id, sent_folder.id, is_sender=True, delivery=delivery)
         inbox_copies = []
-        for recipient_id, own in (await self._judge_per_recipient(message, local, outcome)).items():
-            spam = own is not None and own.verdict != Verdict.HAM
+        recipients = list(dict.fromkeys(local.values()))
+        judged = await judge_per_account(
+            self.filters,
+            self.bayes,
+            outcome,
+            recipients,
+            subject=message.subject,
+            sender=message.sender.email if message.sender else None,
+            text=message.body_text,
+        )
+        for recipient_id, own in zip(recipients, judged, strict=True):
+            spam = own.verdict != Verdict.HAM
             folder = await self.mailboxes.folder_by_role(recipient_id, "junk" if spam else "inbox")
             inbox_copies.append(
                 copy(recipient_id, folder.id, is_sender=False, judged=own if spam else None)
@@ -470,25 +480,6 @@ class SendService:
             recipients=[a.email for a in remote],
         )
         return Sent(sent_id, "queued")
-
-    async def _judge_per_recipient(
-        self, message: _Outgoing, local: dict[Address, int], outcome: Outcome | None
-    ) -> dict[int, Outcome | None]:
-        """Each hosted recipient account's outcome: the send filters', with
-        that account's Bayes result added (a user who taught their Junk what
-        a mail like this is gets it there, from a neighbour as from outside)."""
-        recipients = list(dict.fromkeys(local.values()))
-        judged: dict[int, Outcome | None] = dict.fromkeys(recipients, outcome)
-        if self.bayes is None or not recipients:
-            return judged
-        sender = message.sender.email if message.sender else None
-        tokens = mail_tokens(message.subject, sender, message.body_text)
-        results = await asyncio.gather(*(self.bayes.check(r, tokens) for r in recipients))
-        base = outcome if outcome is not None else self.filters.outcome([])
-        for recipient_id, result in zip(recipients, results, strict=True):
-            if result is not None:
-                judged[recipient_id] = self.filters.extended(base, result)
-        return judged
 
     async def _owned_upload(self, account: Account, ref: str) -> Upload:
         upload_id = parse_id(ref)

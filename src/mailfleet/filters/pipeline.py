@@ -92,12 +92,10 @@ class FilterPipeline:
         spam_score: float,
         reject_score: float,
         smtp_filters: Sequence[Filter] = (),
-        sender_checks: Sequence[Filter] = (),
     ) -> None:
         self.filters = tuple(filters)
-        # The filters that look at MailToCheck.hosted_domains: finding them
-        # costs a header scan and directory lookups for every mail.
-        self.sender_checks = tuple(sender_checks)
+        # The sender checks: they also look at MailToCheck.hosted_domains,
+        # which costs a header scan and directory lookups for every mail.
         self.smtp_filters = tuple(smtp_filters)
         if any(f not in self.filters for f in self.smtp_filters):
             raise ValueError("an SMTP-time filter must also be one of the pipeline's filters")
@@ -128,7 +126,6 @@ class FilterPipeline:
             spam_score=config.spam_score,
             reject_score=config.reject_score,
             smtp_filters=smtp_filters,
-            sender_checks=smtp_filters,
         )
 
     @classmethod
@@ -145,9 +142,9 @@ class FilterPipeline:
         )
 
     def checks_senders(self, prior: Mapping[str, FilterResult] | None = None) -> bool:
-        """Whether a filter still to run (not in ``prior``) needs the hosted
-        domains among the mail's senders."""
-        return any(f.name not in (prior or {}) for f in self.sender_checks)
+        """Whether a sender check is still to run (not in ``prior``): it
+        needs the hosted domains among the mail's senders."""
+        return any(f.name not in (prior or {}) for f in self.smtp_filters)
 
     async def close(self) -> None:
         """Lets go of what the filters hold (connections to their services)."""

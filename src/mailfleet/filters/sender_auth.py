@@ -51,11 +51,11 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import re
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Generic, Literal, TypeVar
+from typing import Any, Final, Literal
 
+import cachetools
 import dkim
 import dns.asyncresolver
 import dns.exception
@@ -175,37 +175,6 @@ def _spf_dns_lookup(
 
 
 spf.DNSLookup = _spf_dns_lookup
-
-
-_K = TypeVar("_K")
-_V = TypeVar("_V")
-
-
-class _ExpiringCache(Generic[_K, _V]):
-    """At most ``max_size`` entries, each for ``seconds`` (monotonic clock);
-    the oldest go first when full."""
-
-    def __init__(self, seconds: float, *, max_size: int) -> None:
-        self.seconds = seconds
-        self.max_size = max_size
-        self._entries: dict[_K, tuple[float, _V]] = {}
-
-    def get(self, key: _K) -> _V | None:
-        found = self._entries.get(key)
-        if found is None:
-            return None
-        if found[0] < time.monotonic():
-            del self._entries[key]
-            return None
-        return found[1]
-
-    def put(self, key: _K, value: _V) -> None:
-        if self.seconds <= 0 or self.max_size <= 0:
-            return
-        self._entries.pop(key, None)
-        while len(self._entries) >= self.max_size:
-            del self._entries[next(iter(self._entries))]
-        self._entries[key] = (time.monotonic() + self.seconds, value)
 
 
 # -- the checks, as data -------------------------------------------------------
@@ -443,8 +412,9 @@ class SenderAuthFilter:
         self._sync_resolver = build_resolver(
             dns.resolver.Resolver, nameservers=nameservers, port=port, timeout=timeout, cache=cache
         )
-        self._spf_results = _ExpiringCache[tuple[str, str, str], tuple[str, str]](
-            spf_cache_seconds, max_size=dns_cache_size
+        # Read and written on the event loop only: no lock.
+        self._spf_results: cachetools.TTLCache[tuple[str, str, str], tuple[str, str]] = (
+            cachetools.TTLCache(maxsize=max(1, dns_cache_size), ttl=spf_cache_seconds)
         )
         unknown = set(scores or ()) - set(DEFAULT_SCORES)
         if unknown:
@@ -505,7 +475,7 @@ class SenderAuthFilter:
                 self._spf_time_limit,
             )
             if result != "temperror":
-                self._spf_results.put(key, (result, explanation))
+                self._spf_results[key] = (result, explanation)
         return SpfOutcome(result, identity, domain, explanation)
 
     async def _dkim(self, raw: bytes, head: bytes) -> tuple[list[DkimOutcome], ArcOutcome | None]:

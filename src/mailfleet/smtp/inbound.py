@@ -26,6 +26,7 @@ from mailfleet.config import Settings
 from mailfleet.delivery.incoming import Envelope, IncomingService, RecipientVerdict
 from mailfleet.errors import RateLimited
 from mailfleet.filters import FilterResult, FilterUnavailable
+from mailfleet.filters.pipeline import refusal
 from mailfleet.ratelimit import RateLimiter
 from mailfleet.storage.errors import StorageError
 
@@ -103,7 +104,7 @@ class MxHandler:
             tls=session.ssl is not None,
         )
         checked = await self._check_sender(mail, raw)
-        reason = self.service.smtp_refusal(checked)
+        reason = refusal(checked)
         if reason is not None:
             log.info("refused mail from %s: %s", mail.client_ip, reason)
             return f"550 5.7.1 {reason}"

@@ -21,10 +21,9 @@ from mailfleet.storage.interfaces import (
     Domain,
     QuarantinedMail,
     Session,
-    SpamReason,
 )
 from mailfleet.storage.sql.query import Query, ReadSession, ReadSessions
-from mailfleet.storage.sql.rows import account_from_row
+from mailfleet.storage.sql.rows import account_from_row, reasons_from_json, reasons_to_json
 from mailfleet.storage.sql.schema import accounts, dkim_keys, domains, quarantine, sessions
 from mailfleet.storage.sql.transaction import Transaction
 
@@ -86,7 +85,7 @@ def _quarantined(row: Any) -> QuarantinedMail:
         raw_size=row["raw_size"],
         verdict=row["verdict"],
         score=row["score"],
-        reasons=tuple(SpamReason(n, s, d) for n, s, d in orjson.loads(row["reasons"])),
+        reasons=reasons_from_json(row["reasons"]),
         filter_headers=row["filter_headers"],
         status=row["status"],
         resolved_at=row["resolved_at"],
@@ -274,9 +273,7 @@ class SqlDirectoryStore:
                         raw_size=mail.raw_size,
                         verdict=mail.verdict,
                         score=mail.score,
-                        reasons=json.dumps(
-                            [[r.name, r.score, r.detail] for r in mail.reasons], ensure_ascii=False
-                        ),
+                        reasons=reasons_to_json(mail.reasons),
                         filter_headers=mail.filter_headers,
                     )
                 )

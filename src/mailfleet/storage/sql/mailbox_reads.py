@@ -21,7 +21,6 @@ from mailfleet.storage.interfaces import (
     ListCursor,
     Message,
     MessageSummary,
-    SpamReason,
     StaleSend,
     ThreadSummary,
     Upload,
@@ -33,6 +32,7 @@ from mailfleet.storage.sql.rows import (
     attachment_from_row,
     delivery_from_row,
     folder_from_row,
+    reasons_from_json,
     summary_from_row,
 )
 from mailfleet.storage.sql.schema import (
@@ -316,10 +316,7 @@ class SqlMailboxReads:
             spam_score=row["spam_score"],
             attachments=tuple(attachment_from_row(a) for a in attachments),
             delivery=tuple(delivery_from_row(d) for d in delivery),
-            spam_reasons=tuple(
-                SpamReason(str(name), float(score), str(detail))
-                for name, score, detail in orjson.loads(row["spam_reasons"] or "[]")
-            ),
+            spam_reasons=reasons_from_json(row["spam_reasons"]),
             filter_headers=row["filter_headers"] or "",
             bayes_trained=row["bayes_trained"],
         )

@@ -17,6 +17,7 @@ from mailfleet.storage.interfaces import (
     Folder,
     MessageSummary,
     NewMessage,
+    SpamReason,
 )
 from mailfleet.storage.sql.schema import messages
 
@@ -162,9 +163,7 @@ def message_row(m: NewMessage) -> dict[str, Any]:
         has_attachments=any(not a.inline for a in m.attachments),
         spam_verdict=m.spam_verdict,
         spam_score=m.spam_score,
-        spam_reasons=json.dumps([[r.name, r.score, r.detail] for r in m.spam_reasons])
-        if m.spam_reasons
-        else None,
+        spam_reasons=reasons_to_json(m.spam_reasons) if m.spam_reasons else None,
         filter_headers=m.filter_headers or None,
         bayes_trained=None,  # taught later, by moves (decision 0022)
     )
@@ -184,3 +183,15 @@ def attachment_from_row(a: Any) -> Attachment:
 
 def delivery_from_row(d: Any) -> Delivery:
     return Delivery(d["email"], d["status"], d["detail"], d["next_attempt_at"])
+
+
+def reasons_to_json(reasons: Sequence[SpamReason]) -> str:
+    """The filters' reasons in a text column: ``[[name, score, detail], ...]``."""
+    return json.dumps([[r.name, r.score, r.detail] for r in reasons], ensure_ascii=False)
+
+
+def reasons_from_json(text: str | None) -> tuple[SpamReason, ...]:
+    return tuple(
+        SpamReason(str(name), float(score), str(detail))
+        for name, score, detail in orjson.loads(text or "[]")
+    )
