@@ -283,12 +283,17 @@ async def test_a_client_dribbling_data_is_cut_off_while_others_are_served(
     assert len(await bob.messages("inbox")) == 1  # nothing of the slow mail
 
 
+# Above the second a thousand greetings take on the distributed profile (one
+# Redis count each, for the per-IP connection limit).
+IDLE_TIMEOUT = 3
+
+
 async def test_many_idle_connections_are_bounded_and_each_closed_after_the_timeout(
     start_service: StartService,
 ) -> None:
     # The default per-IP limits stay: the idle clients come from many
     # 127.0.0.x addresses, 20 (the default limit) from each.
-    service = await start_service({"smtp": {"timeout_seconds": 2}})
+    service = await start_service({"smtp": {"timeout_seconds": IDLE_TIMEOUT}})
     bob = await service.user("bob")
     count, per_address = 1000, 20
 
@@ -301,23 +306,28 @@ async def test_many_idle_connections_are_bounded_and_each_closed_after_the_timeo
             )
         )
         greetings = await asyncio.gather(*(c.reply() for c in idle))
-    assert all(g.startswith("220") for g in greetings)
+    refused = [g for g in greetings if not g.startswith("220")]
+    assert not refused, refused[:3]
     assert peak.growth_mib < 64, f"{count} idle sessions took {peak.growth_mib:.0f} MiB"
 
     # A new client is served while they are all open.
     client = await _transaction(service, "mx", None, bob.email)
     await client.send(b"Subject: while idle\r\n\r\nserved\r\n.\r\n")
     assert (await client.reply()).startswith("250 2.0.0")
-    assert time.monotonic() - opened < 2  # before any idle one was closed
+    assert time.monotonic() - opened < IDLE_TIMEOUT  # before any idle one was closed
     client.close()
 
     # Each idle one is told and hung up on after the idle timeout, not before.
-    endings = await asyncio.gather(*(c.rest(timeout=10) for c in idle))
-    closed_after = time.monotonic() - opened
+    async def ending(client: RawClient) -> tuple[list[str], float]:
+        lines = await client.rest(timeout=10)
+        return lines, time.monotonic() - opened
+
+    endings = await asyncio.gather(*(ending(c) for c in idle))
     for client in idle:
         client.close()
-    assert all(e and e[-1].startswith("421 4.4.2") for e in endings), endings[:3]
-    assert 1.9 < closed_after < 8
+    assert all(lines and lines[-1].startswith("421 4.4.2") for lines, _ in endings)
+    closed_at = sorted(at for _, at in endings)
+    assert closed_at[0] > IDLE_TIMEOUT - 0.1 and closed_at[-1] < 3 * IDLE_TIMEOUT, closed_at
     assert [m["subject"] for m in await bob.wait_for("inbox", 1)] == ["while idle"]
 
 
