@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from mailfleet.delivery.incoming import Envelope
 from tests.conftest import PASSWORD, Service, StartService, User
 from tests.support.memory import PeakMemory
 
@@ -346,3 +347,36 @@ async def test_a_client_dribbling_a_command_is_cut_off_at_the_idle_timeout(
     client.close()
     assert replies and replies[-1].startswith("421 4.4.2"), replies
     assert 0.9 < time.monotonic() - started < 5
+
+
+async def test_worker_in_parses_huge_header_sections_in_bounded_time_and_memory(
+    service: Service,
+) -> None:
+    """Mail that reached the incoming queue another way (a larger limit
+    then, a peer of ours): worker-in's MIME parsing of 100,000 fields and a
+    4 MB folded field stays within seconds and a bounded multiple of the
+    mail's size, and the reader gets the mail."""
+    bob = await service.user("bob")
+    raw = (
+        b"From: sender@outside.example\r\nSubject: parsed anyway\r\n"
+        + _many_fields(100_000)
+        + _folded_field(4 << 20)
+        + b"\r\nthe body\r\n"
+    )
+    envelope = Envelope(
+        mail_from=SENDER,
+        recipients=[bob.email],
+        client_ip="192.0.2.1",
+        helo="client.example",
+        tls=False,
+    )
+    started = time.monotonic()
+    with PeakMemory() as peak:
+        await service.runtime.incoming.accept(envelope, raw)
+        inbox = await bob.wait_for("inbox", 1, timeout=30)
+    elapsed = time.monotonic() - started
+    assert [m["subject"] for m in inbox] == ["parsed anyway"]
+    assert elapsed < 10, f"took {elapsed:.1f} s"
+    size_mib = len(raw) / (1 << 20)
+    assert peak.growth_mib < 40 * size_mib, f"{size_mib:.0f} MiB took {peak.growth_mib:.0f} MiB"
+    assert "the body" in str((await _body(bob, inbox[0]["id"]))["body"])
