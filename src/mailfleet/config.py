@@ -225,7 +225,18 @@ class SmtpSettings(_Section):
     max_connections_per_ip: int = Field(20, gt=0, description="concurrent, per client IP")
     connections_per_minute_per_ip: int = Field(600, gt=0, description="421 beyond")
     messages_per_minute_per_ip: int = Field(600, gt=0, description="451 beyond")
-    timeout_seconds: float = Field(300, gt=0, description="idle time before we hang up")
+    timeout_seconds: float = Field(
+        300,
+        gt=0,
+        description="longest wait for a client's next command, then 421 and hang up (RFC 5321"
+        " section 4.5.3.2.7 asks for at least 5 minutes)",
+    )
+    data_timeout_seconds: float = Field(
+        600,
+        gt=0,
+        description="longest a whole DATA transfer may take, however steadily the bytes come"
+        " (a client dribbling one byte a second), then 421 and hang up",
+    )
     failed_logins_per_ip: int = Field(
         10, gt=0, description="submission AUTH failures per window before 454 (brute force)"
     )
@@ -349,6 +360,12 @@ class BlobSettings(_Section):
 
 class LimitSettings(_Section):
     max_message_bytes: int = Field(25 * 1024 * 1024, gt=0, description="whole message")
+    max_header_bytes: int = Field(
+        256 * 1024,
+        gt=0,
+        description="header section of a message received over SMTP (MX and submission);"
+        " 552 5.3.4 beyond",
+    )
     max_attachment_bytes: int = Field(25 * 1024 * 1024, gt=0, description="one upload")
     max_recipients: int = Field(100, gt=0, description="To + Cc + Bcc of one message")
     send_per_minute: int = Field(60, gt=0, description="messages an account may send a minute")

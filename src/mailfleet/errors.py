@@ -40,6 +40,14 @@ class NotFound(MailfleetError):
     code = "not_found"
 
 
+class ContentUnavailable(NotFound):
+    """The message exists but the stored bytes asked for (its source, an
+    attachment) are lost: gone for good, so 404 with a code of its own, never
+    503 (retrying cannot bring them back)."""
+
+    code = "content_unavailable"
+
+
 class Conflict(MailfleetError):
     status = 409
     code = "conflict"

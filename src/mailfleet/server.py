@@ -28,6 +28,9 @@ from mailfleet.smtp.tls import self_signed, server_context
 log = logging.getLogger("mailfleet.server")
 
 ROLES = ("api", "realtime", "smtp-in", "submission", "worker-in", "worker-out")
+# Connections the kernel completes before we accept them. A burst past it
+# (a thousand MTAs at once) makes clients wait out SYN-ACK retransmissions.
+LISTEN_BACKLOG = 1024
 
 
 def bind(hostport: str) -> socket.socket:
@@ -39,7 +42,7 @@ def bind(hostport: str) -> socket.socket:
     # body, SMTP multi-line) must not wait 40 ms for a delayed ACK (Nagle).
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind((host, port))
-    sock.listen(1024)
+    sock.listen(LISTEN_BACKLOG)
     sock.setblocking(False)
     return sock
 
@@ -177,6 +180,8 @@ class Server:
             "tls_context": await self._tls_context(),
             "require_starttls": False,
             "timeout": smtp.timeout_seconds,
+            "data_timeout": smtp.data_timeout_seconds,
+            "header_limit": settings.limits.max_header_bytes,
             "proxy_from": proxy_networks(smtp.proxy_trusted) if smtp.proxy_protocol else (),
         }
 
@@ -189,7 +194,11 @@ class Server:
             return session
 
         sock = bind(listen)
-        return sock, await asyncio.get_running_loop().create_server(factory, sock=sock)
+        # asyncio listens again with its own backlog (100 unless told).
+        server = await asyncio.get_running_loop().create_server(
+            factory, sock=sock, backlog=LISTEN_BACKLOG
+        )
+        return sock, server
 
     async def _start_smtp(self) -> None:
         settings = self.runtime.settings

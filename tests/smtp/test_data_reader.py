@@ -1,7 +1,9 @@
 """Our buffered DATA reader (smtp/server.py) answers exactly as aiosmtpd's
-line-by-line one: the same replies and the same stored bytes for the same
-client bytes, however the bytes are split into TCP segments, including
-commands pipelined after the final dot."""
+line-by-line one for CRLF mail: the same replies and the same stored bytes
+for the same client bytes, however the bytes are split into TCP segments,
+including commands pipelined after the final dot. Where it differs on
+purpose (bare LF and CR become CRLF, decision 0025) the bytes it stores are
+pinned here too."""
 
 from __future__ import annotations
 
@@ -66,7 +68,6 @@ CASES = {
     "first line a dot": [ENVELOPE, b"..\r\nx\r\n.\r\n"],
     "split terminator": [ENVELOPE, b"a\r\nb\r", b"\n.", b"\r", b"\n"],
     "split at line start": [ENVELOPE, b"a\r\n", b".\r\n"],
-    "bare LF and CR": [ENVELOPE, b"a\nb\rc\r\n.x\n.\r\n.\r\n"],
     "line of 999": [ENVELOPE, b"a" * 999 + b"\r\n.\r\n"],
     "line of 1000": [ENVELOPE, b"a" * 1000 + b"\r\n.\r\n"],
     "line of 1002 in parts": [ENVELOPE, b"a" * 700, b"a" * 302 + b"\r\n.\r\n"],
@@ -105,3 +106,29 @@ async def test_same_replies_and_bytes_as_aiosmtpd(case: str) -> None:
     assert _normalize(our_replies) == _normalize(their_replies)
     assert ours.mails == theirs.mails
     assert our_replies[-1].startswith("221")
+
+
+BARE_LINE_ENDS = {
+    # aiosmtpd stores these bytes as they came: b"a\nb\rc\r\n.x\n.\r\n".
+    "LF and CR in a line": (b"a\nb\rc\r\n.x\n.\r\n.\r\n", b"a\r\nb\r\nc\r\nx\r\n\r\n"),
+    # LF.CRLF is no end of data: only CRLF.CRLF is.
+    "only LF": (
+        b"Subject: s\n\nline\n..dot\n.\r\nstill body\r\n.\r\n",
+        b"Subject: s\r\n\r\nline\r\n.dot\r\n\r\nstill body\r\n",
+    ),
+    "CR LF split over segments": (b"a\r", b"a\r\n"),
+}
+
+
+@pytest.mark.parametrize("case", BARE_LINE_ENDS)
+async def test_bare_line_ends_are_stored_as_crlf(case: str) -> None:
+    sent, stored = BARE_LINE_ENDS[case]
+    segments = [ENVELOPE, sent]
+    if case == "CR LF split over segments":
+        segments.append(b"\n.\r\n")
+    ours = Capture()
+    limits = ConnectionLimits(RateLimiter(MemoryCache()), 100, 10_000)
+    async for port in _serve(lambda: MailfleetSMTP(ours, limits=limits)):
+        replies = await _session(port, segments)
+    assert "250 OK 1" in replies
+    assert ours.mails == [stored]

@@ -355,3 +355,39 @@ def _files(store: FileBlobStore) -> dict[str, int]:
             rows = pack.execute("SELECT hash, length(data) FROM blobs").fetchall()
         found.update((f"small/{name}", size) for name, size in rows)
     return found
+
+
+async def damage_stored_blob(blobs: object, blob_hash: str, replacement: bytes | None) -> None:
+    """Behind the blob store's back, as a failing disk or a careless hand
+    would: the blob's stored bytes removed (``replacement`` None) or
+    replaced, in the S3 bucket, the directory or the small-blob pack."""
+    if isinstance(blobs, S3BlobStore):
+        key = blobs.key(blob_hash)
+        if replacement is None:
+            await blobs.s3.delete_object(Bucket=blobs.bucket, Key=key)
+        else:
+            await blobs.s3.put_object(Bucket=blobs.bucket, Key=key, Body=replacement)
+        return
+    if isinstance(blobs, FileBlobStore):
+        await asyncio.to_thread(_damage_file_blob, blobs, blob_hash, replacement)
+        return
+    raise TypeError(f"no way to damage a blob of {type(blobs).__name__}")
+
+
+def _damage_file_blob(store: FileBlobStore, blob_hash: str, replacement: bytes | None) -> None:
+    path = store.path(blob_hash)
+    if path.exists():
+        if replacement is None:
+            path.unlink()
+        else:
+            path.write_bytes(replacement)
+        return
+    with contextlib.closing(sqlite3.connect(store.pack_path, isolation_level=None)) as pack:
+        if replacement is None:
+            changed = pack.execute("DELETE FROM blobs WHERE hash = ?", (blob_hash,))
+        else:
+            changed = pack.execute(
+                "UPDATE blobs SET data = ? WHERE hash = ?", (replacement, blob_hash)
+            )
+        if changed.rowcount != 1:
+            raise LookupError(f"blob {blob_hash} is neither a file nor in the pack")

@@ -163,6 +163,11 @@ class MessageOut(SummaryOut):
     references: list[str]
     spam: SpamOut
     delivery: list[DeliveryOut] | None = None
+    body_unavailable: bool = Field(
+        False,
+        description="the stored body could not be read (lost or damaged): body and html are"
+        " empty, the other fields come from the message's metadata",
+    )
 
 
 class PageOut(BaseModel):
@@ -337,4 +342,5 @@ def message_json(view: MessageView) -> dict[str, Any]:
             ],
         },
         "delivery": [delivery_json(d) for d in m.delivery] if m.delivery else None,
+        "body_unavailable": view.body_unavailable,
     }

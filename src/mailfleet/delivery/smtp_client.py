@@ -205,13 +205,22 @@ class SmtpConnection:
             self.close()
 
     async def read_reply(self) -> Reply:
+        """One whole reply within ``command_timeout`` (RFC 5321 section
+        4.5.3.2), however its bytes and lines trickle in: a deadline per
+        line let a server that dribbles a long multi-line reply hold the
+        delivery for lines times the timeout."""
+        try:
+            async with asyncio.timeout(self.command_timeout):
+                return await self._read_reply()
+        except TimeoutError:
+            raise SmtpError(f"{self.host} did not answer in time") from None
+
+    async def _read_reply(self) -> Reply:
         lines: list[str] = []
         code = 0
         while True:
             try:
-                raw = await asyncio.wait_for(self._reader.readline(), self.command_timeout)
-            except TimeoutError:
-                raise SmtpError(f"{self.host} did not answer in time") from None
+                raw = await self._reader.readline()
             except (OSError, ValueError) as exc:  # ValueError: a line over the limit
                 raise SmtpError(f"reading from {self.host} failed: {exc}") from None
             if not raw.endswith(b"\n"):

@@ -9,15 +9,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from mailfleet.errors import BadInput, Conflict, Invalid, NotFound
+from mailfleet.errors import BadInput, Conflict, ContentUnavailable, Invalid, NotFound
 from mailfleet.filters.bayes import HAM, SPAM, BayesFilter, mail_tokens
 from mailfleet.ids import new_id, parse_id
 from mailfleet.proto.addresses import Address
-from mailfleet.storage.errors import DuplicateKey
+from mailfleet.storage.errors import BlobCorrupt, BlobMissing, DuplicateKey
 from mailfleet.storage.interfaces import (
     Attachment,
     BlobStore,
@@ -32,6 +33,11 @@ from mailfleet.storage.interfaces import (
 )
 
 T = TypeVar("T")
+log = logging.getLogger("mailfleet.mailbox")
+
+# A blob that is gone or no longer what its name says (BlobMissing,
+# BlobCorrupt): lost for good, unlike a backend that is down (503, try later).
+LOST_BLOB = (BlobMissing, BlobCorrupt)
 
 MAX_FOLDER_NAME = 200
 # GET /v1/threads/{id} answers the oldest this many; longer threads are rare
@@ -94,6 +100,9 @@ class MessageView:
     message: Message
     body: str
     html: str | None
+    # The text or HTML body could not be read (its blob lost): the view has
+    # what the metadata holds, and says so.
+    body_unavailable: bool = False
 
 
 class MailboxService:
@@ -240,8 +249,17 @@ class MailboxService:
 
     async def view(self, account_id: int, message_id: str) -> MessageView:
         message = await self.message(account_id, message_id)
-        body = (await self.blobs.get(message.body_hash)).decode() if message.body_hash else ""
-        html = (await self.blobs.get(message.html_hash)).decode() if message.html_hash else None
+        try:
+            body = await self._blob_text(message.body_hash)
+            html = await self._blob_text(message.html_hash) if message.html_hash else None
+        except LOST_BLOB as exc:
+            log.error(
+                "message %s of account %s: body unreadable, shown without it: %r",
+                message.summary.id,
+                account_id,
+                exc,
+            )
+            return MessageView(message, "", None, body_unavailable=True)
         return MessageView(message, body, html)
 
     async def raw(
@@ -249,13 +267,14 @@ class MailboxService:
     ) -> tuple[Message, int, AsyncIterator[bytes]]:
         """The message, the source's size and the source: the filters'
         header lines (Authentication-Results, X-Spam-*), then the mail as
-        received."""
+        received. A lost source raises ``ContentUnavailable`` here, before
+        anything is sent."""
         message = await self.message(account_id, message_id)
         added = message.filter_headers.encode("utf-8")
-        return message, len(added) + message.raw_size, self._source(added, message.raw_hash)
+        chunks = await self._opened(message, message.raw_hash, "source")
+        return message, len(added) + message.raw_size, self._source(added, chunks)
 
-    async def _source(self, added: bytes, raw_hash: str) -> AsyncIterator[bytes]:
-        chunks = self.blobs.stream(raw_hash)
+    async def _source(self, added: bytes, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         if added:
             # After the Return-Path line, which final delivery puts first
             # (RFC 5321 section 4.4), as a delivering MTA's filters do.
@@ -273,8 +292,38 @@ class MailboxService:
         aid = parse_id(attachment_id)
         for attachment in message.attachments:
             if attachment.id == aid:
-                return attachment, self.blobs.stream(attachment.blob_hash)
+                name = f"attachment {attachment.id}"
+                return attachment, await self._opened(message, attachment.blob_hash, name)
         raise NotFound("no such attachment", code="attachment_not_found")
+
+    async def _opened(self, message: Message, blob_hash: str, what: str) -> AsyncIterator[bytes]:
+        """The blob's chunks, the first already read: a blob that is lost
+        fails here, while an answer can still be a JSON error. (One found
+        corrupt past its first chunk ends the transfer early instead: its
+        status line is gone, and a cut download is not taken for whole.)"""
+        chunks = self.blobs.stream(blob_hash)
+        try:
+            first = await anext(chunks, None)
+        except LOST_BLOB as exc:
+            log.error(
+                "message %s of account %s: %s unreadable: %r",
+                message.summary.id,
+                message.summary.account_id,
+                what,
+                exc,
+            )
+            raise ContentUnavailable(
+                f"the message's {what} is missing from storage or damaged; the message"
+                " itself can still be read"
+            ) from None
+
+        async def rest() -> AsyncIterator[bytes]:
+            if first is not None:
+                yield first
+            async for chunk in chunks:
+                yield chunk
+
+        return rest()
 
     async def update(
         self,
@@ -349,16 +398,20 @@ class MailboxService:
     async def _tokens(self, message: Message) -> tuple[str, ...]:
         """The tokens worker-in judged the mail by: subject, sender, text and
         HTML as stored."""
-        text, html = await asyncio.gather(
-            self._blob_text(message.body_hash), self._blob_text(message.html_hash)
-        )
+        try:
+            text, html = await asyncio.gather(
+                self._blob_text(message.body_hash), self._blob_text(message.html_hash)
+            )
+        except LOST_BLOB:
+            text = html = ""  # taught by what the metadata still has
         sender = message.summary.sender
         return mail_tokens(
             message.summary.subject, sender.email if sender else None, text, html or None
         )
 
     async def _blob_text(self, blob_hash: str | None) -> str:
-        return (await self.blobs.get(blob_hash)).decode() if blob_hash else ""
+        # Bodies are stored as UTF-8 by worker-in and the send flow.
+        return (await self.blobs.get(blob_hash)).decode("utf-8", "replace") if blob_hash else ""
 
     async def delete(self, account_id: int, message_id: str) -> None:
         """To Trash; for good when it is in Trash already."""

@@ -4,7 +4,15 @@ reads commands in order from a buffered stream, so pipelined clients work),
 per-client-IP connection limits applied before the greeting (to the client a
 trusted balancer names in a PROXY protocol header, when it sends one), and a DATA
 reader that takes the mail in whole buffers rather than one awaited line at a
-time (the same replies as aiosmtpd's)."""
+time (aiosmtpd's replies for CRLF mail).
+
+Hostile clients (decision 0025): only CRLF.CRLF ends DATA, so ``<LF>.<LF>``
+and its kin cannot smuggle a second mail; bare LF and bare CR become CRLF
+(``proto/smtp_data.py``); a header section over ``limits.max_header_bytes``
+is refused with 552 5.3.4 and stops being buffered at once; a client idle
+for ``smtp.timeout_seconds`` before a command (RFC 5321 section 4.5.3.2.7),
+or slower than ``smtp.data_timeout_seconds`` over a whole DATA, is told 421
+4.4.2 and hung up on."""
 
 from __future__ import annotations
 
@@ -13,12 +21,13 @@ import ipaddress
 import logging
 import re
 from collections import Counter
-from typing import Any
+from typing import Any, cast
 
 from aiosmtpd.proxy_protocol import get_proxy
 from aiosmtpd.smtp import MISSING, SMTP
 
 from mailfleet.errors import RateLimited
+from mailfleet.proto.smtp_data import header_section_size, to_crlf, unstuff
 from mailfleet.ratelimit import RateLimiter
 
 log = logging.getLogger("mailfleet.smtp")
@@ -32,7 +41,9 @@ _ENHANCED = {
     "503 Error: need RCPT command": "503 5.5.1 Error: need RCPT command",
     "503 Error: need MAIL command": "503 5.5.1 Error: need MAIL command",
     "503 Error: nested MAIL command": "503 5.5.1 Error: nested MAIL command",
-    "500 Line too long (see RFC5321 4.5.3.1.6)": "500 5.5.2 Line too long",
+    "500 Line too long (see RFC5321 4.5.3.1.6)": (
+        "500 5.5.2 Line too long (RFC 5321 section 4.5.3.1.6)"
+    ),
     "421 Too many connections": "421 4.7.0 Too many connections",
 }
 
@@ -49,6 +60,10 @@ _PLAIN_PATH = re.compile(
 _END_OF_DATA = b"\r\n.\r\n"
 _TOO_LONG = "500 Line too long (see RFC5321 4.5.3.1.6)"
 _TOO_MUCH = "552 Error: Too much mail data"
+
+
+def _header_too_big(limit: int) -> str:
+    return f"552 5.3.4 Message header section too big: at most {limit} bytes"
 
 
 def _data_error(data: bytes | bytearray, size_limit: int, line_limit: int) -> str | None:
@@ -70,6 +85,37 @@ def _data_error(data: bytes | bytearray, size_limit: int, line_limit: int) -> st
         if size_limit and total > size_limit:
             return _TOO_MUCH
     return None
+
+
+def _content_error(
+    content: bytes, size_limit: int, line_limit: int, header_limit: int
+) -> str | None:
+    """The reply refusing DATA ``content`` (CRLF line ends, still
+    dot-stuffed), or None: a long line or too much data as aiosmtpd decides,
+    else a header section over ``header_limit`` (0: none)."""
+    error = _data_error(content, size_limit, line_limit)
+    if (
+        error is None
+        and header_limit
+        and header_section_size(content, header_limit, line_limit) > header_limit
+    ):
+        error = _header_too_big(header_limit)
+    return error
+
+
+def _early_error(
+    data: bytearray, size_limit: int, line_limit: int, header_limit: int, otherwise: str | None
+) -> str | None:
+    """The refusal decided before the end of data, from the complete lines
+    of ``data`` (the DATA command's CRLF first): a long line, too much
+    data, a header section too big; else ``otherwise`` when the line still
+    arriving is too long or not."""
+    partial = data.rfind(b"\n") + 1
+    lines = to_crlf(bytes(data[2:partial]))
+    error = _content_error(lines, size_limit, line_limit, header_limit)
+    if error is None and len(data) - partial + 2 > line_limit:
+        return _TOO_LONG
+    return error or otherwise
 
 
 class ConnectionLimits:
@@ -113,14 +159,39 @@ def _is_in(ip: str, networks: Networks) -> bool:
 
 class MailfleetSMTP(SMTP):
     def __init__(
-        self, *args: Any, limits: ConnectionLimits, proxy_from: Networks = (), **kwargs: Any
+        self,
+        *args: Any,
+        limits: ConnectionLimits,
+        proxy_from: Networks = (),
+        header_limit: int = 0,
+        data_timeout: float | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.limits = limits
         # Peers whose connections open with a PROXY protocol header naming the
         # real client (HAProxy ``send-proxy``); empty: PROXY is off.
         self.proxy_from = proxy_from
+        # The largest header section accepted (0: only the size limit).
+        self.header_limit = header_limit
+        # The longest a whole DATA transfer may take (None: ``timeout``).
+        self.data_timeout = data_timeout
         self._counted_ip: str | None = None
+
+    def _timeout_cb(self) -> None:
+        """aiosmtpd hangs up without a word; RFC 5321 section 3.8 wants a 421
+        first. A client that reads nothing (its window full) is dropped."""
+        # A stream transport, though not always a subclass of asyncio's (uvloop's).
+        transport = cast(asyncio.Transport | None, self.transport)
+        if transport is None or transport.is_closing():
+            return
+        assert self.session is not None
+        log.info("%r timed out; closing", self.session.peer)
+        transport.write(f"421 4.4.2 {self.hostname} Timeout exceeded; closing\r\n".encode())
+        if transport.get_write_buffer_size():
+            transport.abort()
+        else:
+            transport.close()
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         plain = _PLAIN_PATH.match(arg)
@@ -133,11 +204,13 @@ class MailfleetSMTP(SMTP):
         return address, arg[plain.end() :].lstrip(" \t")
 
     async def smtp_DATA(self, arg: str) -> None:
-        """aiosmtpd's DATA (same checks, replies, size and line limits, dot
-        unstuffing and hook), reading whatever the stream has buffered at each
-        step instead of awaiting each line: a 4 KiB mail is one or two reads,
-        not 60. Bytes that follow the final dot (pipelined commands, RFC 2920)
-        go back to the front of the stream for the command loop."""
+        """aiosmtpd's DATA (same checks, size and line limits, dot unstuffing
+        and hook), reading whatever the stream has buffered at each step
+        instead of awaiting each line: a 4 KiB mail is one or two reads, not
+        60. Only CRLF.CRLF ends the data; bare LF and CR become CRLF before
+        lines are measured and dots removed. Bytes that follow the final dot
+        (pipelined commands, RFC 2920) go back to the front of the stream for
+        the command loop."""
         reader = self._reader
         if self._decode_data or not isinstance(getattr(reader, "_buffer", None), bytearray):
             await super().smtp_DATA(arg)  # text mode, or a StreamReader we do not know
@@ -154,8 +227,14 @@ class MailfleetSMTP(SMTP):
             await self.push("501 Syntax: DATA")
             return
         await self.push("354 End data with <CR><LF>.<CR><LF>")
+        if self.data_timeout is not None:
+            self._reset_timeout(self.data_timeout)
         size_limit = self.data_size_limit or 0
         line_limit = self.line_length_limit
+        header_limit = self.header_limit
+        # Past this many bytes without the end of the header section, the
+        # section is over the limit whatever follows.
+        header_window = 2 + header_limit + line_limit + 2 if header_limit else 0
         # The CRLF before the first line is the DATA command's: an empty mail
         # ends with the first ".\r\n".
         data = bytearray(b"\r\n")
@@ -175,29 +254,29 @@ class MailfleetSMTP(SMTP):
             if end != -1:
                 break
             if error is None and size_limit and len(data) - 5 > size_limit:
-                # Over the limit whatever follows: decide the reply, then keep
-                # only what the end-of-data search needs.
-                partial = data.rfind(b"\r\n") + 2
-                error = _data_error(data[2:partial], size_limit, line_limit)
-                if error is None:
-                    long_line = len(data) - partial + 2 > line_limit
-                    error = _TOO_LONG if long_line else _TOO_MUCH
+                error = _early_error(data, size_limit, line_limit, header_limit, _TOO_MUCH)
+            if error is None and header_window and len(data) > header_window:
+                error = _early_error(data[:header_window], 0, line_limit, header_limit, None)
+                header_window = 0  # the section ended in time: decided at the end
             if error is not None and len(data) > 65536:
+                # Refused whatever follows: keep only what the end-of-data
+                # search needs.
                 del data[:-4]
         leftover = data[end + 5 :]
         if leftover:
             # The next commands, for the command loop.
             reader._buffer[0:0] = leftover  # type: ignore[attr-defined]
+        self._reset_timeout()
+        content = to_crlf(bytes(data[2 : end + 2]))
+        del data
         if error is None:
-            error = _data_error(data[2 : end + 2], size_limit, line_limit)
+            error = _content_error(content, size_limit, line_limit, header_limit)
         if error is not None:
             await self.push(error)
             self._set_post_data_state()  # type: ignore[no-untyped-call]
             return
-        original_content = bytes(data[2 : end + 2]).replace(b"\r\n.", b"\r\n")
-        if original_content.startswith(b"."):
-            original_content = original_content[1:]
-        del data
+        original_content = unstuff(content)
+        del content
         self.envelope.content = original_content
         self.envelope.original_content = original_content
         status = await self._call_handler_hook("DATA")

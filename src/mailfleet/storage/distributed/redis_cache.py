@@ -59,6 +59,11 @@ def _ms(seconds: float) -> int:
     return max(1, math.ceil(seconds * 1000))
 
 
+# Redis answers one connection's commands in turn in well under a millisecond:
+# a few dozen connections carry thousands of calls a second.
+POOL_SIZE = 32
+
+
 class RedisCache:
     def __init__(self, url: str) -> None:
         self.options = parse_redis_url(url)
@@ -75,9 +80,17 @@ class RedisCache:
 
     async def open(self) -> None:
         if self._client is None:
-            self._client = aioredis.Redis.from_url(
-                self.options.url, socket_connect_timeout=2, socket_timeout=5
+            # A bounded pool that callers queue for: unbounded, a burst (a
+            # thousand SMTP clients at once, each counted by the connection
+            # limit) opened a Redis connection per caller and took seconds.
+            pool = aioredis.BlockingConnectionPool.from_url(
+                self.options.url,
+                max_connections=POOL_SIZE,
+                timeout=5,
+                socket_connect_timeout=2,
+                socket_timeout=5,
             )
+            self._client = aioredis.Redis.from_pool(pool)  # closed with the client
             # EVALSHA, loading the script again if the server lost it.
             self._incr = self._client.register_script(_INCR)
 

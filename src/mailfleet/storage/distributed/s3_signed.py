@@ -17,6 +17,7 @@ SHA-256 is its name, so the signature covers the body at no cost.
 from __future__ import annotations
 
 import asyncio
+import io
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -136,7 +137,7 @@ class SignedRequests:
             )
             try:
                 async with self._session.request(
-                    method, self.url(key), data=request.body or None, headers=_wire(request)
+                    method, self.url(key), data=_payload(body), headers=_wire(request)
                 ) as response:
                     reply = Reply(
                         response.status,
@@ -155,3 +156,14 @@ class SignedRequests:
 
 def _wire(request: AWSRequest) -> dict[str, Any]:
     return {k: v.decode("ascii") if isinstance(v, bytes) else v for k, v in request.headers.items()}
+
+
+# aiohttp sends a bytes body in one write and warns above this (a megabyte):
+# a file-like body goes out in chunks instead, without blocking the loop.
+_LARGE_BODY = 1 << 20
+
+
+def _payload(body: bytes) -> bytes | io.BytesIO | None:
+    if not body:
+        return None
+    return io.BytesIO(body) if len(body) > _LARGE_BODY else body
