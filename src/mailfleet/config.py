@@ -178,6 +178,12 @@ class StorageSettings(_Section):
         " or redis://HOST:PORT[/DB]?prefix=mailfleet (every process of a fleet: Redis"
         " pub/sub on channels PREFIX:wake, PREFIX:revoke; decision 0014)",
     )
+    incoming_lease_seconds: float = Field(
+        30,
+        gt=0,
+        description="how long worker-in holds a batch of `incoming` before the mails go to"
+        " another worker: also how long a mail waits that went to a worker-in that died",
+    )
     change_log_keep: int = Field(
         10_000,
         ge=100,

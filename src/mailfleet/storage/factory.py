@@ -42,13 +42,14 @@ from mailfleet.storage.interfaces import (
 from mailfleet.storage.migrations import SchemaState, database_state, upgrade_database
 
 # What each queue guarantees (decision 0009). ``incoming``: worker-in holds a
-# batch of 64 for 30 s and gives up on a mail after ten deliveries. The lease
-# is also how long a mail waits when it went to a worker that died: on
-# JetStream 2.9 the pull request a killed worker left waiting still takes the
-# next item (decision 0014), so a short lease is what bounds that delay;
-# a batch takes well under a second, and one that outlives its lease is
-# stored once anyway (ingest keys).
-INCOMING_POLICY = QueuePolicy(lease_seconds=30, max_deliveries=10, dedupe_window_seconds=120)
+# batch of 64 for ``storage.incoming_lease_seconds`` (30 s) and gives up on a
+# mail after ten deliveries. The lease is also how long a mail waits when it
+# went to a worker that died: on JetStream 2.9 the pull request a killed
+# worker left waiting still takes the next item (decision 0014), so a short
+# lease is what bounds that delay; a batch takes well under a second, and one
+# that outlives its lease is stored once anyway (ingest keys).
+INCOMING_MAX_DELIVERIES = 10
+INCOMING_DEDUPE_WINDOW_SECONDS = 120.0
 # Keys remembered as long as JetStream's default ``duplicate_window``: the
 # window covers a client or a worker repeating itself at once; what repeats
 # later is made harmless by ingest keys and delivery claims instead.
@@ -140,7 +141,11 @@ def queue_policies(settings: Settings) -> dict[str, QueuePolicy]:
     not see (its process dying mid-attempt)."""
     delivery = settings.delivery
     return {
-        "incoming": INCOMING_POLICY,
+        "incoming": QueuePolicy(
+            lease_seconds=settings.storage.incoming_lease_seconds,
+            max_deliveries=INCOMING_MAX_DELIVERIES,
+            dedupe_window_seconds=INCOMING_DEDUPE_WINDOW_SECONDS,
+        ),
         "outgoing": QueuePolicy(
             lease_seconds=delivery.lease_seconds,
             max_deliveries=2 * _deliveries_within_max_age(delivery) + 10,
