@@ -11,6 +11,7 @@ import smtplib
 import ssl
 import subprocess
 import sys
+import unicodedata
 from collections.abc import Callable
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -435,6 +436,30 @@ async def test_every_process_counts_the_same_failures(
             return try_auth(client, alice.email, PASSWORD)
 
     assert locked_out(await asyncio.to_thread(session))
+
+
+async def test_envelope_addresses_are_nfc_and_hidden_characters_refused(
+    service: Service, alice: User
+) -> None:
+    composed = "jürgen@remote.example"
+    decomposed = unicodedata.normalize("NFD", composed)
+
+    def session() -> None:
+        with logged_in(service, alice.email) as client:
+            code, text = client.mail(f"ali\u200bce@{DOMAIN}", ["SMTPUTF8"])
+            assert (code, text[:5]) == (553, b"5.1.7"), text
+            client.rset()
+            assert client.mail(alice.email, ["SMTPUTF8"])[0] == 250
+            for hidden in ("\u200b", "\u202e", "\u2066", "\u2028", "\ufeff", "\x7f"):
+                code, text = client.rcpt(f"b{hidden}ob@remote.example")
+                assert (code, text[:5]) == (553, b"5.1.3"), (hidden, text)
+            assert client.rcpt(composed)[0] == 250
+            assert client.rcpt(decomposed)[0] == 250
+            assert client.data(mail(alice.email, "friends@remote.example"))[0] == 250
+
+    await asyncio.to_thread(session)
+    (item,) = await outgoing(service)
+    assert item["recipients"] == [composed]
 
 
 async def test_mail_before_auth_is_530(service: Service, alice: User, bob: User) -> None:

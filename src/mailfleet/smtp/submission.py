@@ -14,8 +14,11 @@ Policy answers (RFC 5321 section 4.2, RFC 3463 enhanced codes):
 - MAIL, RCPT or DATA before AUTH: 530 5.7.0;
 - MAIL FROM other than the user's address, or a From/Sender field naming
   someone else: 550 5.7.1; so is MAIL once the account has been disabled;
+  MAIL FROM that is no address: 553 5.1.7;
 - RCPT to an unknown mailbox on a domain we host: 550 5.1.1; any other
   domain is relayed (the client is authenticated); too many: 452 4.5.3;
+  no address (hidden characters in it among others: decision 0024):
+  553 5.1.3;
 - over the size limit: 552 5.3.4; too many messages: 451 4.7.1;
 - a virus or a blocked attachment: 554 5.7.1 with what was found; the virus
   scanner unable to answer: 451 4.7.1;
@@ -56,6 +59,7 @@ logging.getLogger("mail.log").addFilter(_WithoutLoginDataWarning())
 # A service error's code -> the reply it becomes; the one place that decides.
 _REPLIES = {
     "sender_not_allowed": "550 5.7.1",
+    "invalid_sender": "553 5.1.7",
     "unknown_recipient": "550 5.1.1",
     "invalid_address": "553 5.1.3",
     "too_many_recipients": "452 4.5.3",
