@@ -86,6 +86,26 @@ async def test_failed_logins_lock_the_client_whatever_addresses_it_tries(
     _locked(await _log_in(service, f"zed@{DOMAIN}", PASSWORD), at_most=60)
 
 
+async def test_clients_behind_a_balancer_each_have_their_own_budget(
+    start_service: StartService,
+) -> None:
+    """A balancer on loopback (the local fleet's HAProxy) names the client in
+    X-Forwarded-For; one guesser behind it does not lock out the others."""
+    service = await start_service(_throttled(per_ip=2, lockout_seconds=60))
+    alice = await service.user("alice")
+    guesser = {"X-Forwarded-For": "203.0.113.7"}
+    client = service.client()
+    for victim in ("a", "b"):
+        response = await client.post(
+            "/v1/sessions", json={"email": f"{victim}@{DOMAIN}", "password": "x"}, headers=guesser
+        )
+        assert response.status_code == 401
+    login = {"email": alice.email, "password": PASSWORD}
+    _locked(await client.post("/v1/sessions", json=login, headers=guesser), at_most=60)
+    other = {"X-Forwarded-For": "198.51.100.1"}
+    assert (await client.post("/v1/sessions", json=login, headers=other)).status_code == 201
+
+
 async def test_a_successful_login_clears_the_address_failures(start_service: StartService) -> None:
     service = await start_service(_throttled(per_address=3))
     alice = await service.user("alice")
