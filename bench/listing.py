@@ -253,7 +253,9 @@ class MessageFactory:
 async def ensure_account(stores: Stores, settings: Settings) -> tuple[Account, Folder]:
     account = await stores.directory.get_account_by_email(EMAIL)
     if account is None:
-        service = AccountService(stores.directory, stores.mailbox, settings.auth, stores.events)
+        service = AccountService(
+            stores.directory, stores.mailbox, settings.auth, stores.events, stores.cache
+        )
         if await stores.directory.get_domain(DOMAIN) is None:
             await service.add_domain(DOMAIN)
         account = await service.add_user(EMAIL, PASSWORD, "Bench")

@@ -6,7 +6,9 @@ The server runs on each storage profile ``MAILFLEET_TEST_BACKENDS`` selects
 both, ``distributed`` on PostgreSQL shards, S3, NATS JetStream and Redis only):
 the ``profile`` fixture is parametrized by them and gives each data directory
 its storage (``tests/support/profile.py``). A test that holds only on the
-embedded profile is marked ``@pytest.mark.embedded_only("why")``."""
+embedded profile is marked ``@pytest.mark.embedded_only("why")``; one that
+needs what only the distributed profile has (state shared by processes),
+``@pytest.mark.distributed_only("why")``."""
 
 from __future__ import annotations
 
@@ -150,6 +152,11 @@ def pytest_configure(config: pytest.Config) -> None:
         "embedded_only(reason): holds only on the embedded profile; skipped with the"
         " reason on the distributed one",
     )
+    config.addinivalue_line(
+        "markers",
+        "distributed_only(reason): holds only on the distributed profile; skipped with the"
+        " reason on the embedded one",
+    )
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -165,6 +172,9 @@ def profile(request: pytest.FixtureRequest) -> Iterator[Profile]:
     marker = request.node.get_closest_marker("embedded_only")
     if request.param != "embedded" and marker is not None:
         pytest.skip(f"embedded-only: {marker.args[0]}")
+    marker = request.node.get_closest_marker("distributed_only")
+    if request.param != "distributed" and marker is not None:
+        pytest.skip(f"distributed-only: {marker.args[0]}")
     chosen = Profile(request.param)
     yield chosen
     chosen.release()

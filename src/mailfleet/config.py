@@ -243,10 +243,6 @@ class SmtpSettings(_Section):
         description="longest a whole DATA transfer may take, however steadily the bytes come"
         " (a client dribbling one byte a second), then 421 and hang up",
     )
-    failed_logins_per_ip: int = Field(
-        10, gt=0, description="submission AUTH failures per window before 454 (brute force)"
-    )
-    failed_login_window_seconds: float = Field(15 * 60, gt=0)
     proxy_protocol: bool = Field(
         False,
         description="behind a TCP balancer (HAProxy `send-proxy`): a connection from one of"
@@ -404,6 +400,27 @@ class AuthSettings(_Section):
     argon2_memory_kib: int = Field(65536, ge=8)
     argon2_parallelism: int = Field(4, ge=1)
     min_password_length: int = Field(8, ge=1)
+    # Login throttling (accounts/throttle.py), shared by every door that takes
+    # a password: POST /v1/sessions and submission AUTH.
+    failed_logins_per_address: int = Field(
+        5, gt=0, description="failed logins for one address within the window that lock it"
+    )
+    failed_logins_per_ip: int = Field(
+        20,
+        gt=0,
+        description="failed logins from one client (IPv4 address, IPv6 /64) within the window"
+        " that lock it, whatever addresses they tried",
+    )
+    failed_login_window_seconds: float = Field(
+        15 * 60, gt=0, description="how long a failed login counts"
+    )
+    lockout_seconds: float = Field(
+        60, gt=0, description="the first lock; each further one within lockout_memory doubles"
+    )
+    max_lockout_seconds: float = Field(3600, gt=0, description="the longest lock")
+    lockout_memory_seconds: float = Field(
+        24 * 3600, gt=0, description="how long locks are remembered for the doubling"
+    )
 
 
 class RealtimeSettings(_Section):

@@ -74,6 +74,12 @@ class RateLimited(MailfleetError):
         self.retry_after = retry_after
 
 
+class TooManyAttempts(RateLimited):
+    """Logins refused for a while after too many failures (accounts/throttle.py)."""
+
+    code = "too_many_attempts"
+
+
 class Unavailable(MailfleetError):
     """A backend is down: try later (HTTP 503, SMTP 451)."""
 

@@ -656,6 +656,9 @@ defaults
 frontend http
     mode http
     bind 127.0.0.1:{ports["http"]}
+    # The client's address for the API's per-client limits (login
+    # throttling): uvicorn believes X-Forwarded-For from 127.0.0.1, us.
+    option forwardfor
     # The realtime role holds the sockets and long polls (architecture.md).
     acl realtime path_beg /v1/events
     use_backend realtime if realtime

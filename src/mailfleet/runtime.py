@@ -66,7 +66,9 @@ class Runtime:
         runtime = cls(
             settings=settings,
             stores=stores,
-            accounts=AccountService(stores.directory, stores.mailbox, settings.auth, stores.events),
+            accounts=AccountService(
+                stores.directory, stores.mailbox, settings.auth, stores.events, stores.cache
+            ),
             mailbox=MailboxService(stores.mailbox, stores.blobs, bayes),
             sending=SendService(
                 stores.directory,

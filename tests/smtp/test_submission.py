@@ -11,6 +11,7 @@ import smtplib
 import ssl
 import subprocess
 import sys
+import unicodedata
 from collections.abc import Callable
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -355,23 +356,110 @@ async def test_auth_without_tls_on_loopback_only_when_configured(
         assert not is_loopback(remote), remote
 
 
-async def test_failed_logins_are_rate_limited_per_address(service: Service, alice: User) -> None:
+def _lockout(per_address: int = 100, per_ip: int = 100) -> dict[str, Any]:
+    return {
+        "auth": {
+            "failed_logins_per_address": per_address,
+            "failed_logins_per_ip": per_ip,
+            "lockout_seconds": 60,
+        }
+    }
+
+
+def locked_out(reply: tuple[int, bytes]) -> bool:
+    code, text = reply
+    return (code, text[:5]) == (454, b"4.7.0") and b"too many failed logins" in text
+
+
+async def test_failed_logins_lock_the_address_at_every_door(start_service: StartService) -> None:
+    service = await start_service(_lockout(per_address=3), roles=ROLES)
+    alice, bob = await service.user("alice"), await service.user("bob")
+
     def session() -> None:
         with connect(service) as client:
-            for attempt in range(10):
-                assert try_auth(client, alice.email, f"guess {attempt}")[0] == 535
-            # The right password no longer helps from this address.
-            code, text = try_auth(client, alice.email, PASSWORD)
-            assert (code, text[:5]) == (454, b"4.7.0"), text
-        with connect(service) as client:  # nor does a new connection
-            assert try_auth(client, alice.email, PASSWORD)[0] == 454
+            assert try_auth(client, alice.email, "guess 1")[0] == 535
+            # Bytes that are not UTF-8 are a wrong password like any other.
+            garbage = base64.b64encode(b"\0" + alice.email.encode() + b"\0\xff\xfe").decode()
+            assert client.docmd("AUTH", f"PLAIN {garbage}")[0] == 535
+            assert try_auth(client, alice.email.upper(), "guess 3")[0] == 535
+            # The right password no longer helps, on this connection or another.
+            assert locked_out(try_auth(client, alice.email, PASSWORD))
+        with connect(service) as client:
+            assert locked_out(try_auth(client, alice.email, PASSWORD))
+        # The lock is the address's: Bob logs in from the same client.
+        logged_in(service, bob.email).quit()
 
     await asyncio.to_thread(session)
-    # The API login is a separate door with its own limits; the account works.
+    # One rule for every door: the API refuses Alice too, and says for how long.
     response = await service.client().post(
         "/v1/sessions", json={"email": alice.email, "password": PASSWORD}
     )
-    assert response.status_code == 201
+    assert response.status_code == 429
+    assert response.json()["error"]["code"] == "too_many_attempts"
+    assert 1 <= int(response.headers["retry-after"]) <= 60
+
+
+async def test_failures_over_the_api_lock_the_client_out_of_submission(
+    start_service: StartService,
+) -> None:
+    service = await start_service(_lockout(per_ip=3), roles=ROLES)
+    alice = await service.user("alice")
+    for victim in ("a", "b", "c"):
+        response = await service.client().post(
+            "/v1/sessions", json={"email": f"{victim}@{DOMAIN}", "password": "123456"}
+        )
+        assert response.status_code == 401
+
+    def session() -> tuple[int, bytes]:
+        with connect(service) as client:
+            return try_auth(client, alice.email, PASSWORD)
+
+    assert locked_out(await asyncio.to_thread(session))
+
+
+@pytest.mark.distributed_only("the embedded profile's cache is in-process: one process counts")
+async def test_every_process_counts_the_same_failures(
+    start_service: StartService, tmp_path: Path
+) -> None:
+    data = tmp_path / "fleet"
+    api = await start_service(_lockout(per_address=2), data_dir=data, roles=("api",))
+    submission = await start_service(_lockout(per_address=2), data_dir=data, roles=ROLES)
+    alice = await api.user("alice")
+    for attempt in range(2):
+        response = await api.client().post(
+            "/v1/sessions", json={"email": alice.email, "password": f"guess {attempt}"}
+        )
+        assert response.status_code == 401
+
+    def session() -> tuple[int, bytes]:
+        with connect(submission) as client:
+            return try_auth(client, alice.email, PASSWORD)
+
+    assert locked_out(await asyncio.to_thread(session))
+
+
+async def test_envelope_addresses_are_nfc_and_hidden_characters_refused(
+    service: Service, alice: User
+) -> None:
+    composed = "jürgen@remote.example"
+    decomposed = unicodedata.normalize("NFD", composed)
+
+    def session() -> None:
+        with logged_in(service, alice.email) as client:
+            code, text = client.mail(f"ali\u200bce@{DOMAIN}", ["SMTPUTF8"])
+            assert (code, text[:5]) == (553, b"5.1.7"), text
+            client.rset()
+            assert client.mail(alice.email, ["SMTPUTF8"])[0] == 250
+            for hidden in ("\u200b", "\u202e", "\u2066", "\u2028", "\ufeff", "\x7f"):
+                code, text = client.rcpt(f"b{hidden}ob@remote.example")
+                assert (code, text[:5]) == (553, b"5.1.3"), (hidden, text)
+            assert client.rcpt(composed)[0] == 250
+            assert client.rcpt(decomposed)[0] == 250
+            assert client.data(mail(alice.email, "friends@remote.example"))[0] == 250
+
+    await asyncio.to_thread(session)
+    (item,) = await outgoing(service)
+    assert item["recipients"] == [composed]
 
 
 async def test_mail_before_auth_is_530(service: Service, alice: User, bob: User) -> None:

@@ -17,15 +17,23 @@ from dataclasses import dataclass
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from mailfleet.accounts.throttle import LoginThrottle
 from mailfleet.accounts.tokens import VerifiedTokens
 from mailfleet.config import AuthSettings
 from mailfleet.errors import Conflict, Invalid, NotFound, Unauthorized
 from mailfleet.ids import new_id, now_ms, parse_id
-from mailfleet.proto.addresses import AddressError, mailbox_key, normalize_domain, normalize_email
+from mailfleet.proto.addresses import (
+    AddressError,
+    mailbox_key,
+    normalize_domain,
+    normalize_email,
+    normalize_name,
+)
 from mailfleet.storage.errors import DuplicateKey
 from mailfleet.storage.interfaces import (
     FOLDER_ROLES,
     Account,
+    Cache,
     DirectoryStore,
     Domain,
     EventBus,
@@ -52,12 +60,14 @@ class AccountService:
         mailboxes: MailboxStore,
         settings: AuthSettings,
         events: EventBus,
+        cache: Cache,
     ) -> None:
         self.directory = directory
         self.mailboxes = mailboxes
         self.settings = settings
         self.events = events
         self.tokens = VerifiedTokens(events)
+        self.throttle = LoginThrottle(cache, settings)
         self.hasher = PasswordHasher(
             time_cost=settings.argon2_time_cost,
             memory_cost=settings.argon2_memory_kib,
@@ -90,7 +100,10 @@ class AccountService:
             await self.directory.set_domain_signup(domain, open_signup)
 
     async def is_hosted(self, domain: str) -> bool:
-        return await self.directory.get_domain(domain.lower()) is not None
+        try:
+            return await self.directory.get_domain(normalize_domain(domain)) is not None
+        except AddressError:
+            return False
 
     # -- accounts -----------------------------------------------------------------
 
@@ -134,12 +147,16 @@ class AccountService:
             )
         if len(password) > 1024:
             raise Invalid("password is too long", code="invalid_password")
+        if any("\ud800" <= c <= "\udfff" for c in password):
+            # Lone surrogates: JSON can carry them, UTF-8 cannot.
+            raise Invalid("password is not valid Unicode text", code="invalid_password")
 
     async def _create(self, address: str, password: str, name: str) -> Account:
         self._check_password(password)
-        name = " ".join(name.split())
-        if len(name) > 200:
-            raise Invalid("name is too long (200 characters at most)", code="invalid_name")
+        try:
+            name = normalize_name(name)
+        except AddressError as exc:
+            raise Invalid(f"name: {exc}", code="invalid_name") from None
         account = Account(
             id=new_id(),
             email=address,
@@ -164,7 +181,11 @@ class AccountService:
         return account
 
     async def find(self, email: str) -> Account:
-        account = await self.directory.get_account_by_email(email.strip().lower())
+        try:
+            address = mailbox_key(normalize_email(email))
+        except AddressError:
+            raise NotFound(f"no account {email!r}", code="unknown_account") from None
+        account = await self.directory.get_account_by_email(address)
         if account is None:
             raise NotFound(f"no account {email}", code="unknown_account")
         return account
@@ -188,18 +209,39 @@ class AccountService:
 
     # -- sessions -----------------------------------------------------------------
 
-    async def verify_password(self, email: str, password: str) -> Account:
-        """The account, or Unauthorized with one message for every failure."""
-        failure = Unauthorized("wrong address or password", code="invalid_credentials")
+    async def verify_password(
+        self, email: str, password: str | bytes, *, client_ip: str
+    ) -> Account:
+        """The account, or Unauthorized with one message for every failure;
+        TooManyAttempts, whatever the password, while the address or the
+        client is locked out (accounts/throttle.py). Every door that takes a
+        password comes through here."""
         try:
             address = mailbox_key(normalize_email(email))
         except AddressError:
             address = ""
+        await self.throttle.check(address, client_ip)
+        try:
+            account = await self._verified(address, password)
+        except Unauthorized:
+            await self.throttle.failed(address, client_ip)
+            raise
+        # Failures that ran beside this attempt may have spent the budget
+        # meanwhile: a lock holds for every attempt it finds unanswered.
+        await self.throttle.check(address, client_ip)
+        await self.throttle.succeeded(address)
+        return account
+
+    async def _verified(self, address: str, password: str | bytes) -> Account:
+        failure = Unauthorized("wrong address or password", code="invalid_credentials")
         account = await self.directory.get_account_by_email(address) if address else None
         if account is None and self._dummy_hash is None:
             self._dummy_hash = await asyncio.to_thread(self.hasher.hash, _DUMMY_PASSWORD)
         stored = account.password_hash if account else self._dummy_hash
         assert stored is not None
+        if isinstance(password, str):
+            # Lone surrogates become bytes no UTF-8 password hashed to.
+            password = password.encode("utf-8", "surrogatepass")
         try:
             await asyncio.to_thread(self.hasher.verify, stored, password)
         except (VerificationError, InvalidHashError):
@@ -211,8 +253,8 @@ class AccountService:
             await self.directory.update_account(account.id, password_hash=new_hash)
         return account
 
-    async def log_in(self, email: str, password: str) -> IssuedToken:
-        account = await self.verify_password(email, password)
+    async def log_in(self, email: str, password: str, *, client_ip: str) -> IssuedToken:
+        account = await self.verify_password(email, password, client_ip=client_ip)
         secret = secrets.token_bytes(32)
         expires_at = now_ms() + self.settings.session_ttl_seconds * 1000
         await self.directory.create_session(

@@ -24,8 +24,11 @@ async def sign_up(body: SignUp, runtime: RuntimeDep) -> AccountOut:
 
 
 @router.post("/sessions", status_code=201, response_model=TokenOut)
-async def log_in(body: LogIn, runtime: RuntimeDep) -> TokenOut:
-    issued = await runtime.accounts.log_in(body.email, body.password)
+async def log_in(body: LogIn, request: Request, runtime: RuntimeDep) -> TokenOut:
+    # The peer uvicorn reports: the load balancer's client when it forwards
+    # one from an address uvicorn trusts (``forwarded_allow_ips``).
+    client_ip = request.client.host if request.client else ""
+    issued = await runtime.accounts.log_in(body.email, body.password, client_ip=client_ip)
     return TokenOut(token=issued.token, expires_at=ms_to_datetime(issued.expires_at))
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
+import unicodedata
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -33,7 +35,9 @@ from mailfleet.proto.compose import (
     sanitize_html,
     snippet,
 )
+from mailfleet.proto.hidden_chars import describe
 from mailfleet.proto.mime import ParsedMessage, parse_message
+from mailfleet.proto.mime.filenames import safe_filename
 from mailfleet.proto.submission import AuthorError, HeaderError, prepare_submission
 from mailfleet.ratelimit import RateLimiter
 from mailfleet.storage.errors import BlobTooLarge
@@ -52,6 +56,10 @@ from mailfleet.storage.interfaces import (
 )
 
 MAX_SUBJECT = 998  # one header line (RFC 5322 section 2.1.1)
+# What a subject may not hold once its whitespace is one space each: controls
+# (a NUL would reach the header as it is) and lone surrogates (no UTF-8).
+_CONTENT_TYPE = re.compile(r"[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+")
+_NOT_IN_SUBJECTS = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,9 +155,7 @@ class SendService:
         standing = await self.abuse.check_may_send(account.id)
         recipients = _unique(draft.to + draft.cc + draft.bcc)
         self._check_recipient_count(recipients)
-        subject = " ".join(draft.subject.split())
-        if len(subject) > MAX_SUBJECT:
-            raise Invalid(f"subject over {MAX_SUBJECT} characters", code="subject_too_long")
+        subject = _one_line_subject(draft.subject)
         uploads = [await self._owned_upload(account, ref) for ref in draft.attachments]
         size = len((draft.body or "").encode()) + len((draft.html or "").encode())
         size += sum(u.size * 4 // 3 for u in uploads)  # base64 on the wire
@@ -339,11 +345,13 @@ class SendService:
         )
 
     def check_sender(self, account: Account, mail_from: str) -> None:
-        """Invalid (``sender_not_allowed``) unless ``mail_from`` is the account's own address."""
+        """Invalid unless ``mail_from`` is the account's own address:
+        ``invalid_sender`` when it is no address, ``sender_not_allowed`` when
+        it is someone else's."""
         try:
             address = mailbox_key(normalize_email(mail_from))
-        except AddressError:
-            address = ""
+        except AddressError as exc:
+            raise Invalid(f"sender: {exc}", code="invalid_sender") from None
         if address != account.email:
             raise Invalid(
                 f"{account.email} may not send as {mail_from!r}", code="sender_not_allowed"
@@ -537,15 +545,33 @@ def _envelope_address(text: str) -> Address:
         raise Invalid(str(exc), code="invalid_address") from None
 
 
+def _one_line_subject(text: str) -> str:
+    """The subject as sent: NFC, its whitespace (line breaks included) one
+    space each; Invalid when it holds control characters or is too long."""
+    subject = " ".join(unicodedata.normalize("NFC", text).split())
+    bad = _NOT_IN_SUBJECTS.search(subject)
+    if bad is not None:
+        raise Invalid(
+            f"subject: {describe(bad.group())} is not allowed in a subject",
+            code="invalid_subject",
+        )
+    if len(subject) > MAX_SUBJECT:
+        raise Invalid(f"subject over {MAX_SUBJECT} characters", code="subject_too_long")
+    return subject
+
+
 def _clean_filename(name: str) -> str:
-    name = name.replace("\\", "/").rsplit("/", 1)[-1]
-    name = "".join(c for c in name if ord(c) >= 32 and c != "\x7f").strip()
-    return name[:255] or "attachment"
+    """An uploaded file's name as we keep and send it: the last path
+    component, NFC, without hidden characters (``proto/hidden_chars.py``),
+    never ``.`` or ``..``; it never names a file of ours (blobs are stored by
+    content hash) and is encoded wherever it is written."""
+    return safe_filename(unicodedata.normalize("NFC", name)) or "attachment"
 
 
 def _clean_content_type(value: str) -> str:
+    """``type/subtype`` of RFC 2045 tokens, lower-cased; anything else is
+    ``application/octet-stream`` (it is written into headers as it is)."""
     value = value.split(";", 1)[0].strip().lower()
-    maintype, slash, subtype = value.partition("/")
-    if not slash or not maintype.isascii() or not subtype or " " in value:
+    if not _CONTENT_TYPE.fullmatch(value):
         return "application/octet-stream"
     return value

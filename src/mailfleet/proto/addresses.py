@@ -6,6 +6,12 @@ Strict, for what users type and SMTP carries (``normalize_email``,
 5322 section 3.2.3, with UTF-8 allowed as in RFC 6531) and the domain a host
 name of at least two labels (IDNA allowed). Quoted local parts and source
 routes are refused: legal, but used for tricks far more than for mail.
+Decision 0024: a local part is in Unicode NFC (RFC 6532 section 3.1), so one
+spelled with a decomposed "ü" is the same address as the composed one, and
+holds no control, format, separator or private-use character (zero-width,
+bidirectional overrides: ``hidden_chars.py``); display names are NFC, one
+line, without hidden characters, at most ``MAX_NAME`` characters; a domain is
+kept as its lower-case A-label (IDNA 2008 with the UTS #46 mapping).
 
 Lenient, for the address fields of received mail (``read_address_list``):
 RFC 5322 section 3.4 as mailers really write it, groups flattened, garbage
@@ -15,13 +21,23 @@ skipped and reported, never an exception.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from email.headerregistry import Address as HeaderAddress
 
+import idna
+
+from mailfleet.proto.hidden_chars import describe, first_hidden
+
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-\u0080-\U0010FFFF]"
 _LOCAL = re.compile(rf"{_ATEXT}+(?:\.{_ATEXT}+)*")
 _LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
+# Unicode general categories no local part may hold: controls, format
+# characters (zero-width, bidirectional), surrogates, private use, and every
+# space and separator (a no-break space looks like the end of the address).
+_NOT_IN_LOCAL_PARTS = frozenset({"Cc", "Cf", "Cs", "Co", "Zs", "Zl", "Zp"})
+MAX_NAME = 200  # characters of a display name
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,11 +53,13 @@ class AddressError(ValueError):
 
 
 def normalize_domain(domain: str) -> str:
-    """Lower-case ASCII (A-label) form of a domain, or AddressError."""
+    """Lower-case ASCII (A-label) form of a domain, or AddressError. A
+    U-label is mapped by UTS #46 (case, NFC, width) and encoded by IDNA 2008
+    (RFC 5891), so every spelling of one IDN domain gives one A-label."""
     domain = domain.strip().rstrip(".").lower()
     try:
-        ascii_domain = domain.encode("idna").decode("ascii") if not domain.isascii() else domain
-    except UnicodeError:
+        ascii_domain = idna.encode(domain, uts46=True).decode() if not domain.isascii() else domain
+    except (UnicodeError, idna.IDNAError):
         raise AddressError(f"invalid domain {domain!r}") from None
     labels = ascii_domain.split(".")
     if len(ascii_domain) > 253 or len(labels) < 2 or not all(_LABEL.fullmatch(x) for x in labels):
@@ -52,11 +70,18 @@ def normalize_domain(domain: str) -> str:
 
 
 def normalize_email(text: str) -> str:
-    """``local@domain`` with the domain lower-cased, or AddressError."""
+    """``local@domain`` with the local part in NFC and the domain an A-label,
+    or AddressError."""
     text = text.strip()
     local, at, domain = text.rpartition("@")
     if not at or not local:
         raise AddressError(f"invalid address {text!r}: expected local@domain")
+    hidden = next((c for c in local if unicodedata.category(c) in _NOT_IN_LOCAL_PARTS), None)
+    if hidden is not None:
+        raise AddressError(
+            f"invalid address {text!r}: {describe(hidden)} is not allowed in an address"
+        )
+    local = unicodedata.normalize("NFC", local)
     if len(local.encode()) > 64 or not _LOCAL.fullmatch(local):
         raise AddressError(f"invalid address {text!r}: bad local part")
     address = f"{local}@{normalize_domain(domain)}"
@@ -66,8 +91,24 @@ def normalize_email(text: str) -> str:
 
 
 def mailbox_key(email: str) -> str:
-    """Our accounts are case-insensitive: the key an account is found by."""
-    return email.lower()
+    """Our accounts are case-insensitive: the key an account is found by
+    (NFC as well, for addresses that did not come through ``normalize_email``)."""
+    return unicodedata.normalize("NFC", email).lower()
+
+
+def normalize_name(name: str) -> str:
+    """A display name as we store and write it: NFC, one line of single
+    spaces, or AddressError naming what is wrong with it."""
+    hidden = first_hidden(name.replace("\t", " "))  # a pasted tab is only a space
+    if hidden is not None:
+        if "\r" in name or "\n" in name or "\u2028" in name or "\u2029" in name:
+            raise AddressError("a name must be one line")
+        raise AddressError(f"{hidden} is not allowed in a name")
+    # One line of single spaces: headers fold and unfold whitespace anyway.
+    name = " ".join(unicodedata.normalize("NFC", name).split())
+    if len(name) > MAX_NAME:
+        raise AddressError(f"a name may have {MAX_NAME} characters at most")
+    return name
 
 
 def parse_address(value: object) -> Address:
@@ -78,10 +119,7 @@ def parse_address(value: object) -> Address:
         name = value.get("name") or ""
         if not isinstance(name, str):
             raise AddressError("address name must be a string")
-        if any(c in name for c in "\r\n\0"):
-            raise AddressError("address name must be one line")
-        # One line of single spaces: headers fold and unfold whitespace anyway.
-        return Address(normalize_email(value["email"]), " ".join(name.split()))
+        return Address(normalize_email(value["email"]), normalize_name(name))
     raise AddressError(f"invalid address {value!r}: expected a string or {{email, name}}")
 
 

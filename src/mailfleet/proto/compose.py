@@ -1,5 +1,12 @@
 """Building outgoing messages (RFC 5322, MIME RFC 2045-2049) and deriving the
-text a reader shows. Pure: takes bytes and strings, returns bytes and strings."""
+text a reader shows. Pure: takes bytes and strings, returns bytes and strings.
+
+No value given to ``compose`` can start a header field of its own: the send
+flow refuses line breaks and controls in what users type (422), and
+``compose`` itself writes every header value as one line without controls,
+whatever it is given (an account name or a parent's Message-ID stored before
+those checks), so the email package never sees a line break to refuse.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +24,9 @@ import nh3
 from mailfleet.proto.addresses import Address, format_address
 
 SNIPPET_LENGTH = 200
+# What no header value may hold: line breaks of any kind, other controls, and
+# lone surrogates (no UTF-8).
+_UNWRITABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 # SMTP policy: CRLF line ends, lines folded at 78, non-ASCII headers encoded.
 _POLICY = policy.SMTP.clone(max_line_length=78)
 
@@ -50,18 +60,18 @@ def compose(
     carried by the envelope, so no copy can leak them (RFC 5322 section 3.6.3
     allows either; hiding them from everyone is the only private choice)."""
     msg = EmailMessage(policy=_POLICY)
-    msg["From"] = format_address(sender)
+    msg["From"] = _address_field([sender])
     if to:
-        msg["To"] = ", ".join(format_address(a) for a in to)
+        msg["To"] = _address_field(to)
     if cc:
-        msg["Cc"] = ", ".join(format_address(a) for a in cc)
-    msg["Subject"] = subject
+        msg["Cc"] = _address_field(cc)
+    msg["Subject"] = _one_line(subject)
     msg["Date"] = format_datetime(date)
-    msg["Message-ID"] = message_id
+    msg["Message-ID"] = _one_line(message_id)
     if in_reply_to:
-        msg["In-Reply-To"] = in_reply_to
+        msg["In-Reply-To"] = _one_line(in_reply_to)
     if references:
-        msg["References"] = " ".join(references)
+        msg["References"] = _one_line(" ".join(references))
     msg["MIME-Version"] = "1.0"
     if text is None and html is not None:
         text = html_to_text(html)
@@ -71,9 +81,20 @@ def compose(
     for att in attachments:
         maintype, _, subtype = att.content_type.partition("/")
         msg.add_attachment(
-            att.data, maintype=maintype, subtype=subtype or "octet-stream", filename=att.filename
+            att.data,
+            maintype=maintype,
+            subtype=subtype or "octet-stream",
+            filename=_one_line(att.filename) or "attachment",
         )
     return msg.as_bytes()
+
+
+def _one_line(value: str) -> str:
+    return " ".join(_UNWRITABLE.sub(" ", value).split())
+
+
+def _address_field(addresses: list[Address]) -> str:
+    return ", ".join(format_address(Address(a.email, _one_line(a.name))) for a in addresses)
 
 
 def _text_cte(text: str) -> str:

@@ -7,13 +7,18 @@ Policy answers (RFC 5321 section 4.2, RFC 3463 enhanced codes):
 - AUTH PLAIN (RFC 4616) and LOGIN against the accounts' passwords (RFC 4954),
   only over TLS (STARTTLS, RFC 3207): 538 5.7.11 before it, except from
   loopback when ``smtp.insecure_auth_on_loopback`` is set (tests);
-  wrong credentials or a disabled account: 535 5.7.8; too many failures from
-  one address: 454 4.7.0 until the window ends, whatever the password;
+  wrong credentials or a disabled account: 535 5.7.8; an address or client
+  locked after too many failures (the accounts' one rule, shared with
+  ``POST /v1/sessions``: accounts/throttle.py): 454 4.7.0 with the time left,
+  whatever the password;
 - MAIL, RCPT or DATA before AUTH: 530 5.7.0;
 - MAIL FROM other than the user's address, or a From/Sender field naming
   someone else: 550 5.7.1; so is MAIL once the account has been disabled;
+  MAIL FROM that is no address: 553 5.1.7;
 - RCPT to an unknown mailbox on a domain we host: 550 5.1.1; any other
   domain is relayed (the client is authenticated); too many: 452 4.5.3;
+  no address (hidden characters in it among others: decision 0024):
+  553 5.1.3;
 - over the size limit: 552 5.3.4; too many messages: 451 4.7.1;
 - a virus or a blocked attachment: 554 5.7.1 with what was found; the virus
   scanner unable to answer: 451 4.7.1;
@@ -32,7 +37,7 @@ from aiosmtpd.smtp import MISSING, AuthResult
 from mailfleet.accounts.service import AccountService
 from mailfleet.config import Settings
 from mailfleet.delivery.send import SendService
-from mailfleet.errors import MailfleetError, NotFound, RateLimited, Unauthorized
+from mailfleet.errors import MailfleetError, NotFound, RateLimited, TooManyAttempts, Unauthorized
 from mailfleet.ratelimit import RateLimiter
 from mailfleet.smtp.server import MailfleetSMTP
 from mailfleet.storage.errors import StorageError
@@ -51,12 +56,10 @@ class _WithoutLoginDataWarning(logging.Filter):
 
 logging.getLogger("mail.log").addFilter(_WithoutLoginDataWarning())
 
-# Failed logins one client address may make before AUTH is refused for the
-# rest of the window: enough for a user mistyping, far too few to guess.
-
 # A service error's code -> the reply it becomes; the one place that decides.
 _REPLIES = {
     "sender_not_allowed": "550 5.7.1",
+    "invalid_sender": "553 5.1.7",
     "unknown_recipient": "550 5.1.1",
     "invalid_address": "553 5.1.3",
     "too_many_recipients": "452 4.5.3",
@@ -137,8 +140,6 @@ class SubmissionHandler:
         self.limiter = limiter
         self.max_recipients = settings.limits.max_recipients
         self.messages_per_minute = settings.smtp.messages_per_minute_per_ip
-        self.failed_logins_per_ip = settings.smtp.failed_logins_per_ip
-        self.failed_login_window_seconds = settings.smtp.failed_login_window_seconds
 
     async def handle_EHLO(
         self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
@@ -187,24 +188,17 @@ class SubmissionHandler:
 
     async def _log_in(self, server: Any, login: bytes, password: bytes) -> AuthResult:
         ip = _client_ip(server.session)
-        blocked_key = f"smtp:auth-blocked:{ip}"
         try:
-            if await self.limiter.cache.get(blocked_key) is not None:
-                return _refused("454 4.7.0 Too many failed logins from your address; try later")
-            try:
-                account = await self.accounts.verify_password(
-                    login.decode("utf-8"), password.decode("utf-8")
-                )
-            except (Unauthorized, UnicodeDecodeError):
-                log.info("failed submission login from %s", ip)
-                failures, left = await self.limiter.cache.incr(
-                    f"smtp:auth-fail:{ip}", self.failed_login_window_seconds
-                )
-                if failures >= self.failed_logins_per_ip:
-                    # Refused for the rest of the window, right password or
-                    # not (it is not even checked): a guesser learns nothing.
-                    await self.limiter.cache.set(blocked_key, b"1", max(left, 1.0))
-                return _refused("535 5.7.8 Authentication credentials invalid")
+            # The password as sent: bytes that are not UTF-8 match no
+            # password (each was hashed from its UTF-8), and fail like any.
+            account = await self.accounts.verify_password(
+                login.decode("utf-8", "replace"), password, client_ip=ip
+            )
+        except TooManyAttempts as exc:
+            return _refused(f"454 4.7.0 {_one_line(exc.message)}")
+        except Unauthorized:
+            log.info("failed submission login from %s", ip)
+            return _refused("535 5.7.8 Authentication credentials invalid")
         except StorageError:
             log.exception("cannot check submission login from %s", ip)
             return _refused("454 4.7.0 Temporary failure; try later")

@@ -1,5 +1,5 @@
 """Attachment file names: the one a part names made safe to show and to save
-(last path component only, no control or bidirectional-override characters,
+(last path component only, no hidden characters: ``proto/hidden_chars.py``,
 at most 255 characters), or one derived from the content type when the part
 names none (``invite.ics``, ``image.png``, ``message.eml``).
 """
@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import re
 
+from mailfleet.proto.hidden_chars import HIDDEN
 from mailfleet.proto.mime.defects import valid_text
-
-_FILENAME_JUNK = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def safe_filename(name: str | None) -> str | None:
-    """The last path component, without control or bidirectional-override
-    characters (used to disguise "exe" as "pdf"), or None if nothing is left."""
+    """The last path component, without control, zero-width or
+    bidirectional-override characters (used to disguise "exe" as "pdf"), or
+    None if nothing is left."""
     if not name:
         return None
-    name = re.split(r"[/\\]", _FILENAME_JUNK.sub("", valid_text(name)))[-1].strip()
+    name = re.split(r"[/\\]", HIDDEN.sub("", valid_text(name)))[-1].strip()
     if name in ("", ".", ".."):
         return None
     if len(name) > 255:
