@@ -811,6 +811,47 @@ frontend stats
         self.save(state)
         _wait(proc.name, lambda: self._role_up(proc), 60, proc)
 
+    def kill_process(self, name: str) -> None:
+        """SIGKILL one process of the fleet (``worker-in-2``, ``nats-n2``,
+        ``redis``): a crash, no clean shutdown. ``restart_process`` starts it
+        again."""
+        state = self._require()
+        proc = state.proc(name)
+        if proc.kind == "postgres":
+            raise FleetError("a PostgreSQL cluster is stopped with stop_backend")
+        if _alive(proc.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGKILL)
+            deadline = time.monotonic() + 10
+            while _alive(proc.pid) and time.monotonic() < deadline:
+                self._reap(proc.pid)
+                time.sleep(0.02)
+        self._reap(proc.pid)
+        proc.pid = 0
+        self.save(state)
+
+    def restart_process(self, name: str, wait: bool = True) -> None:
+        """Starts again, with its data, one process ``kill_process`` killed;
+        with ``wait``, returns once it serves again."""
+        state = self._require()
+        proc = state.proc(name)
+        if _alive(proc.pid):
+            return
+        if proc.kind == "mailfleet":
+            self._spawn_role(state, proc)
+            ready: Any = lambda: self._role_up(proc)  # noqa: E731
+        elif proc.kind == "nats":
+            _spawn(proc, self._nats_command(state, name.removeprefix("nats-")))
+            ready = lambda: _tcp_up(proc.port)  # noqa: E731
+        elif proc.kind == "redis":
+            self._start_redis_again(state, proc)
+            ready = lambda: _tcp_up(proc.port)  # noqa: E731
+        else:
+            raise FleetError(f"cannot restart {name} alone (start_backend starts backends)")
+        self.save(state)
+        if wait:
+            _wait(proc.name, ready, 60, proc)
+
     def _require(self) -> FleetState:
         state = self.load()
         if state is None:

@@ -147,7 +147,7 @@ async def test_acknowledged_mail_survives_killed_roles(tmp_path: Path, profile: 
             assert {name for _, name in kills} == set(VICTIMS), kills
             assert len(outcomes.accepted) >= MAILS // 2, outcomes.line()
 
-            await asyncio.to_thread(wait_ready, f"{api}/readyz")
+            await harness.wait_ready(client)
             expected = Counter(n % ACCOUNTS for n in outcomes.accepted)
             await harness.wait_until_delivered(client, accounts, expected, timeout=60)
             deadline = time.monotonic() + 30

@@ -32,6 +32,9 @@ FLEET_ENV = {
     "MAILFLEET_SMTP__CONNECTIONS_PER_MINUTE_PER_IP": "1000000",
     "MAILFLEET_SMTP__MAX_CONNECTIONS_PER_IP": "1000",
     "MAILFLEET_LIMITS__SEND_PER_MINUTE": "100000",
+    # A mail a killed worker-in held comes back after this (30 s by default):
+    # the chaos and node-loss tests kill them.
+    "MAILFLEET_STORAGE__INCOMING_LEASE_SECONDS": "5",
 }
 
 

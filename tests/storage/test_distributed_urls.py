@@ -31,9 +31,9 @@ def test_nats_and_redis_urls_select_the_distributed_implementations(tmp_path: Pa
     assert stores.queue.options.replicas == 3
     assert stores.queue.stream_name("outgoing") == "fleet_outgoing"
     assert stores.queue.policy("incoming").max_deliveries == 10  # the factory's policies
-    assert isinstance(stores.cache, RedisCache)
-    assert stores.cache.options == parse_redis_url("redis://127.0.0.1:6379/2?prefix=fleet")
-    assert stores.cache.options.url == "redis://127.0.0.1:6379/2"
+    assert isinstance(stores.cache.inner, RedisCache)
+    assert stores.cache.inner.options == parse_redis_url("redis://127.0.0.1:6379/2?prefix=fleet")
+    assert stores.cache.inner.options.url == "redis://127.0.0.1:6379/2"
     assert isinstance(stores.events, RedisEventBus)
     assert stores.events.options.prefix == "fleet"
 

@@ -29,6 +29,7 @@ from aiosmtpd.smtp import MISSING, SMTP
 from mailfleet.errors import RateLimited
 from mailfleet.proto.smtp_data import header_section_size, to_crlf, unstuff
 from mailfleet.ratelimit import RateLimiter
+from mailfleet.storage.errors import StorageError
 
 log = logging.getLogger("mailfleet.smtp")
 
@@ -177,6 +178,17 @@ class MailfleetSMTP(SMTP):
         # The longest a whole DATA transfer may take (None: ``timeout``).
         self.data_timeout = data_timeout
         self._counted_ip: str | None = None
+
+    async def handle_exception(self, error: Exception) -> str:
+        """An error no handler answered: aiosmtpd would say ``500 Error``, a
+        permanent failure that makes the sending MTA bounce the mail. Ours
+        are never the client's fault, and a backend that is down comes back:
+        451, try later (RFC 5321 section 4.2.5)."""
+        assert self.session is not None
+        log.error("%r SMTP session error", self.session.peer, exc_info=error)
+        if isinstance(error, StorageError):
+            return "451 4.3.0 Temporary storage failure, try again later"
+        return "451 4.3.0 Local error in processing, try again later"
 
     def _timeout_cb(self) -> None:
         """aiosmtpd hangs up without a word; RFC 5321 section 3.8 wants a 421

@@ -40,6 +40,7 @@ from mailfleet.storage.interfaces import (
     SearchIndex,
 )
 from mailfleet.storage.migrations import SchemaState, database_state, upgrade_database
+from mailfleet.storage.outage_tolerant_cache import OutageTolerantCache
 
 # What each queue guarantees (decision 0009). ``incoming``: worker-in holds a
 # batch of 64 for ``storage.incoming_lease_seconds`` (30 s) and gives up on a
@@ -188,7 +189,7 @@ def create_stores(settings: Settings) -> Stores:
         search=search,
         blobs=blob_store(settings.storage_url("blob_url")),
         queue=_queue(settings.storage_url("queue_url"), queue_policies(settings)),
-        cache=_cache(settings.storage_url("cache_url")),
+        cache=OutageTolerantCache(_cache(settings.storage_url("cache_url"))),
         events=events,
         bayes=bayes,
     )
