@@ -534,7 +534,9 @@ def test_serve_runs_worker_in_in_its_own_process_and_restarts_it(
             # On JetStream 2.9 the pull request the killed worker left waiting
             # can still take this mail; it comes back when its lease ends
             # (decision 0014), so allow for one lease.
-            send_and_wait("while the worker was down", 2, StorageSettings().incoming_lease_seconds + 20)
+            send_and_wait(
+                "while the worker was down", 2, StorageSettings().incoming_lease_seconds + 20
+            )
             (restarted,) = _children(process.pid)
             assert restarted != worker
     finally:
