@@ -70,6 +70,8 @@ ROLE_COUNTS = {
 # Backends by the name ``stop_backend``/``start_backend`` and ``status`` use.
 BACKENDS = ("postgres", "redis", "nats", "s3", "haproxy")
 PG_CLUSTERS = ("directory", "shard1", "shard2", "shard2-replica")
+# The application_name of shard2's standby, which its primary waits for.
+STANDBY_NAME = "shard2_replica"
 NATS_NODES = ("n1", "n2", "n3")
 # A put waits this long for JetStream before smtp-in answers 451 and the API
 # 503: longer than an election in the field notes (~3 s), far shorter than the
@@ -353,23 +355,84 @@ class Fleet:
                     "wal_level = replica\nmax_wal_senders = 5\nmax_connections = 200\n"
                     "fsync = on\n"
                 )
+                if cluster == "shard2":
+                    # A commit waits for the standby named so to have it on
+                    # disk: what is acknowledged survives the primary's loss
+                    # (failover). Copied to the standby by pg_basebackup, so
+                    # either can be the primary of the other.
+                    conf.write(f"synchronous_standby_names = '{STANDBY_NAME}'\n")
         # initdb's pg_hba.conf already trusts replication from 127.0.0.1/32.
         for cluster in ("directory", "shard1", "shard2"):
             self._pg_start(state, cluster)
-        replica = self._pg_dir("shard2-replica")
-        _as_postgres(
-            str(PG_BIN / "pg_basebackup"), "-h", "127.0.0.1", "-p",
-            str(state.ports["pg-shard2"]), "-U", "postgres", "-D", str(replica), "-R",
-            "-X", "stream",
-        )  # fmt: skip
-        with (replica / "postgresql.auto.conf").open("a") as conf:
-            # Named, so pg_stat_replication on the primary says whose it is.
-            conf.write("primary_conninfo = '{} application_name=shard2_replica'\n".format(
-                f"host=127.0.0.1 port={state.ports['pg-shard2']} user=postgres"
-            ))  # fmt: skip
-        self._pg_start(state, "shard2-replica")
+        self._start_standby(state, "shard2-replica", of="shard2")
         for cluster in ("directory", "shard1", "shard2"):
             self.sql(state, cluster, f"CREATE DATABASE {DATABASE}", database="postgres")
+
+    def _start_standby(self, state: FleetState, cluster: str, of: str) -> None:
+        """``cluster`` made afresh as the streaming standby of ``of``
+        (``pg_basebackup``), and started."""
+        data = self._pg_dir(cluster)
+        if data.exists():
+            shutil.rmtree(data)
+        _as_postgres(
+            str(PG_BIN / "pg_basebackup"), "-h", "127.0.0.1", "-p", str(state.ports[f"pg-{of}"]),
+            "-U", "postgres", "-D", str(data), "-R", "-X", "stream",
+        )  # fmt: skip
+        with (data / "postgresql.auto.conf").open("a") as conf:
+            # The name the primary's synchronous_standby_names waits for.
+            conf.write("primary_conninfo = '{} application_name={}'\n".format(
+                f"host=127.0.0.1 port={state.ports[f'pg-{of}']} user=postgres", STANDBY_NAME
+            ))  # fmt: skip
+        self._pg_start(state, cluster)
+
+    def kill_postgres(self, cluster: str) -> None:
+        """SIGKILL a cluster's postmaster: a crash of its machine, as far as
+        clients and its standby can tell (its backends exit with it)."""
+        state = self._require()
+        proc = state.proc(f"pg-{cluster}")
+        if _alive(proc.pid):
+            os.kill(proc.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while _alive(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proc.pid = 0
+        self.save(state)
+
+    def promote(self, cluster: str) -> None:
+        """Makes a standby the primary (``pg_ctl promote``): how a failover is
+        triggered here, by the operator (or a test); nothing promotes on its
+        own. Clients find it through their multi-host URLs."""
+        _as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self._pg_dir(cluster)), "-w", "promote")
+        # Its standby was the primary that is gone: a commit waiting for it
+        # would wait for ever. Until ``rebuild_standby`` gives it one, the
+        # shard commits on one server (as Patroni does without
+        # synchronous_mode_strict): available, one failure from loss.
+        self._wait_for_standby(self._require(), cluster, "")
+
+    def _wait_for_standby(self, state: FleetState, cluster: str, name: str) -> None:
+        """Makes ``cluster``'s commits wait for the standby ``name`` ('' for
+        none) to have them on disk."""
+        self.sql(state, cluster, f"ALTER SYSTEM SET synchronous_standby_names = '{name}'")
+        self.sql(state, cluster, "SELECT pg_reload_conf()")
+
+    def rebuild_standby(self, cluster: str, of: str) -> None:
+        """After a failover: the old primary ``cluster``, gone or stopped,
+        made again as the standby of the new primary ``of``."""
+        state = self._require()
+        proc = state.proc(f"pg-{cluster}")
+        if _alive(proc.pid):
+            self._stop_proc(proc)
+        self._start_standby(state, cluster, of=of)
+        self._wait_for_standby(state, of, STANDBY_NAME)
+
+    def switch_over(self, primary: str, standby: str) -> None:
+        """A planned change of primary, nothing lost: ``primary`` stopped
+        cleanly (its last WAL goes to the standby first), ``standby``
+        promoted, ``primary`` made its standby."""
+        state = self._require()
+        self._stop_proc(state.proc(f"pg-{primary}"))
+        self.promote(standby)
+        self.rebuild_standby(primary, of=standby)
 
     def _pg_start(self, state: FleetState, cluster: str) -> None:
         name = f"pg-{cluster}"
@@ -520,6 +583,10 @@ class Fleet:
 
         ports = state.ports
         pg = "postgresql://postgres@127.0.0.1:{}/" + DATABASE
+        pair = (
+            f"postgresql://postgres@/{DATABASE}?host=127.0.0.1:{{}}&host=127.0.0.1:{{}}"
+            "&target_session_attrs={}"
+        )
         nats_servers = ",".join(f"127.0.0.1:{ports[f'nats-{n}']}" for n in NATS_NODES)
         # One certificate for both smtp-in processes: a client behind the
         # balancer sees the same one whichever it reaches.
@@ -545,8 +612,10 @@ url = "{pg.format(ports["pg-shard1"])}"
 
 [[storage.metadata_shards]]
 name = "shard2"
-url = "{pg.format(ports["pg-shard2"])}"
-replica_url = "{pg.format(ports["pg-shard2-replica"])}"
+# Both servers in each URL: after a failover (`promote`) the one that is
+# primary now takes the writes, the other the reads.
+url = "{pair.format(ports["pg-shard2"], ports["pg-shard2-replica"], "read-write")}"
+replica_url = "{pair.format(ports["pg-shard2-replica"], ports["pg-shard2"], "prefer-standby")}"
 
 [http]
 trusted_origins = ["http://127.0.0.1:{ports["http"]}", "http://localhost:{ports["http"]}"]

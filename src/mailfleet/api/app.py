@@ -27,7 +27,7 @@ from mailfleet.api import (
 from mailfleet.api.page_cache import EncodedPages
 from mailfleet.errors import MailfleetError, RateLimited
 from mailfleet.runtime import Runtime
-from mailfleet.storage.errors import BackendUnavailable
+from mailfleet.storage.errors import BackendUnavailable, StorageFull
 
 log = logging.getLogger("mailfleet.api")
 
@@ -90,6 +90,16 @@ def create_app(runtime: Runtime, *, api: bool = True, realtime: bool = True) -> 
             "unavailable",
             "a storage backend is unavailable; try again later",
             {"Retry-After": "5"},
+        )
+
+    @app.exception_handler(StorageFull)
+    async def _storage_full(_: Request, exc: StorageFull) -> JSONResponse:
+        log.error("storage full: %s", exc)
+        return error_response(
+            507,
+            "insufficient_storage",
+            "the server's storage is full; nothing was saved, try again later",
+            {"Retry-After": "60"},
         )
 
     @app.exception_handler(RequestValidationError)

@@ -12,7 +12,8 @@ DATA. Policy answers (RFC 5321 section 4.2, RFC 3463 enhanced codes):
   finish within ``filters.smtp_check_seconds`` refuses nothing: the mail is
   accepted and worker-in checks it;
 - too many messages from one IP: 451 4.7.1; too many connections: 421 4.7.0;
-- any storage failure during DATA: 451 4.3.0, never 250; a recipient check
+- any storage failure during DATA: 451 4.3.0, never 250 (a full disk: 452
+  4.3.1); a recipient check
   slower than ``smtp.recipient_check_timeout_seconds``: 451 4.3.0.
 """
 
@@ -28,7 +29,8 @@ from mailfleet.errors import RateLimited
 from mailfleet.filters import FilterResult, FilterUnavailable
 from mailfleet.filters.pipeline import refusal
 from mailfleet.ratelimit import RateLimiter
-from mailfleet.storage.errors import StorageError
+from mailfleet.smtp.server import STORAGE_FULL_REPLY
+from mailfleet.storage.errors import StorageError, StorageFull
 
 log = logging.getLogger("mailfleet.smtp_in")
 
@@ -115,6 +117,9 @@ class MxHandler:
         # (NATS: the queue URL's publish_patience).
         try:
             queue_id = await self.service.accept(mail, raw, checked=checked)
+        except StorageFull as exc:
+            log.error("cannot store incoming mail from %s: %s", mail.client_ip, exc)
+            return STORAGE_FULL_REPLY
         except StorageError:
             log.exception("cannot store incoming mail from %s", mail.client_ip)
             return "451 4.3.0 Temporary storage failure; try again later"

@@ -29,7 +29,11 @@ from aiosmtpd.smtp import MISSING, SMTP
 from mailfleet.errors import RateLimited
 from mailfleet.proto.smtp_data import header_section_size, to_crlf, unstuff
 from mailfleet.ratelimit import RateLimiter
-from mailfleet.storage.errors import StorageError
+from mailfleet.storage.errors import StorageError, StorageFull
+
+# Our disk is full (RFC 3463 4.3.1 "mail system full"): the client keeps the
+# mail and tries again later, as for any 4xx, and its log says why.
+STORAGE_FULL_REPLY = "452 4.3.1 Insufficient system storage; try again later"
 
 log = logging.getLogger("mailfleet.smtp")
 
@@ -186,6 +190,8 @@ class MailfleetSMTP(SMTP):
         451, try later (RFC 5321 section 4.2.5)."""
         assert self.session is not None
         log.error("%r SMTP session error", self.session.peer, exc_info=error)
+        if isinstance(error, StorageFull):
+            return STORAGE_FULL_REPLY
         if isinstance(error, StorageError):
             return "451 4.3.0 Temporary storage failure, try again later"
         return "451 4.3.0 Local error in processing, try again later"

@@ -22,7 +22,7 @@ Policy answers (RFC 5321 section 4.2, RFC 3463 enhanced codes):
 - over the size limit: 552 5.3.4; too many messages: 451 4.7.1;
 - a virus or a blocked attachment: 554 5.7.1 with what was found; the virus
   scanner unable to answer: 451 4.7.1;
-- any storage failure: 451 4.3.0, never 250.
+- any storage failure: 451 4.3.0, never 250 (a full disk: 452 4.3.1).
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ from mailfleet.config import Settings
 from mailfleet.delivery.send import SendService
 from mailfleet.errors import MailfleetError, NotFound, RateLimited, TooManyAttempts, Unauthorized
 from mailfleet.ratelimit import RateLimiter
-from mailfleet.smtp.server import MailfleetSMTP
-from mailfleet.storage.errors import StorageError
+from mailfleet.smtp.server import STORAGE_FULL_REPLY, MailfleetSMTP
+from mailfleet.storage.errors import StorageError, StorageFull
 from mailfleet.storage.interfaces import Account
 
 log = logging.getLogger("mailfleet.submission")
@@ -258,6 +258,9 @@ class SubmissionHandler:
             )
         except MailfleetError as exc:
             return reply_for(exc)
+        except StorageFull as exc:
+            log.error("cannot accept submitted mail from %s: %s", account.email, exc)
+            return STORAGE_FULL_REPLY
         except Exception:
             # Storage or anything unforeseen: the client keeps the mail and
             # tries again; a 250 here could lose it.

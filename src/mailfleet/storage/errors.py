@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 
 class StorageError(Exception):
     pass
@@ -26,6 +28,22 @@ class BlobCorrupt(StorageError):
 
 class BackendUnavailable(StorageError):
     """The backend cannot be reached or refused the write: try later."""
+
+
+class StorageFull(BackendUnavailable):
+    """The backend's disk (or quota) is full: nothing was written. Also a
+    "try later", since space comes back (an operator frees or adds some), but
+    worth saying as such: SMTP answers 452 4.3.1, the API 507."""
+
+
+_NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
+
+
+def write_failed(what: str, exc: OSError) -> BackendUnavailable:
+    """The error a failed file write means: StorageFull when the file system
+    or the quota is full, else BackendUnavailable."""
+    kind = StorageFull if exc.errno in _NO_SPACE else BackendUnavailable
+    return kind(f"{what}: {exc}")
 
 
 UPGRADE_COMMAND = "mailfleet db upgrade"

@@ -35,9 +35,22 @@ _MIGRATION_LOCK = 0x6D61696C666C74
 
 
 def asyncpg_dsn(url: str) -> str:
-    """``postgresql://`` or ``postgresql+asyncpg://`` → what asyncpg takes."""
-    parsed = sa.make_url(url)
-    return parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+    """``postgresql://`` or ``postgresql+asyncpg://`` → what asyncpg takes.
+
+    Several servers (a shard's primary and its standby, for failover) are
+    written as SQLAlchemy writes them, ``postgresql://USER@/DB?host=H1:P1&
+    host=H2:P2&target_session_attrs=read-write``; asyncpg wants them in the
+    address part, ``postgresql://USER@H1:P1,H2:P2/DB?...``, and tries each in
+    turn for a server of the kind ``target_session_attrs`` asks for."""
+    parsed = sa.make_url(url).set(drivername="postgresql")
+    hosts = parsed.query.get("host")
+    if not isinstance(hosts, tuple):
+        return parsed.render_as_string(hide_password=False)
+    rest = parsed.difference_update_query(["host"]).set(host=None, port=None)
+    plain = rest.render_as_string(hide_password=False)  # postgresql://USER@/DB?...
+    head, _, tail = plain.partition("://")
+    credentials, at, path = tail.rpartition("@")
+    return f"{head}://{credentials}{at}{','.join(hosts)}{path}"
 
 
 def sqlalchemy_url(url: str) -> str:

@@ -31,7 +31,13 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 from mailfleet.storage.embedded.sqlite_writer import SqliteWriter
-from mailfleet.storage.errors import BackendUnavailable, BlobCorrupt, BlobMissing, BlobTooLarge
+from mailfleet.storage.errors import (
+    BackendUnavailable,
+    BlobCorrupt,
+    BlobMissing,
+    BlobTooLarge,
+    write_failed,
+)
 from mailfleet.storage.interfaces import Blob, StoredBlob
 
 # Blobs up to this size go into the pack: the raw mail of nearly every message,
@@ -228,7 +234,7 @@ class FileBlobStore:
             self._install(tmp_path, blob_hash)
         except OSError as exc:
             _discard(tmp_path)
-            raise BackendUnavailable(f"cannot write blob: {exc}") from exc
+            raise write_failed("cannot write blob", exc) from exc
         return Blob(blob_hash, len(data))
 
     async def put(self, data: bytes) -> Blob:
@@ -267,7 +273,7 @@ class FileBlobStore:
         except BaseException as exc:
             await asyncio.to_thread(_discard, tmp_path)
             if isinstance(exc, OSError):
-                raise BackendUnavailable(f"cannot write blob: {exc}") from exc
+                raise write_failed("cannot write blob", exc) from exc
             raise
         return Blob(blob_hash, size)
 

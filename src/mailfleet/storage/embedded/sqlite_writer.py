@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from mailfleet.storage.errors import BackendUnavailable, DuplicateKey
+from mailfleet.storage.errors import BackendUnavailable, DuplicateKey, StorageFull
 
 T = TypeVar("T")
 Step = Callable[[sqlite3.Connection], Any]
@@ -31,6 +31,8 @@ def _storage_error(exc: BaseException) -> BaseException:
     if isinstance(exc, sqlite3.IntegrityError):
         return DuplicateKey(str(exc))
     if isinstance(exc, sqlite3.OperationalError | sqlite3.DatabaseError):
+        if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+            return StorageFull(str(exc))
         return BackendUnavailable(str(exc))
     return exc
 

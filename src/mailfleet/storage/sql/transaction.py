@@ -8,13 +8,18 @@ from typing import Any
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from mailfleet.storage.errors import BackendUnavailable, DuplicateKey
+from mailfleet.storage.errors import BackendUnavailable, DuplicateKey, StorageFull
+
+# PostgreSQL's disk_full (class 53, insufficient resources).
+_DISK_FULL = "53100"
 
 
 def storage_error(exc: BaseException) -> BaseException:
     """The storage error a driver error means, or the error itself."""
     if isinstance(exc, sa_exc.IntegrityError):
         return DuplicateKey(str(exc.orig))
+    if isinstance(exc, sa_exc.DBAPIError) and getattr(exc.orig, "sqlstate", None) == _DISK_FULL:
+        return StorageFull(str(exc.orig))
     if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
         return BackendUnavailable(str(exc.orig))
     return exc
