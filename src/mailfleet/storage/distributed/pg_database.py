@@ -46,7 +46,12 @@ def asyncpg_dsn(url: str) -> str:
     hosts = parsed.query.get("host")
     if not isinstance(hosts, tuple):
         return parsed.render_as_string(hide_password=False)
-    rest = parsed.difference_update_query(["host"]).set(host=None, port=None)
+    if parsed.host:
+        raise ValueError(
+            f"{database_label(url)}: name the servers in host= parameters or before the"
+            " database, not both"
+        )
+    rest = parsed.difference_update_query(["host"])
     plain = rest.render_as_string(hide_password=False)  # postgresql://USER@/DB?...
     head, _, tail = plain.partition("://")
     credentials, at, path = tail.rpartition("@")
@@ -89,6 +94,13 @@ def storage_errors(label: str) -> Iterator[None]:
         raise BackendUnavailable(f"postgresql {label}: {exc}") from exc
 
 
+def _on_standby(conn: Any) -> bool:
+    """Whether the server is a standby now: PostgreSQL 14+ reports
+    ``in_hot_standby`` at connect and again when a standby is promoted, so
+    this asks nothing of the server."""
+    return getattr(conn.get_settings(), "in_hot_standby", "on") == "on"
+
+
 class _ReadTransaction:
     """``async with database.read() as session``: one snapshot (a read-only
     repeatable-read transaction), so the statements of one read agree."""
@@ -120,15 +132,19 @@ class _ReadTransaction:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        assert self._pool is not None
+        pool: asyncpg.Pool | None = self._pool
+        assert pool is not None
+        looks_for_standby = pool is self._database.replica_pool
         try:
             with storage_errors(self._database.label):
                 if exc is None:
                     await self._tx.commit()
                 else:
                     await self._tx.rollback()
+                if looks_for_standby and not _on_standby(self._conn):
+                    await self._conn.close(timeout=1)
         finally:
-            await self._pool.release(self._conn)
+            await pool.release(self._conn)
 
     async def all(self, query: Query, **params: Any) -> Sequence[Any]:
         sql, args = query.bind(DIALECT, params)
@@ -172,6 +188,11 @@ class PgDatabase:
     ) -> None:
         self.url = url
         self.replica_url = replica_url
+        # A replica URL that names one server is that server whatever it is;
+        # one that names several chooses a standby among them when it can.
+        self._replica_chooses = replica_url is not None and isinstance(
+            sa.make_url(replica_url).query.get("host"), tuple
+        )
         self.migrate = migrate
         self.pool_size = pool_size
         self.label = database_label(url)
@@ -207,6 +228,17 @@ class PgDatabase:
             self._pool = self._replica = None
             for pool in pools:
                 await pool.close()
+
+    @property
+    def replica_pool(self) -> asyncpg.Pool | None:
+        """Stale reads' connections when their URL names several servers
+        (None when it names one, the replica pool or not). Such a URL prefers
+        a standby but takes the primary when no standby answers (a failover,
+        a standby being rebuilt); a connection that finds itself on a primary
+        (so connected, or its standby since promoted) is closed after its
+        read, so that the next one looks for a standby again instead of
+        loading the primary for as long as the connection lives."""
+        return self._replica if self._replica_chooses else None
 
     def primary_pool(self) -> asyncpg.Pool:
         if self._pool is None:
