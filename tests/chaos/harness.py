@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import random
 import secrets
 import time
@@ -29,6 +30,42 @@ import httpx
 
 PASSWORD = "correct horse battery"
 SENDER = "chaos@outside.example"
+
+
+@dataclass(frozen=True)
+class Load:
+    """How much chaos: CI's short form by default; ``bench/chaos.py`` sets
+    ``CHAOS_MAILS``, ``CHAOS_ACCOUNTS``, ``CHAOS_CONNECTIONS`` and
+    ``CHAOS_SECONDS`` for the long one."""
+
+    mails: int
+    accounts: int
+    connections: int
+    seconds: float  # of sending, at most (fewer when sending cannot keep up)
+
+    @classmethod
+    def from_env(cls, seconds: float) -> Load:
+        return cls(
+            mails=int(os.environ.get("CHAOS_MAILS", "500")),
+            accounts=int(os.environ.get("CHAOS_ACCOUNTS", "25")),
+            connections=int(os.environ.get("CHAOS_CONNECTIONS", "5")),
+            seconds=float(os.environ.get("CHAOS_SECONDS", seconds)),
+        )
+
+    @property
+    def pace(self) -> float:
+        """Seconds between two mails of one connection."""
+        return self.connections * self.seconds / self.mails
+
+    @property
+    def settle_seconds(self) -> float:
+        """Patience for the last mails to be delivered once the chaos stops."""
+        return max(90, self.mails / 25)
+
+    @property
+    def timeout(self) -> float:
+        """The whole test's, for pytest-timeout."""
+        return 240 + self.seconds + self.mails / 5 + 2 * self.settle_seconds
 
 
 @dataclass

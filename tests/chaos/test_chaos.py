@@ -25,11 +25,7 @@ from tests.fleet.acceptance import FLEET_ENV
 from tests.support.profile import Profile, config_args
 from tests.test_restart import MAILFLEET, free_port, run_cli
 
-MAILS = 500
-ACCOUNTS = 25
-CONNECTIONS = 5
-# Seconds between two mails of one connection: about ten seconds of chaos.
-PACE = CONNECTIONS * 10 / MAILS
+LOAD = harness.Load.from_env(seconds=10)
 KILL_EVERY = (0.8, 1.6)
 VICTIMS = ("smtp-in", "worker-in", "api", "realtime", "worker-out")
 # A mail a killed worker-in held comes back after this (the default is 30 s).
@@ -102,6 +98,7 @@ def queue_depth(data_dir: Path, queue: str) -> int:
     return int(listed.stdout.split(":", 1)[1].split()[0])
 
 
+@pytest.mark.timeout(LOAD.timeout)
 async def test_acknowledged_mail_survives_killed_roles(tmp_path: Path, profile: Profile) -> None:
     data_dir = tmp_path / "data"
     profile.storage(data_dir)
@@ -117,7 +114,8 @@ async def test_acknowledged_mail_survives_killed_roles(tmp_path: Path, profile: 
         await asyncio.to_thread(wait_ready, f"{api}/readyz")
         async with httpx.AsyncClient(base_url=api, timeout=30) as client:
             accounts = [
-                await harness.sign_up(client, f"c{run}x{i}@example.com") for i in range(ACCOUNTS)
+                await harness.sign_up(client, f"c{run}x{i}@example.com")
+                for i in range(LOAD.accounts)
             ]
             stop = asyncio.Event()
 
@@ -135,9 +133,9 @@ async def test_acknowledged_mail_survives_killed_roles(tmp_path: Path, profile: 
                 roles.ports["smtp-in"],
                 run,
                 [a.email for a in accounts],
-                MAILS,
-                CONNECTIONS,
-                pace=PACE,
+                LOAD.mails,
+                LOAD.connections,
+                pace=LOAD.pace,
             )
             stop.set()
             kills = await chaos
@@ -145,12 +143,14 @@ async def test_acknowledged_mail_survives_killed_roles(tmp_path: Path, profile: 
 
             print(f"chaos: {outcomes.line()}; kills {kills}; {marked} marked read")
             assert {name for _, name in kills} == set(VICTIMS), kills
-            assert len(outcomes.accepted) >= MAILS // 2, outcomes.line()
+            assert len(outcomes.accepted) >= LOAD.mails // 2, outcomes.line()
 
             await harness.wait_ready(client)
-            expected = Counter(n % ACCOUNTS for n in outcomes.accepted)
-            await harness.wait_until_delivered(client, accounts, expected, timeout=60)
-            deadline = time.monotonic() + 30
+            expected = Counter(n % LOAD.accounts for n in outcomes.accepted)
+            await harness.wait_until_delivered(
+                client, accounts, expected, timeout=LOAD.settle_seconds
+            )
+            deadline = time.monotonic() + LOAD.settle_seconds / 2
             while await asyncio.to_thread(queue_depth, data_dir, "incoming"):
                 assert time.monotonic() < deadline, "incoming did not drain"
                 await asyncio.sleep(0.5)

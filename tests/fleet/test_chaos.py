@@ -30,9 +30,7 @@ from tests.fleet.acceptance import http_url
 
 pytestmark = [pytest.mark.fleet, pytest.mark.chaos]
 
-MAILS = 500
-ACCOUNTS = 25
-CONNECTIONS = 5
+LOAD = harness.Load.from_env(seconds=15)
 VICTIMS = (
     "smtp-in-1", "smtp-in-2", "worker-in-1", "worker-in-2", "api-1", "api-2",
     "worker-out-1", "realtime-1",
@@ -59,8 +57,8 @@ async def settle_and_verify(
 ) -> None:
     await harness.wait_ready(client)
     expected = Counter(n % len(accounts) for n in outcomes.accepted)
-    await harness.wait_until_delivered(client, accounts, expected, timeout=90)
-    deadline = time.monotonic() + 30
+    await harness.wait_until_delivered(client, accounts, expected, timeout=LOAD.settle_seconds)
+    deadline = time.monotonic() + LOAD.settle_seconds / 2
     while await asyncio.to_thread(queue_depth, fleet, "incoming"):
         assert time.monotonic() < deadline, "incoming did not drain"
         await asyncio.sleep(0.5)
@@ -72,7 +70,7 @@ async def sign_up_all(client: httpx.AsyncClient, run: str, count: int) -> list[h
     return [await harness.sign_up(client, f"k{run}x{i}@{DOMAIN}") for i in range(count)]
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(LOAD.timeout)
 async def test_acknowledged_mail_survives_killed_roles_on_the_fleet(
     fleet: tuple[Fleet, FleetState],
 ) -> None:
@@ -80,7 +78,7 @@ async def test_acknowledged_mail_survives_killed_roles_on_the_fleet(
     rng = random.Random(os.environ.get("CHAOS_SEED", "14"))
     run = harness.new_run()
     async with httpx.AsyncClient(base_url=http_url(state), timeout=30) as client:
-        accounts = await sign_up_all(client, run, ACCOUNTS)
+        accounts = await sign_up_all(client, run, LOAD.accounts)
         stop = asyncio.Event()
 
         async def kill(name: str) -> None:
@@ -96,9 +94,9 @@ async def test_acknowledged_mail_survives_killed_roles_on_the_fleet(
                 state.ports["smtp"],
                 run,
                 [a.email for a in accounts],
-                MAILS,
-                CONNECTIONS,
-                pace=CONNECTIONS * 15 / MAILS,
+                LOAD.mails,
+                LOAD.connections,
+                pace=LOAD.pace,
             )
         finally:
             stop.set()
@@ -108,7 +106,7 @@ async def test_acknowledged_mail_survives_killed_roles_on_the_fleet(
                 await asyncio.to_thread(running.restart_process, name)
         print(f"fleet chaos: {outcomes.line()}; {len(kills)} kills {kills}; {marked} marked read")
         assert {name for _, name in kills} == set(VICTIMS), kills
-        assert len(outcomes.accepted) >= MAILS // 2, outcomes.line()
+        assert len(outcomes.accepted) >= LOAD.mails // 2, outcomes.line()
         await settle_and_verify(running, client, run, accounts, outcomes)
 
 
