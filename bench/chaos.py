@@ -21,6 +21,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -71,7 +72,13 @@ def main() -> None:
         print(f"  {line.split(';')[0]}; {len(kills)} kills; lost 0" if verdict == "passed"
               else f"  {line}")  # fmt: skip
     if result.returncode != 0:
-        print(result.stdout[-5000:], result.stderr[-2000:])
+        # The roles' own logs come before pytest's report: keep all of it.
+        with tempfile.NamedTemporaryFile(
+            "w", prefix="mailfleet-chaos-", suffix=".log", delete=False
+        ) as out:
+            out.write(result.stdout + result.stderr)
+        print(result.stdout[-3000:], result.stderr[-2000:])
+        print(f"the whole output: {out.name}")
         sys.exit(1)
 
 

@@ -423,6 +423,34 @@ class AuthSettings(_Section):
     )
 
 
+class MetricsSettings(_Section):
+    """``/metrics`` for Prometheus, and the operations port of every role."""
+
+    listen: str = Field(
+        "",
+        description="HOST:PORT of the operations port (/metrics, /healthz, /readyz), served"
+        " by every role of the process; the only HTTP of smtp-in, submission, worker-in and"
+        " worker-out (empty: none; api and realtime serve them on their HTTP port too)",
+    )
+    allow_from: list[str] = Field(
+        default_factory=lambda: ["127.0.0.0/8", "::1/128"],
+        description="networks whose clients may read /metrics (others get 403); a client"
+        " behind the balancer is the one X-Forwarded-For names",
+    )
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        return _parse_hostport(value) if value else value
+
+    @field_validator("allow_from")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for network in value:
+            ipaddress.ip_network(network, strict=False)  # ValueError names it
+        return value
+
+
 class RealtimeSettings(_Section):
     """The ``realtime`` role: WebSocket push and long poll over the change log."""
 
@@ -561,6 +589,7 @@ class Settings(_Section):
     delivery: DeliverySettings = DeliverySettings()
     blobs: BlobSettings = BlobSettings()
     realtime: RealtimeSettings = RealtimeSettings()
+    metrics: MetricsSettings = MetricsSettings()
     filters: FilterSettings = FilterSettings()
     domains: list[DomainSeed] = Field(
         default_factory=list, description="hosted domains ensured at start"

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import uvicorn
+from starlette.types import ASGIApp
 
 from mailfleet.api.app import asgi_app
 from mailfleet.blobs import BlobSweeper
@@ -62,6 +63,9 @@ class Server:
         self.submission_socket: socket.socket | None = None
         self._http: uvicorn.Server | None = None
         self._http_task: asyncio.Task[None] | None = None
+        self.operations_socket: socket.socket | None = None
+        self._operations: uvicorn.Server | None = None
+        self._operations_task: asyncio.Task[None] | None = None
         self._smtp: asyncio.Server | None = None
         self._submission: asyncio.Server | None = None
         self._tls: ssl.SSLContext | None = None
@@ -78,6 +82,12 @@ class Server:
     def http_address(self) -> tuple[str, int]:
         assert self.http_socket is not None
         host, port = self.http_socket.getsockname()[:2]
+        return host, port
+
+    @property
+    def operations_address(self) -> tuple[str, int]:
+        assert self.operations_socket is not None
+        host, port = self.operations_socket.getsockname()[:2]
         return host, port
 
     @property
@@ -116,12 +126,29 @@ class Server:
             await self._start_submission()
         if self.roles & {"api", "realtime"}:
             await self._start_http()
+        if self.runtime.settings.metrics.listen:
+            await self._start_operations()
 
     async def _start_http(self) -> None:
         self.http_socket = bind(self.runtime.settings.http.listen)
+        app = asgi_app(self.runtime, api="api" in self.roles, realtime="realtime" in self.roles)
+        self._http, self._http_task = await self._serve_http(self.http_socket, app)
+
+    async def _start_operations(self) -> None:
+        """``[metrics] listen``: /metrics, /healthz and /readyz of whatever
+        roles this process runs."""
+        self.operations_socket = bind(self.runtime.settings.metrics.listen)
+        app = asgi_app(self.runtime, api=False, realtime=False)
+        self._operations, self._operations_task = await self._serve_http(
+            self.operations_socket, app
+        )
+
+    async def _serve_http(
+        self, sock: socket.socket, app: ASGIApp
+    ) -> tuple[uvicorn.Server, asyncio.Task[None]]:
         realtime = self.runtime.settings.realtime
         config = uvicorn.Config(
-            asgi_app(self.runtime, api="api" in self.roles, realtime="realtime" in self.roles),
+            app,
             log_level="warning",
             lifespan="off",
             access_log=False,
@@ -136,15 +163,16 @@ class Server:
             # A client sends one small frame (its token); nothing larger is read.
             ws_max_size=64 * 1024,
         )
-        self._http = uvicorn.Server(config)
+        server = uvicorn.Server(config)
         # ``serve`` would install signal handlers; the process owns those
         # (cli/serve.py), and tests run several servers in one loop.
-        self._http_task = asyncio.create_task(self._http._serve(sockets=[self.http_socket]))
-        while not self._http.started:
-            if self._http_task.done():
-                self._http_task.result()  # raises the startup error
+        task = asyncio.create_task(server._serve(sockets=[sock]))
+        while not server.started:
+            if task.done():
+                task.result()  # raises the startup error
                 raise RuntimeError("HTTP server exited during startup")
             await asyncio.sleep(0.01)
+        return server, task
 
     async def _tls_context(self) -> ssl.SSLContext:
         """STARTTLS for the MX and submission: the configured certificate, or
@@ -218,7 +246,10 @@ class Server:
         self.submission_socket, self._submission = await self._listen_smtp(
             smtp.submission_listen,
             lambda: SubmissionSMTP(
-                handler, insecure_auth_on_loopback=smtp.insecure_auth_on_loopback, **options
+                handler,
+                insecure_auth_on_loopback=smtp.insecure_auth_on_loopback,
+                service="submission",
+                **options,
             ),
         )
 
@@ -240,13 +271,23 @@ class Server:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._http_task
             self._http = None
+        if self._operations is not None and self._operations_task is not None:
+            self._operations.should_exit = True
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._operations_task
+            self._operations = None
         if self.worker_in is not None:
             await self.worker_in.stop()
         if self.blob_sweeper is not None:
             await self.blob_sweeper.stop()
         if self.worker_out is not None:
             await self.worker_out.stop()
-        for sock in (self.http_socket, self.smtp_socket, self.submission_socket):
+        for sock in (
+            self.http_socket,
+            self.smtp_socket,
+            self.submission_socket,
+            self.operations_socket,
+        ):
             if sock is not None:
                 sock.close()
         await self.runtime.close()

@@ -11,6 +11,7 @@ from mailfleet.storage.distributed.nats_queue import NatsQueue, parse_nats_queue
 from mailfleet.storage.distributed.redis_cache import RedisCache, parse_redis_url
 from mailfleet.storage.distributed.redis_events import RedisEventBus
 from mailfleet.storage.factory import create_stores
+from mailfleet.storage.metered_queue import MeteredQueue
 from tests.conftest import make_settings
 
 
@@ -26,10 +27,11 @@ def test_nats_and_redis_urls_select_the_distributed_implementations(tmp_path: Pa
         },
     )
     stores = create_stores(settings)
-    assert isinstance(stores.queue, NatsQueue)
-    assert stores.queue.options.servers == ("nats://127.0.0.1:4222", "nats://127.0.0.1:4223")
-    assert stores.queue.options.replicas == 3
-    assert stores.queue.stream_name("outgoing") == "fleet_outgoing"
+    assert isinstance(stores.queue, MeteredQueue)
+    assert isinstance(stores.queue.inner, NatsQueue)
+    assert stores.queue.inner.options.servers == ("nats://127.0.0.1:4222", "nats://127.0.0.1:4223")
+    assert stores.queue.inner.options.replicas == 3
+    assert stores.queue.inner.stream_name("outgoing") == "fleet_outgoing"
     assert stores.queue.policy("incoming").max_deliveries == 10  # the factory's policies
     assert isinstance(stores.cache.inner, RedisCache)
     assert stores.cache.inner.options == parse_redis_url("redis://127.0.0.1:6379/2?prefix=fleet")

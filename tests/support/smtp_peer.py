@@ -99,12 +99,13 @@ class SmtpPeer:
         pipelining: bool = True,
         smtputf8: bool = True,
         size_limit: int = 33554432,
+        port: int = 0,
     ) -> None:
         self.pipelining = pipelining
         self.smtputf8 = smtputf8
         self.size_limit = size_limit
         self.host = host
-        self.port = 0
+        self.port = port  # 0: any free one
         self.rcpt = rcpt
         self.data = data
         self.tls_dir = tls_dir
@@ -161,7 +162,7 @@ class SmtpPeer:
             )
 
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(factory, self.host, 0)
+        self._server = await loop.create_server(factory, self.host, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 

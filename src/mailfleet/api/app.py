@@ -20,6 +20,7 @@ from mailfleet.api import (
     folders,
     health,
     messages,
+    metrics,
     search,
     threads,
     webmail,
@@ -114,6 +115,7 @@ def create_app(runtime: Runtime, *, api: bool = True, realtime: bool = True) -> 
         return error_response(exc.status_code, code, message, getattr(exc, "headers", None))
 
     app.include_router(health.router)
+    app.include_router(metrics.router)
     if api:
         for module in (accounts, folders, messages, search, threads, contacts):
             app.include_router(module.router)
@@ -132,4 +134,4 @@ def asgi_app(runtime: Runtime, *, api: bool = True, realtime: bool = True) -> AS
     """What the HTTP server runs: ``create_app``, with the realtime role's
     WebSocket answered in front of it (``api/events.py``, ``EventsSocket``)."""
     app = create_app(runtime, api=api, realtime=realtime)
-    return events.EventsSocket(app, runtime) if realtime else app
+    return metrics.RequestMetrics(events.EventsSocket(app, runtime) if realtime else app)

@@ -30,6 +30,7 @@ from mailfleet.filters.bayes import BayesFilter
 from mailfleet.filters.pipeline import FilterPipeline, Outcome
 from mailfleet.filters.sender_auth import author_domains
 from mailfleet.ids import new_id, now_ms
+from mailfleet.metrics import FILTER_VERDICTS
 from mailfleet.proto.addresses import Address, AddressError, mailbox_key, normalize_email
 from mailfleet.proto.authres import remove_claims_of
 from mailfleet.proto.compose import snippet
@@ -312,6 +313,7 @@ class IncomingService:
         for mailbox, own in zip(mailboxes, outcomes, strict=True):
             # Refused mail that was already accepted goes to Junk as well.
             folder_id = mailbox.inbox_id if own.verdict == Verdict.HAM else mailbox.junk_id
+            FILTER_VERDICTS.labels(own.verdict.value).inc()
             copies.append(self._copy(mailbox, folder_id, payload, parsed, parts, spam_fields(own)))
         return copies
 
@@ -323,6 +325,7 @@ class IncomingService:
         outcome: Outcome,
     ) -> None:
         queue_id = str(payload["queue_id"])
+        FILTER_VERDICTS.labels(outcome.verdict.value).inc()
         entry = await self.directory.quarantine(
             QuarantinedMail(
                 id=new_id(),

@@ -37,6 +37,7 @@ from mailfleet.delivery.outbox import OUTGOING, queue_outgoing
 from mailfleet.delivery.smtp_client import normalize_crlf
 from mailfleet.delivery.transport import RecipientOutcome, SmtpTransport
 from mailfleet.ids import now_ms
+from mailfleet.metrics import BOUNCES, count_delivery
 from mailfleet.proto.compose import new_message_id
 from mailfleet.proto.dkim import DkimError, sign
 from mailfleet.proto.dsn import FailedRecipient, build_dsn
@@ -183,6 +184,8 @@ class OutgoingService:
             # the same recipients) keeps it from arriving twice.
             await self._bounce(item, raw, mail_from, failed)
         await self.mailboxes.set_deliveries(account_id, message_id, updates)
+        for update in updates:
+            count_delivery(update.status, domain)
         log.info(
             "%s to %s: %s",
             payload["message_id"],
@@ -277,6 +280,7 @@ class OutgoingService:
             tls=True,
         )
         await self.incoming.accept(envelope, dsn, queue_id=f"dsn-{digest}", ours=True)
+        BOUNCES.inc()
 
 
 class OutgoingWorker:

@@ -27,6 +27,13 @@ from aiosmtpd.proxy_protocol import get_proxy
 from aiosmtpd.smtp import MISSING, SMTP
 
 from mailfleet.errors import RateLimited
+from mailfleet.metrics import (
+    SMTP_MAILS,
+    SMTP_REFUSALS,
+    SMTP_SESSIONS,
+    SMTP_SESSIONS_OPEN,
+    reply_code,
+)
 from mailfleet.proto.smtp_data import header_section_size, to_crlf, unstuff
 from mailfleet.ratelimit import RateLimiter
 from mailfleet.storage.errors import StorageError, StorageFull
@@ -170,6 +177,7 @@ class MailfleetSMTP(SMTP):
         proxy_from: Networks = (),
         header_limit: int = 0,
         data_timeout: float | None = None,
+        service: str = "smtp-in",
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -181,6 +189,10 @@ class MailfleetSMTP(SMTP):
         self.header_limit = header_limit
         # The longest a whole DATA transfer may take (None: ``timeout``).
         self.data_timeout = data_timeout
+        # ``smtp-in`` or ``submission``: the label of this session's metrics.
+        self.service = service
+        # The command being answered, when its refusals are counted.
+        self._stage: str | None = None
         self._counted_ip: str | None = None
 
     async def handle_exception(self, error: Exception) -> str:
@@ -290,6 +302,7 @@ class MailfleetSMTP(SMTP):
         if error is None:
             error = _content_error(content, size_limit, line_limit, header_limit)
         if error is not None:
+            self._count_mail(error)
             await self.push(error)
             self._set_post_data_state()  # type: ignore[no-untyped-call]
             return
@@ -299,11 +312,34 @@ class MailfleetSMTP(SMTP):
         self.envelope.original_content = original_content
         status = await self._call_handler_hook("DATA")
         self._set_post_data_state()  # type: ignore[no-untyped-call]
-        await self.push("250 OK" if status is MISSING else status)
+        reply = "250 OK" if status is MISSING else status
+        self._count_mail(reply)
+        await self.push(reply)
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        self._stage = "MAIL"
+        try:
+            await super().smtp_MAIL(arg)
+        finally:
+            self._stage = None
+
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        self._stage = "RCPT"
+        try:
+            await super().smtp_RCPT(arg)
+        finally:
+            self._stage = None
+
+    def _count_mail(self, reply: str) -> None:
+        code = reply_code(_ENHANCED.get(reply, reply))
+        result = "accepted" if code.startswith("2") else "refused"
+        SMTP_MAILS.labels(self.service, result, code).inc()
 
     async def push(self, status: Any) -> None:
         if isinstance(status, str):
             status = _ENHANCED.get(status, status)
+            if self._stage is not None and status[:1] in ("4", "5"):
+                SMTP_REFUSALS.labels(self.service, self._stage, reply_code(status)).inc()
         await super().push(status)
 
     async def _read_proxy_header(self) -> bool:
@@ -346,12 +382,15 @@ class MailfleetSMTP(SMTP):
         refusal = await self.limits.admit(ip)
         if refusal is not None:
             log.info("refused connection from %s: %s", ip, refusal)
+            SMTP_SESSIONS.labels(self.service, "refused").inc()
             await super().push(refusal)
             if self.transport is not None:
                 self.transport.close()
             return
         self._counted_ip = ip
         self.limits.open[ip] += 1
+        SMTP_SESSIONS.labels(self.service, "admitted").inc()
+        SMTP_SESSIONS_OPEN.labels(self.service).inc()
         try:
             await super()._handle_client()
         finally:
@@ -359,6 +398,7 @@ class MailfleetSMTP(SMTP):
 
     def _release(self) -> None:
         if self._counted_ip is not None:
+            SMTP_SESSIONS_OPEN.labels(self.service).dec()
             self.limits.open[self._counted_ip] -= 1
             if self.limits.open[self._counted_ip] <= 0:
                 del self.limits.open[self._counted_ip]

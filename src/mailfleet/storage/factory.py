@@ -39,6 +39,7 @@ from mailfleet.storage.interfaces import (
     QueuePolicy,
     SearchIndex,
 )
+from mailfleet.storage.metered_queue import MeteredQueue
 from mailfleet.storage.migrations import SchemaState, database_state, upgrade_database
 from mailfleet.storage.outage_tolerant_cache import OutageTolerantCache
 
@@ -188,7 +189,7 @@ def create_stores(settings: Settings) -> Stores:
         mailbox=mailbox,
         search=search,
         blobs=blob_store(settings.storage_url("blob_url")),
-        queue=_queue(settings.storage_url("queue_url"), queue_policies(settings)),
+        queue=MeteredQueue(_queue(settings.storage_url("queue_url"), queue_policies(settings))),
         cache=OutageTolerantCache(_cache(settings.storage_url("cache_url"))),
         events=events,
         bayes=bayes,
