@@ -41,6 +41,7 @@ __all__ = ["CONTENT_TYPE_LATEST", "render"]
 QUEUES = ("incoming", "outgoing", "error")
 DOMAIN_LABELS = 200
 
+ROLES_RUNNING = Gauge("mailfleet_role", "1 for each role this process runs", ["role"])
 SMTP_SESSIONS = Counter(
     "mailfleet_smtp_sessions_total",
     "SMTP connections, by service and whether they were admitted",

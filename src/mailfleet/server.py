@@ -20,6 +20,7 @@ from mailfleet.blobs import BlobSweeper
 from mailfleet.config import Settings, split_hostport
 from mailfleet.delivery.incoming import IncomingWorker
 from mailfleet.delivery.outgoing import OutgoingWorker
+from mailfleet.metrics import ROLES_RUNNING
 from mailfleet.runtime import Runtime
 from mailfleet.smtp.inbound import MxHandler
 from mailfleet.smtp.server import ConnectionLimits, MailfleetSMTP, proxy_networks
@@ -103,6 +104,8 @@ class Server:
         return host, port
 
     async def start(self) -> None:
+        for role in self.roles:
+            ROLES_RUNNING.labels(role).set(1)
         if "worker-in" in self.roles:
             self.worker_in = IncomingWorker(self.runtime.incoming, self.runtime.stores.queue)
             self.worker_in.start()

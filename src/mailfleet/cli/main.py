@@ -10,7 +10,18 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-from mailfleet.cli import account, blobs, db, domain, index, quarantine, queue, serve, user
+from mailfleet.cli import (
+    account,
+    blobs,
+    db,
+    domain,
+    index,
+    quarantine,
+    queue,
+    serve,
+    status,
+    user,
+)
 from mailfleet.config import ConfigError, Settings, load_settings
 from mailfleet.errors import MailfleetError
 from mailfleet.loop import run
@@ -35,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mailfleet", description="mailfleet email service")
     _common(parser)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (serve, domain, user, account, queue, quarantine, index, db, blobs):
+    for module in (serve, domain, user, account, queue, quarantine, index, db, blobs, status):
         module.register(commands, _common)
     return parser
 
