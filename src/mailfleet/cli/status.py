@@ -29,7 +29,7 @@ from mailfleet.storage.factory import Stores, create_stores
 from mailfleet.storage.interfaces import QueueItem
 
 QUEUES = ("incoming", "outgoing", "error")
-DEFERRED_SCAN = 500  # outgoing items looked at for the destinations table
+DEFERRED_SCAN = 200  # outgoing items looked at for the destinations table
 TOP = 10
 
 
@@ -114,29 +114,31 @@ class Destination:
 
 
 async def _destinations(stores: Stores, now_ms: int) -> dict[str, Destination]:
-    """The outgoing items already tried at least once, by remote domain, with
-    the last reason a recipient was deferred (on the Sent copy)."""
+    """The outgoing items with recipients deferred (tried, to be tried
+    again), by remote domain, with the last reason given. Where each
+    recipient stands is on the Sent copy's delivery rows: a JetStream item
+    keeps no count of its attempts (decision 0009)."""
     found: dict[str, Destination] = defaultdict(Destination)
     items: list[QueueItem] = await stores.queue.list("outgoing", limit=DEFERRED_SCAN)
     for item in items:
-        if item.attempts == 0:
+        try:
+            account_id = int(item.payload["account_id"])
+            message_id = int(item.payload["message_id"])
+        except (KeyError, TypeError, ValueError):
             continue
-        domain = str(item.payload.get("domain", "?"))
-        entry = found[domain]
+        names = set(item.payload.get("recipients", ()))
+        deferred = [
+            d
+            for d in await stores.mailbox.get_deliveries(account_id, message_id)
+            if d.email in names and d.status == "deferred"
+        ]
+        if not deferred:
+            continue  # not tried yet
+        entry = found[str(item.payload.get("domain", "?"))]
         entry.items += 1
-        recipients = list(item.payload.get("recipients", ()))
-        entry.recipients += len(recipients)
+        entry.recipients += len(deferred)
         entry.oldest = max(entry.oldest, (now_ms - item.enqueued_at) / 1000)
-        if not entry.reason:
-            try:
-                deliveries = await stores.mailbox.get_deliveries(
-                    int(item.payload["account_id"]), int(item.payload["message_id"])
-                )
-            except (KeyError, TypeError, ValueError, StorageError):
-                continue
-            entry.reason = next(
-                (d.detail for d in deliveries if d.status == "deferred" and d.detail), ""
-            )
+        entry.reason = entry.reason or next((d.detail for d in deferred if d.detail), "")
     return found
 
 
