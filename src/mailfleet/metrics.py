@@ -30,11 +30,13 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import GaugeMetricFamily
 
 from mailfleet.storage.errors import BackendUnavailable
 
 if TYPE_CHECKING:
-    from mailfleet.storage.interfaces import Queue
+    from mailfleet.storage.factory import Stores
+    from mailfleet.storage.interfaces import QueueStats
 
 __all__ = ["CONTENT_TYPE_LATEST", "render"]
 
@@ -132,43 +134,53 @@ async def timed(role: str, operation: str, call: Callable[[], Awaitable[T]]) -> 
         STORAGE_SECONDS.labels(role, operation).observe(time.perf_counter() - began)
 
 
-class _QueueGauges:
-    """The queues' depth and oldest age as read for one scrape."""
+class _Sampled:
+    """What one scrape read from the stores: each backend's answer, the
+    queues' depth and oldest age."""
 
-    def __init__(self, stats: dict[str, Any], down: bool) -> None:
-        self.stats = stats
-        self.down = down
+    def __init__(self, backends: dict[str, bool], queues: dict[str, QueueStats]) -> None:
+        self.backends = backends
+        self.queues = queues
 
     def collect(self) -> Any:
-        depth = Gauge(
-            "mailfleet_queue_depth", "items on the queue, leased and delayed ones included",
-            ["queue"], registry=None,
-        )  # fmt: skip
-        age = Gauge(
-            "mailfleet_queue_oldest_age_seconds", "age of the queue's oldest item",
-            ["queue"], registry=None,
-        )  # fmt: skip
-        up = Gauge(
-            "mailfleet_queue_up", "1 when the queue store answered this scrape", registry=None
+        up = GaugeMetricFamily(
+            "mailfleet_backend_up",
+            "1 when the storage role's backend answered this scrape's ping",
+            labels=["role"],
         )
-        for name, found in self.stats.items():
-            depth.labels(name).set(found.depth)
-            age.labels(name).set(found.oldest_age_seconds)
-        up.set(0 if self.down else 1)
-        yield from depth.collect()
-        yield from age.collect()
-        yield from up.collect()
+        for role, answered in self.backends.items():
+            up.add_metric([role], 1 if answered else 0)
+        depth = GaugeMetricFamily(
+            "mailfleet_queue_depth",
+            "items on the queue, leased and delayed ones included",
+            labels=["queue"],
+        )
+        age = GaugeMetricFamily(
+            "mailfleet_queue_oldest_age_seconds", "age of the queue's oldest item", labels=["queue"]
+        )
+        for name, found in self.queues.items():
+            depth.add_metric([name], found.depth)
+            age.add_metric([name], found.oldest_age_seconds)
+        yield from (up, depth, age)
 
 
-async def render(queue: Queue) -> bytes:
-    """The exposition text: this process's counters, then the queues."""
-    stats: dict[str, Any] = {}
-    down = False
-    for name in QUEUES:
+async def render(stores: Stores) -> bytes:
+    """The exposition text: this process's counters, then what the stores
+    say now (a backend that does not answer is 0, never a failed scrape)."""
+    backends: dict[str, bool] = {}
+    for role, store in stores.roles():
         try:
-            stats[name] = await queue.stats(name)
-        except BackendUnavailable:
-            down = True
+            await store.ping()
+            backends[role] = True
+        except Exception:  # any failure is a backend down, which is the figure
+            backends[role] = False
+    queues: dict[str, QueueStats] = {}
+    if backends.get("queue"):
+        for name in QUEUES:
+            try:
+                queues[name] = await stores.queue.stats(name)
+            except BackendUnavailable:
+                backends["queue"] = False
     sampled = CollectorRegistry(auto_describe=False)
-    sampled.register(_QueueGauges(stats, down))
+    sampled.register(_Sampled(backends, queues))
     return generate_latest(REGISTRY) + generate_latest(sampled)

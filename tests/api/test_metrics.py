@@ -108,7 +108,8 @@ async def test_mail_in_and_api_calls_move_the_counters(start_service: StartServi
     assert moved("mailfleet_queue_operations_total", queue="incoming", operation="ack") == 1
     assert moved("mailfleet_filter_verdicts_total", verdict="ham") == 1
     assert value(after, "mailfleet_queue_depth", queue="incoming") == 0
-    assert value(after, "mailfleet_queue_up") == 1
+    for role in ("directory", "mailbox", "search", "blobs", "queue", "cache", "events"):
+        assert value(after, "mailfleet_backend_up", role=role) == 1, role
     # The listing bob.wait_for polled, by its route template.
     listing = moved(
         "mailfleet_http_request_duration_seconds_count",
@@ -206,7 +207,7 @@ async def test_worker_roles_answer_on_their_operations_port(
             assert (await client.get("/v1/folders")).status_code == 404  # no API here
         samples = await scrape(f"http://{operations}")
         assert ("mailfleet_queue_depth", (("queue", "outgoing"),)) in samples
-        assert value(samples, "mailfleet_queue_up") == 1
+        assert value(samples, "mailfleet_backend_up", role="queue") == 1
     finally:
         await workers.stop()
 

@@ -46,7 +46,7 @@ async def metrics_text(request: Request, runtime: RuntimeDep) -> Response:
             {"error": {"code": "forbidden", "message": "metrics are for the operators' network"}},
             status_code=403,
         )
-    body = await metrics.render(runtime.stores.queue)
+    body = await metrics.render(runtime.stores)
     return Response(body, media_type=metrics.CONTENT_TYPE_LATEST)
 
 
