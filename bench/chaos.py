@@ -68,7 +68,7 @@ def main() -> None:
     print(f"{where}: {args.mails} mails, {args.accounts} accounts,")
     print(f"  {args.connections} connections, seed {args.seed}: {verdict} in {elapsed:.0f} s")
     for line in summary:
-        kills = re.findall(r"'([a-z-]+)'\)", line)
+        kills = re.findall(r"'([a-z0-9-]+)'\)", line)
         print(f"  {line.split(';')[0]}; {len(kills)} kills; lost 0" if verdict == "passed"
               else f"  {line}")  # fmt: skip
     if result.returncode != 0:

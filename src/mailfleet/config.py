@@ -689,4 +689,5 @@ class _Environment(BaseSettings):
     blobs: dict[str, Any] | None = None
     realtime: dict[str, Any] | None = None
     filters: dict[str, Any] | None = None
+    metrics: dict[str, Any] | None = None
     domains: list[dict[str, Any]] | None = None

@@ -51,6 +51,8 @@ from typing import Any
 from mailfleet import loopback_s3
 
 DEFAULT_DIR = Path("/var/tmp/mailfleet-fleet")
+# The checkout this runs from (deploy/ holds the Prometheus rules).
+ROOT = Path(__file__).resolve().parent.parent.parent
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 DOMAIN = "demo.mailfleet.test"
 BUCKET = "mailfleet"
@@ -127,6 +129,11 @@ def _port_names() -> list[str]:
     names += [f"nats-{n}" for n in NATS_NODES] + [f"nats-route-{n}" for n in NATS_NODES]
     for role, count in ROLE_COUNTS.items():
         names += [f"{role}-{i}" for i in range(1, count + 1)]
+    # Each role process's operations port (/metrics, /healthz, /readyz), and
+    # the Prometheus that ``start --prometheus`` runs to scrape them.
+    names += [f"metrics-{role}-{i}" for role, count in ROLE_COUNTS.items()
+              for i in range(1, count + 1)]  # fmt: skip
+    names.append("prometheus")
     return names
 
 
@@ -152,6 +159,14 @@ def _tcp_up(port: int, timeout: float = 0.3) -> bool:
     except OSError:
         return False
     return True
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
 
 
 def _s3_command(port: int) -> list[str]:
@@ -267,7 +282,7 @@ class Fleet:
 
     # -- start -----------------------------------------------------------------
 
-    def start(self, base_port: int | None = None) -> FleetState:
+    def start(self, base_port: int | None = None, *, prometheus: bool = False) -> FleetState:
         if self.running():
             raise FleetError(f"a fleet is already running in {self.root}: stop it first")
         if self.root.exists():
@@ -291,12 +306,46 @@ class Fleet:
             self._start_roles(state)
             self._start_haproxy(state)
             self._wait_http(state)
+            if prometheus:
+                self._start_prometheus(state)
             state.demo = self._create_demo(state)
             self.save(state)
         except BaseException:
             self.stop()
             raise
         return state
+
+    def metrics_targets(self, state: FleetState) -> list[str]:
+        """HOST:PORT of every role process's operations port."""
+        return [
+            f"127.0.0.1:{state.ports[f'metrics-{p.name}']}"
+            for p in state.procs
+            if p.kind == "mailfleet" and f"metrics-{p.name}" in state.ports
+        ]
+
+    def _start_prometheus(self, state: FleetState) -> None:
+        """Debian's Prometheus scraping every role process every 2 s, with the
+        alert rules of ``deploy/prometheus/alerts.yml`` when this is a
+        checkout that has them."""
+        rules = ROOT / "deploy" / "prometheus" / "alerts.yml"
+        targets = ", ".join(f'"{t}"' for t in self.metrics_targets(state))
+        config = self.root / "prometheus.yml"
+        config.write_text(
+            "global:\n  scrape_interval: 2s\n  evaluation_interval: 2s\n"
+            + (f'rule_files: ["{rules}"]\n' if rules.exists() else "")
+            + "scrape_configs:\n  - job_name: mailfleet\n"
+            + f"    static_configs:\n      - targets: [{targets}]\n"
+        )
+        proc = Proc("prometheus", "prometheus", state.ports["prometheus"],
+                    log=self._log("prometheus"))  # fmt: skip
+        _spawn(proc, [
+            _program("prometheus", "prometheus"), f"--config.file={config}",
+            f"--storage.tsdb.path={self.root / 'prometheus'}",
+            f"--web.listen-address=127.0.0.1:{proc.port}", "--log.level=warn",
+        ])  # fmt: skip
+        state.procs.append(proc)
+        self.save(state)
+        _wait("prometheus", lambda: _http_ok(f"http://127.0.0.1:{proc.port}/-/ready"), 30, proc)
 
     def resume(self) -> FleetState:
         """Starts again, on the same ports, a fleet ``stop`` stopped, with its
@@ -675,7 +724,11 @@ open_signup = true
         # A worker is up once it says so on its log, after what is there.
         log = Path(proc.log)
         proc.extra["log_offset"] = log.stat().st_size if log.exists() else 0
-        _spawn(proc, self._role_command(state, proc), self._mailfleet_env(data_dir))
+        env = self._mailfleet_env(data_dir)
+        operations = state.ports.get(f"metrics-{proc.name}")
+        if operations:
+            env["MAILFLEET_METRICS__LISTEN"] = f"127.0.0.1:{operations}"
+        _spawn(proc, self._role_command(state, proc), env)
 
     def _start_roles(self, state: FleetState) -> None:
         for role, count in ROLE_COUNTS.items():
@@ -964,7 +1017,7 @@ frontend stats
         state = self.load()
         if state is None:
             return []
-        order = ["haproxy", "mailfleet", "s3", "nats", "redis", "postgres"]
+        order = ["prometheus", "haproxy", "mailfleet", "s3", "nats", "redis", "postgres"]
         stopped = []
         for kind in order:
             for proc in reversed([p for p in state.procs if p.kind == kind]):
@@ -1008,8 +1061,11 @@ def describe(state: FleetState) -> str:
         f"  SMTP (MX)             127.0.0.1:{ports['smtp']}   (HAProxy, PROXY protocol)",
         f"  SMTP submission       127.0.0.1:{ports['submission']}",
         f"  HAProxy stats         http://127.0.0.1:{ports['haproxy-stats']}/",
+        "  metrics               each role process's /metrics on its metrics-* port (fleet.json)",
         f"  config                {Path(state.root) / 'fleet.toml'}",
     ]
+    if any(p.kind == "prometheus" for p in state.procs):
+        lines.append(f"  Prometheus            http://127.0.0.1:{ports['prometheus']}/")
     for email, password in state.demo:
         lines.append(f"  demo login: {email}  password: {password}")
     if state.demo:
@@ -1033,6 +1089,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     start.add_argument(
         "--base-port", type=int, help="consecutive ports from here (default: free ports)"
     )
+    start.add_argument(
+        "--prometheus",
+        action="store_true",
+        help="also Prometheus (apt-get install prometheus) scraping every role process,"
+        " with deploy/prometheus/alerts.yml",
+    )
     sub.add_parser("stop", help="stop everything start started")
     sub.add_parser("resume", help="start a stopped fleet again, with its data, on its ports")
     sub.add_parser("status", help="each process and backend, up or down")
@@ -1040,7 +1102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     fleet = Fleet(fleet_dir(args.dir))
     try:
         if args.action == "start":
-            print(describe(fleet.start(args.base_port)))
+            print(describe(fleet.start(args.base_port, prometheus=args.prometheus)))
         elif args.action == "resume":
             print(describe(fleet.resume()))
         elif args.action == "stop":

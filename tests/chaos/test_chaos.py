@@ -129,17 +129,20 @@ async def test_acknowledged_mail_survives_killed_roles(tmp_path: Path, profile: 
                 harness.chaos_loop(VICTIMS, kill, start, stop, KILL_EVERY, rng)
             )
             reader = asyncio.create_task(harness.mark_read_loop(client, accounts, stop, rng))
-            outcomes = await harness.send_mails(
-                roles.ports["smtp-in"],
-                run,
-                [a.email for a in accounts],
-                LOAD.mails,
-                LOAD.connections,
-                pace=LOAD.pace,
-            )
-            stop.set()
-            kills = await chaos
-            marked = await reader
+            try:
+                outcomes = await harness.send_mails(
+                    roles.ports["smtp-in"],
+                    run,
+                    [a.email for a in accounts],
+                    LOAD.mails,
+                    LOAD.connections,
+                    pace=LOAD.pace,
+                )
+            finally:
+                stop.set()
+                kills = await chaos
+                marked = await reader
+                print(f"kills (seconds, role): {kills}")
 
             print(f"chaos: {outcomes.line()}; kills {kills}; {marked} marked read")
             assert {name for _, name in kills} == set(VICTIMS), kills

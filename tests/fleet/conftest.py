@@ -25,6 +25,7 @@ def fleet() -> Iterator[tuple[Fleet, FleetState]]:
         ("nats-server", "nats-server"),
         ("redis-server", "redis-server"),
         ("runuser", "util-linux"),
+        ("prometheus", "prometheus"),
     ):
         require_program(program, f"apt-get install {package}")
     if not Path("/usr/lib/postgresql/15/bin/initdb").exists():
@@ -32,7 +33,7 @@ def fleet() -> Iterator[tuple[Fleet, FleetState]]:
     root = Path(f"/var/tmp/mailfleet-fleet-test-{os.getpid()}-{secrets.token_hex(3)}")
     running = Fleet(root, env=FLEET_ENV)
     try:
-        state = running.start()
+        state = running.start(prometheus=True)
         yield running, state
     finally:
         running.stop()
