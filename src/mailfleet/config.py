@@ -53,6 +53,12 @@ def _parse_hostport(value: str) -> str:
     return value
 
 
+def _check_networks(value: list[str]) -> list[str]:
+    for network in value:
+        ipaddress.ip_network(network, strict=False)  # ValueError names it
+    return value
+
+
 def split_hostport(value: str) -> tuple[str, int]:
     host, _, port = value.rpartition(":")
     return host.strip("[]"), int(port)
@@ -278,12 +284,7 @@ class SmtpSettings(_Section):
 
     _check = field_validator("listen", "submission_listen")(_parse_hostport)
 
-    @field_validator("proxy_trusted")
-    @classmethod
-    def _networks(cls, value: list[str]) -> list[str]:
-        for network in value:
-            ipaddress.ip_network(network, strict=False)  # ValueError names it
-        return value
+    _networks = field_validator("proxy_trusted")(_check_networks)
 
 
 class DeliverySettings(_Section):
@@ -443,12 +444,7 @@ class MetricsSettings(_Section):
     def _listen(cls, value: str) -> str:
         return _parse_hostport(value) if value else value
 
-    @field_validator("allow_from")
-    @classmethod
-    def _networks(cls, value: list[str]) -> list[str]:
-        for network in value:
-            ipaddress.ip_network(network, strict=False)  # ValueError names it
-        return value
+    _networks = field_validator("allow_from")(_check_networks)
 
 
 class RealtimeSettings(_Section):

@@ -216,6 +216,48 @@ async def chaos_loop(
     return kills
 
 
+@dataclass
+class ChaosRun:
+    outcomes: Outcomes
+    kills: list[tuple[float, str]]
+    marked: int  # mails the reader marked read meanwhile
+
+    def line(self) -> str:
+        kills = f"{len(self.kills)} kills {self.kills}"
+        return f"{self.outcomes.line()}; {kills}; {self.marked} marked read"
+
+
+async def send_under_chaos(
+    client: httpx.AsyncClient,
+    accounts: list[Account],
+    smtp_port: int,
+    run: str,
+    load: Load,
+    victims: Sequence[str],
+    kill: Callable[[str], Awaitable[None]],
+    start: Callable[[str], Awaitable[None]],
+    every: tuple[float, float],
+    rng: random.Random,
+) -> ChaosRun:
+    """``load``'s mails sent while ``chaos_loop`` kills ``victims`` and a
+    reader marks mail read; the kills are printed even when sending fails,
+    so that a failure says which restart it followed."""
+    stop = asyncio.Event()
+    chaos = asyncio.create_task(chaos_loop(victims, kill, start, stop, every, rng))
+    reader = asyncio.create_task(mark_read_loop(client, accounts, stop, rng))
+    try:
+        outcomes = await send_mails(
+            smtp_port, run, [a.email for a in accounts], load.mails, load.connections,
+            pace=load.pace,
+        )  # fmt: skip
+    finally:
+        stop.set()
+        kills = await chaos
+        marked = await reader
+        print(f"kills (seconds, role): {kills}")
+    return ChaosRun(outcomes, kills, marked)
+
+
 async def mark_read_loop(
     client: httpx.AsyncClient, accounts: Sequence[Account], stop: asyncio.Event, rng: random.Random
 ) -> int:

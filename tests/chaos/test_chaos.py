@@ -117,7 +117,6 @@ async def test_acknowledged_mail_survives_killed_roles(tmp_path: Path, profile: 
                 await harness.sign_up(client, f"c{run}x{i}@example.com")
                 for i in range(LOAD.accounts)
             ]
-            stop = asyncio.Event()
 
             async def kill(role: str) -> None:
                 await asyncio.to_thread(roles.kill, role)
@@ -125,26 +124,12 @@ async def test_acknowledged_mail_survives_killed_roles(tmp_path: Path, profile: 
             async def start(role: str) -> None:
                 roles.start(role)
 
-            chaos = asyncio.create_task(
-                harness.chaos_loop(VICTIMS, kill, start, stop, KILL_EVERY, rng)
-            )
-            reader = asyncio.create_task(harness.mark_read_loop(client, accounts, stop, rng))
-            try:
-                outcomes = await harness.send_mails(
-                    roles.ports["smtp-in"],
-                    run,
-                    [a.email for a in accounts],
-                    LOAD.mails,
-                    LOAD.connections,
-                    pace=LOAD.pace,
-                )
-            finally:
-                stop.set()
-                kills = await chaos
-                marked = await reader
-                print(f"kills (seconds, role): {kills}")
-
-            print(f"chaos: {outcomes.line()}; kills {kills}; {marked} marked read")
+            chaos = await harness.send_under_chaos(
+                client, accounts, roles.ports["smtp-in"], run, LOAD, VICTIMS, kill, start,
+                KILL_EVERY, rng,
+            )  # fmt: skip
+            outcomes, kills = chaos.outcomes, chaos.kills
+            print(f"chaos: {chaos.line()}")
             assert {name for _, name in kills} == set(VICTIMS), kills
             assert len(outcomes.accepted) >= LOAD.mails // 2, outcomes.line()
 

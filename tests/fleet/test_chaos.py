@@ -79,7 +79,6 @@ async def test_acknowledged_mail_survives_killed_roles_on_the_fleet(
     run = harness.new_run()
     async with httpx.AsyncClient(base_url=http_url(state), timeout=30) as client:
         accounts = await sign_up_all(client, run, LOAD.accounts)
-        stop = asyncio.Event()
 
         async def kill(name: str) -> None:
             await asyncio.to_thread(running.kill_process, name)
@@ -87,24 +86,16 @@ async def test_acknowledged_mail_survives_killed_roles_on_the_fleet(
         async def start(name: str) -> None:
             await asyncio.to_thread(running.restart_process, name, False)
 
-        chaos = asyncio.create_task(harness.chaos_loop(VICTIMS, kill, start, stop, (1.0, 2.0), rng))
-        reader = asyncio.create_task(harness.mark_read_loop(client, accounts, stop, rng))
         try:
-            outcomes = await harness.send_mails(
-                state.ports["smtp"],
-                run,
-                [a.email for a in accounts],
-                LOAD.mails,
-                LOAD.connections,
-                pace=LOAD.pace,
-            )
+            chaos = await harness.send_under_chaos(
+                client, accounts, state.ports["smtp"], run, LOAD, VICTIMS, kill, start,
+                (1.0, 2.0), rng,
+            )  # fmt: skip
         finally:
-            stop.set()
-            kills = await chaos
-            marked = await reader
             for name in VICTIMS:  # every role serves again, waited for
                 await asyncio.to_thread(running.restart_process, name)
-        print(f"fleet chaos: {outcomes.line()}; {len(kills)} kills {kills}; {marked} marked read")
+        outcomes, kills = chaos.outcomes, chaos.kills
+        print(f"fleet chaos: {chaos.line()}")
         assert {name for _, name in kills} == set(VICTIMS), kills
         assert len(outcomes.accepted) >= LOAD.mails // 2, outcomes.line()
         await settle_and_verify(running, client, run, accounts, outcomes)
