@@ -1,5 +1,6 @@
 """``mailfleet`` entry point: global options, then one sub-command group per
-module (serve, domain, user, account, queue, quarantine, index, db, blobs)."""
+module (serve, domain, user, account, queue, quarantine, index, db, blobs,
+import/export)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,18 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-from mailfleet.cli import account, blobs, db, domain, index, quarantine, queue, serve, user
+from mailfleet.cli import (
+    account,
+    blobs,
+    db,
+    domain,
+    index,
+    quarantine,
+    queue,
+    serve,
+    transfer,
+    user,
+)
 from mailfleet.config import ConfigError, Settings, load_settings
 from mailfleet.errors import MailfleetError
 from mailfleet.loop import run
@@ -35,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mailfleet", description="mailfleet email service")
     _common(parser)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (serve, domain, user, account, queue, quarantine, index, db, blobs):
+    for module in (serve, domain, user, account, queue, quarantine, index, db, blobs, transfer):
         module.register(commands, _common)
     return parser
 
