@@ -32,7 +32,9 @@ def register(commands: Any, common: Callable[[argparse.ArgumentParser], None]) -
         "running it again adds nothing twice (resume after an interruption by re-running).",
     )
     imports.add_argument("account", metavar="ACCOUNT", help="the account's address")
-    imports.add_argument("source", metavar="FILE|DIR", type=Path)
+    imports.add_argument(
+        "sources", metavar="FILE|DIR", type=Path, nargs="+", help="mbox files, Maildirs"
+    )
     imports.add_argument(
         "--batch",
         type=int,
@@ -64,7 +66,7 @@ async def _import(args: argparse.Namespace, settings: Settings) -> int:
     if args.batch < 1:
         raise Invalid("--batch must be at least 1")
     try:
-        folders = find_folders(args.source)
+        folders = [f for source in args.sources for f in find_folders(source)]
     except FileNotFoundError as exc:
         raise NotFound(str(exc)) from None
     started = time.monotonic()

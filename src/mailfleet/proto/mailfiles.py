@@ -31,6 +31,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
+# Where our export keeps the exact received time (RFC 3339, ms): the
+# From_ line holds whole seconds only.
+RECEIVED_AT_HEADER = b"X-Mailfleet-Received-At"
+
 # Headers that carry a mailbox's state, not the message: removed from the
 # stored mail (state goes to flags and folders) and written back on export.
 STATE_HEADERS = frozenset(
@@ -42,6 +46,7 @@ STATE_HEADERS = frozenset(
         b"x-mozilla-keys",
         b"x-gmail-labels",
         b"x-gm-thrid",
+        RECEIVED_AT_HEADER.lower(),
     }
 )
 
@@ -291,12 +296,29 @@ def mbox_state(state: dict[str, str]) -> MailState:
     return MailState(seen, flagged, answered, draft, deleted)
 
 
-def status_headers(seen: bool, flagged: bool) -> bytes:
-    """The ``Status`` and ``X-Status`` lines an export writes (LF ends)."""
+def status_headers(seen: bool, flagged: bool, received_ms: int) -> bytes:
+    """The state lines an export writes (LF ends): ``Status``, ``X-Status``
+    and the exact received time."""
     lines = b"Status: RO\n" if seen else b"Status: O\n"
     if flagged:
         lines += b"X-Status: F\n"
-    return lines
+    when = datetime.fromtimestamp(received_ms / 1000, UTC)
+    stamp = when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{received_ms % 1000:03d}Z"
+    return lines + RECEIVED_AT_HEADER + b": " + stamp.encode() + b"\n"
+
+
+def received_at_state(state: dict[str, str]) -> int | None:
+    """The received time an export of ours wrote (``RECEIVED_AT_HEADER``)."""
+    value = state.get(RECEIVED_AT_HEADER.decode().lower())
+    if not value:
+        return None
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        return None
+    return int(when.timestamp() * 1000)
 
 
 def gmail_labels(value: str) -> list[str]:

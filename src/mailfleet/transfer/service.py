@@ -241,10 +241,11 @@ class ImportService:
 
 
 def parsed_time(mail: SourceMail) -> int:
-    """When the mail was received, as well as the source says: the headers
-    (last ``Received`` hop, else ``Date``), else the format's own time
-    (``From_`` line, Maildir file mtime), else now."""
-    return header_time(mail.raw) or mail.format_time_ms or now_ms()
+    """When the mail was received, as well as the source says: the exact
+    time an export of ours wrote, else the headers (last ``Received`` hop,
+    else ``Date``), else the format's own time (``From_`` line, Maildir file
+    mtime), else now."""
+    return mail.exported_time_ms or header_time(mail.raw) or mail.format_time_ms or now_ms()
 
 
 # -- export -----------------------------------------------------------------------
@@ -319,7 +320,7 @@ class ExportService:
         header, rest = split_header(to_lf(raw))
         if header and not header.endswith(b"\n"):
             header += b"\n"
-        state = status_headers(summary.is_read, summary.is_flagged)
+        state = status_headers(summary.is_read, summary.is_flagged, summary.received_at)
         sender = summary.sender.email if summary.sender else None
         return (
             from_line(sender, summary.received_at)

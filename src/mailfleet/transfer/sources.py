@@ -31,6 +31,7 @@ from mailfleet.proto.mailfiles import (
     maildirpp_folder,
     mbox_state,
     read_mbox,
+    received_at_state,
     strip_state,
     to_crlf,
 )
@@ -48,6 +49,7 @@ class SourceMail:
     raw: bytes  # CRLF line ends, ending in CRLF, state headers removed
     state: MailState
     format_time_ms: int | None  # the From_ line's date or the file's mtime
+    exported_time_ms: int | None  # the exact time an export of ours wrote
     where: str  # the file (and message number in an mbox), for messages
 
 
@@ -82,6 +84,7 @@ class Folder:
                     raw=_ended(raw),
                     state=mbox_state(state),
                     format_time_ms=from_line_time(entry.from_line),
+                    exported_time_ms=received_at_state(state),
                     where=f"{self.path} message {number}",
                 )
 
@@ -94,12 +97,13 @@ class Folder:
                     mtime = int(path.stat().st_mtime * 1000)
                 except FileNotFoundError:  # moved by a client meanwhile
                     continue
-                raw, _ = strip_state(to_crlf(data))
+                raw, state = strip_state(to_crlf(data))
                 yield SourceMail(
                     folder=self.name,
                     raw=_ended(raw),
                     state=maildir_state(name),
                     format_time_ms=mtime,
+                    exported_time_ms=received_at_state(state),
                     where=str(path),
                 )
 
@@ -137,6 +141,17 @@ def _part_name(part: str) -> str:
     return folder_for_file(part)
 
 
+def _root_name(root: Path) -> str:
+    """A Maildir given as the path: the Inbox of a Maildir++ tree (it has
+    ``.Folder`` sub-folders, or is named Maildir or INBOX), else the one
+    folder its directory names (mutt keeps a Maildir per folder)."""
+    if root.name.casefold() in ("maildir", "inbox", ".maildir") or any(
+        d.name.startswith(".") and _is_maildir(d) for d in root.iterdir() if d.is_dir()
+    ):
+        return INBOX
+    return _part_name(root.name)
+
+
 def find_folders(path: Path) -> list[Folder]:
     """Every mbox file and Maildir folder the path holds, in a stable order."""
     if path.is_file():
@@ -149,7 +164,7 @@ def find_folders(path: Path) -> list[Folder]:
         relative = here.relative_to(path).parts
         subdirs.sort()
         if _is_maildir(here):
-            name = "/".join(_part_name(p) for p in relative) if relative else INBOX
+            name = "/".join(_part_name(p) for p in relative) if relative else _root_name(here)
             found.append(Folder(name, here, "maildir"))
             subdirs[:] = [d for d in subdirs if d not in _MAILDIR_PARTS]
         for file in sorted(files):
