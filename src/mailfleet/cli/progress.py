@@ -67,7 +67,8 @@ def stop_on_sigterm() -> Iterator[None]:
     task = asyncio.current_task()
     installed = False
     if task is not None:
-        with contextlib.suppress(NotImplementedError, RuntimeError):
+        # Not on a thread other than the main one (uvloop: ValueError).
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(signal.SIGTERM, task.cancel)
             installed = True
     try:
