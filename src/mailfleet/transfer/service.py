@@ -57,7 +57,7 @@ IMPORT_KEY_PREFIX = "import:"
 DEFAULT_BATCH = 500
 # Blob writes in flight at once: enough to fill the embedded store's group
 # commits and to overlap S3 round trips, few enough not to flood S3.
-PUT_CONCURRENCY = 128
+PUT_CONCURRENCY = 512
 EXPORT_PAGE = 200
 
 
