@@ -260,6 +260,9 @@ async def test_import_keeps_every_message_date_flag_and_folder_and_adds_nothing_
 
     again = await cli(data, "import", alice.email, *sources)
     assert "imported 0 new mails" in again
+    # Everything imported is indexed already: a resumed rebuild adds nothing.
+    rebuilt = await cli(data, "index", "rebuild", "--resume")
+    assert rebuilt.startswith("indexed 0 messages of every account")
     assert await snapshot(alice) == got
 
 
