@@ -242,6 +242,7 @@ async def test_import_keeps_every_message_date_flag_and_folder_and_adds_nothing_
     first = await asyncio.to_thread(import_cli, data, alice.email, *sources)
     assert f"imported {len(EXPECTED)} new mails" in first.stdout
     assert "1 marked deleted skipped" in first.stdout
+    assert "created folder Projets été" in first.stdout.splitlines()
 
     got = await snapshot(alice)
     assert sorted(got) == sorted(f"<{m.mid}>" for m in EXPECTED)

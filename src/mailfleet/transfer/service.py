@@ -169,7 +169,7 @@ class ImportService:
                 report.present += 1  # the same mail twice in one batch
             else:
                 unique[key] = mail
-        folder_ids = [await self._folder_id(account_id, m.folder) for m in unique.values()]
+        folder_ids = [await self._folder_id(account_id, m.folder, report) for m in unique.values()]
         return list(
             await asyncio.gather(
                 *(
@@ -223,7 +223,7 @@ class ImportService:
                 self._folders[f"role:{folder.role}"] = folder.id
             self._folders.setdefault(folder.name.casefold(), folder.id)
 
-    async def _folder_id(self, account_id: int, source_name: str) -> int:
+    async def _folder_id(self, account_id: int, source_name: str, report: ImportReport) -> int:
         role = role_for(source_name)
         if role is not None and f"role:{role}" in self._folders:
             return self._folders[f"role:{role}"]
@@ -237,6 +237,7 @@ class ImportService:
             await self._load_folders(account_id)
             return self._folders[name.casefold()]
         self._folders[name.casefold()] = folder.id
+        report.folders_created.append(folder.name)
         return folder.id
 
 

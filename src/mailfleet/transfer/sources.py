@@ -124,7 +124,8 @@ def _is_maildir(directory: Path) -> bool:
 
 
 def _is_mbox(path: Path) -> bool:
-    if path.suffix in (".msf", ".dat", ".json", ".html", ".sqlite"):
+    # Hidden files: an export's unfinished .Name.mbox.partial, editors' files.
+    if path.name.startswith(".") or path.suffix in (".msf", ".dat", ".json", ".sqlite"):
         return False
     try:
         with path.open("rb") as f:
