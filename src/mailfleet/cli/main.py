@@ -1,5 +1,6 @@
 """``mailfleet`` entry point: global options, then one sub-command group per
-module (serve, domain, user, account, queue, quarantine, index, db, blobs)."""
+module (serve, domain, user, account, queue, quarantine, index, db, blobs,
+import/export)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from mailfleet.cli import (
     queue,
     serve,
     status,
+    transfer,
     user,
 )
 from mailfleet.config import ConfigError, Settings, load_settings
@@ -46,7 +48,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mailfleet", description="mailfleet email service")
     _common(parser)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (serve, domain, user, account, queue, quarantine, index, db, blobs, status):
+    for module in (
+        serve,
+        domain,
+        user,
+        account,
+        queue,
+        quarantine,
+        index,
+        db,
+        blobs,
+        status,
+        transfer,
+    ):
         module.register(commands, _common)
     return parser
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 from mailfleet.errors import BadInput
 from mailfleet.mailbox.service import Page
@@ -108,12 +108,20 @@ class SearchService:
         items = rows[:limit]
         return Page(items, encode_search_cursor(items[-1].id) if more else None)
 
-    async def rebuild(self, account_id: int | None = None) -> int:
+    async def rebuild(
+        self,
+        account_id: int | None = None,
+        *,
+        resume: bool = False,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
         """Indexes every stored message not in the index yet: of one account,
-        or of all after emptying the index (whole rebuild). Returns how many
-        messages were indexed."""
+        or of all after emptying the index (whole rebuild; ``resume`` keeps
+        what an interrupted rebuild indexed). Returns how many messages were
+        indexed; ``progress`` hears how many messages each batch read."""
         if account_id is None:
-            await self.index.clear()
+            if not resume:
+                await self.index.clear()
             accounts = [a.id for a in await self.directory.list_accounts()]
         else:
             accounts = [account_id]
@@ -124,9 +132,13 @@ class SearchService:
                 batch.append(document)
                 if len(batch) >= REBUILD_BATCH:
                     added += await self.index.index(batch)
+                    if progress is not None:
+                        progress(len(batch))
                     batch = []
             if batch:
                 added += await self.index.index(batch)
+                if progress is not None:
+                    progress(len(batch))
         return added
 
     async def _documents(self, account_id: int) -> AsyncIterator[SearchDocument]:

@@ -1,0 +1,331 @@
+"""Import and export of one account's mail (decision 0027).
+
+``ImportService`` stores mail from ``sources`` through the same ingestion as
+delivered mail: ``parse_message``, the raw mail and ``store_parts`` into the
+blob store, then ``MailboxStore.store_messages`` (threads, search index,
+counters, change log and wake-ups in its transaction), a batch at a time.
+It never runs the filters: the mail is the user's own archive. Each copy's
+ingest key is ``import:<sha256 of the stored raw mail>``, so importing the
+same mail again (a second run, a run resumed after an interruption, an
+export imported back) answers the stored copy and adds nothing.
+
+``ExportService`` writes a folder as an mboxrd file, oldest first, each
+message's flags as ``Status``/``X-Status`` lines, to a temporary name that is
+renamed into place once complete and fsync'd: an interrupted export leaves
+whole files only, and running it again rewrites them."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mailfleet.delivery.local import store_parts
+from mailfleet.errors import Conflict
+from mailfleet.ids import new_id, now_ms
+from mailfleet.mailbox.service import MAX_FOLDER_NAME, MailboxService
+from mailfleet.proto.compose import snippet
+from mailfleet.proto.mailfiles import (
+    file_name_for,
+    from_line,
+    header_time,
+    mbox_quote,
+    role_for,
+    split_header,
+    status_headers,
+    strip_state,
+    to_lf,
+)
+from mailfleet.proto.mime import parse_message
+from mailfleet.storage.interfaces import (
+    BlobStore,
+    Folder,
+    ListCursor,
+    MailboxStore,
+    MessageSummary,
+    NewMessage,
+)
+from mailfleet.transfer.sources import SourceMail
+
+log = logging.getLogger(__name__)
+
+IMPORT_KEY_PREFIX = "import:"
+DEFAULT_BATCH = 500
+# Blob writes in flight at once: enough to fill the embedded store's group
+# commits and to overlap S3 round trips, few enough not to flood S3.
+PUT_CONCURRENCY = 512
+EXPORT_PAGE = 200
+
+
+@dataclass(slots=True)
+class ImportReport:
+    """What an import did so far (updated as it goes, for progress)."""
+
+    read: int = 0  # mails read from the source
+    added: int = 0  # new copies stored
+    present: int = 0  # already there (an earlier run, or twice in the source)
+    deleted: int = 0  # marked deleted/expunged in the source: skipped
+    folders_created: list[str] = field(default_factory=list)
+
+
+def import_key(raw: bytes) -> str:
+    """The ingest key of an imported mail: its content, so the same mail
+    is stored once however often it is imported."""
+    return IMPORT_KEY_PREFIX + hashlib.sha256(raw).hexdigest()
+
+
+def clean_folder_name(name: str) -> str:
+    """A source's folder name as one of ours: no control characters, no
+    empty path parts, at most ``MAX_FOLDER_NAME`` characters."""
+    name = "".join(ch for ch in name if ord(ch) >= 32 and ch != "\x7f")
+    name = "/".join(part.strip() for part in name.split("/") if part.strip())
+    return name[:MAX_FOLDER_NAME] or "Imported"
+
+
+class ImportService:
+    """Stores mail from a source in one account, idempotently."""
+
+    def __init__(
+        self,
+        mailbox: MailboxService,
+        store: MailboxStore,
+        blobs: BlobStore,
+        hostname: str,
+    ) -> None:
+        self.mailbox = mailbox
+        self.store = store
+        self.blobs = blobs
+        self.hostname = hostname
+        self._folders: dict[str, int] = {}
+        self._puts = asyncio.Semaphore(PUT_CONCURRENCY)
+
+    async def run(
+        self,
+        account_id: int,
+        mails: Iterable[SourceMail],
+        *,
+        batch: int = DEFAULT_BATCH,
+        report: ImportReport | None = None,
+        progress: Callable[[ImportReport], None] | None = None,
+    ) -> ImportReport:
+        """Imports every mail, ``batch`` per ``store_messages`` call; a batch
+        is parsed while the one before it is being stored. ``report`` is
+        updated after every batch (and handed to ``progress``)."""
+        report = report if report is not None else ImportReport()
+        await self._load_folders(account_id)
+        pending: asyncio.Task[None] | None = None
+        chunk: list[SourceMail] = []
+        try:
+            for mail in mails:
+                report.read += 1
+                if mail.state.deleted:
+                    report.deleted += 1
+                    continue
+                chunk.append(mail)
+                if len(chunk) >= batch:
+                    copies = await self._prepare(account_id, chunk, report)
+                    if pending is not None:
+                        await pending
+                    pending = asyncio.create_task(self._store(copies, report, progress))
+                    chunk = []
+            if chunk:
+                copies = await self._prepare(account_id, chunk, report)
+                if pending is not None:
+                    await pending
+                pending = asyncio.create_task(self._store(copies, report, progress))
+            if pending is not None:
+                await pending
+                pending = None
+        finally:
+            if pending is not None:
+                pending.cancel()
+                await asyncio.gather(pending, return_exceptions=True)
+        return report
+
+    async def _store(
+        self,
+        copies: list[NewMessage],
+        report: ImportReport,
+        progress: Callable[[ImportReport], None] | None,
+    ) -> None:
+        ids = await self.store.store_messages(copies) if copies else []
+        added = sum(1 for copy, stored in zip(copies, ids, strict=True) if copy.id == stored)
+        report.added += added
+        report.present += len(copies) - added
+        if progress is not None:
+            progress(report)
+
+    async def _prepare(
+        self, account_id: int, mails: Sequence[SourceMail], report: ImportReport
+    ) -> list[NewMessage]:
+        unique: dict[str, SourceMail] = {}
+        for mail in mails:
+            key = import_key(mail.raw)
+            if key in unique:
+                report.present += 1  # the same mail twice in one batch
+            else:
+                unique[key] = mail
+        folder_ids = [await self._folder_id(account_id, m.folder, report) for m in unique.values()]
+        return list(
+            await asyncio.gather(
+                *(
+                    self._copy(account_id, folder_id, key, mail)
+                    for (key, mail), folder_id in zip(unique.items(), folder_ids, strict=True)
+                )
+            )
+        )
+
+    async def _copy(
+        self, account_id: int, folder_id: int, key: str, mail: SourceMail
+    ) -> NewMessage:
+        parsed = parse_message(mail.raw)
+        async with self._puts:
+            raw_blob, parts = await asyncio.gather(
+                self.blobs.put(mail.raw), store_parts(self.blobs, parsed)
+            )
+        message_id = new_id()
+        received = parsed_time(mail)
+        return NewMessage(
+            account_id=account_id,
+            id=message_id,
+            folder_id=folder_id,
+            thread_id=message_id,  # store_messages places it in its thread
+            received_at=received,
+            ingest_key=key,
+            sender=parsed.sender,
+            to=parsed.to,
+            cc=parsed.cc,
+            bcc=(),
+            subject=parsed.subject,
+            snippet=snippet(parsed.text),
+            body_text=parsed.text,
+            message_id_header=parsed.message_id
+            or f"<{key.removeprefix(IMPORT_KEY_PREFIX)[:32]}@import.{self.hostname}>",
+            in_reply_to=parsed.in_reply_to,
+            references=parsed.references,
+            raw_hash=raw_blob.hash,
+            raw_size=raw_blob.size,
+            body_hash=parts.body_hash,
+            html_hash=parts.html_hash,
+            attachments=parts.attachments,
+            is_read=mail.state.seen,
+            is_flagged=mail.state.flagged,
+        )
+
+    async def _load_folders(self, account_id: int) -> None:
+        self._folders = {}
+        for folder in await self.store.list_folders(account_id):
+            if folder.role is not None:
+                self._folders[f"role:{folder.role}"] = folder.id
+            self._folders.setdefault(folder.name.casefold(), folder.id)
+
+    async def _folder_id(self, account_id: int, source_name: str, report: ImportReport) -> int:
+        role = role_for(source_name)
+        if role is not None and f"role:{role}" in self._folders:
+            return self._folders[f"role:{role}"]
+        name = clean_folder_name(source_name)
+        known = self._folders.get(name.casefold())
+        if known is not None:
+            return known
+        try:
+            folder = await self.mailbox.create_folder(account_id, name)
+        except Conflict:  # made meanwhile (another run, the user)
+            await self._load_folders(account_id)
+            return self._folders[name.casefold()]
+        self._folders[name.casefold()] = folder.id
+        report.folders_created.append(folder.name)
+        return folder.id
+
+
+def parsed_time(mail: SourceMail) -> int:
+    """When the mail was received, as well as the source says: the exact
+    time an export of ours wrote, else the headers (last ``Received`` hop,
+    else ``Date``), else the format's own time (``From_`` line, Maildir file
+    mtime), else now."""
+    return mail.exported_time_ms or header_time(mail.raw) or mail.format_time_ms or now_ms()
+
+
+# -- export -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ExportedFolder:
+    name: str
+    path: Path
+    messages: int
+
+
+class ExportService:
+    """Writes an account's folders as mbox files."""
+
+    def __init__(self, store: MailboxStore, blobs: BlobStore) -> None:
+        self.store = store
+        self.blobs = blobs
+
+    async def folders(self, account_id: int) -> list[Folder]:
+        return await self.store.list_folders(account_id)
+
+    async def export_folder(
+        self,
+        folder: Folder,
+        directory: Path,
+        progress: Callable[[int], None] | None = None,
+    ) -> ExportedFolder:
+        """Writes ``folder`` to ``directory/<file_name_for(name)>.mbox``,
+        oldest first, atomically (temporary file, fsync, rename, directory
+        fsync)."""
+        summaries = await self._summaries(folder)
+        summaries.reverse()  # oldest first, as mbox files grow
+        target = directory / f"{file_name_for(folder.name)}.mbox"
+        temporary = directory / f".{target.name}.partial"
+        with temporary.open("wb") as out:
+            for start in range(0, len(summaries), EXPORT_PAGE):
+                page = summaries[start : start + EXPORT_PAGE]
+                entries = await asyncio.gather(*(self._entry(s) for s in page))
+                out.write(b"".join(e for e in entries if e is not None))
+                if progress is not None:
+                    progress(len(page))
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, target)
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return ExportedFolder(folder.name, target, len(summaries))
+
+    async def _summaries(self, folder: Folder) -> list[MessageSummary]:
+        found: list[MessageSummary] = []
+        after: ListCursor | None = None
+        while True:
+            page = await self.store.list_messages(
+                folder.account_id, folder.id, is_read=None, limit=EXPORT_PAGE, after=after
+            )
+            found.extend(page)
+            if len(page) < EXPORT_PAGE:
+                return found
+            after = ListCursor(page[-1].received_at, page[-1].id)
+
+    async def _entry(self, summary: MessageSummary) -> bytes | None:
+        message = await self.store.get_message(summary.account_id, summary.id)
+        if message is None:  # deleted meanwhile
+            return None
+        raw = await self.blobs.get(message.raw_hash)
+        # As GET /v1/messages/{id}/raw shows it: the filters' lines first.
+        raw, _ = strip_state(message.filter_headers.encode() + raw)
+        header, rest = split_header(to_lf(raw))
+        if header and not header.endswith(b"\n"):
+            header += b"\n"
+        state = status_headers(summary.is_read, summary.is_flagged, summary.received_at)
+        sender = summary.sender.email if summary.sender else None
+        return (
+            from_line(sender, summary.received_at)
+            + b"\n"
+            + mbox_quote(header + state + rest)
+            + b"\n"
+        )
