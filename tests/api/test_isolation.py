@@ -262,7 +262,7 @@ async def test_every_route_answers_another_accounts_ids_as_never_existing(world:
 
 
 @settings(
-    max_examples=40,
+    max_examples=25,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
