@@ -395,7 +395,12 @@ class LimitSettings(_Section):
 
 
 class AuthSettings(_Section):
-    session_ttl_seconds: int = Field(30 * 24 * 3600, gt=0)
+    session_ttl_seconds: float = Field(
+        30 * 24 * 3600,
+        gt=0,
+        description="a token works this long after its login; then it answers 401"
+        " session_expired and its sockets and long polls end",
+    )
     # RFC 9106 section 4, second recommended option (64 MiB); tests lower it.
     argon2_time_cost: int = Field(3, ge=1)
     argon2_memory_kib: int = Field(65536, ge=8)

@@ -53,6 +53,19 @@ class IssuedToken:
     expires_at: int
 
 
+@dataclass(frozen=True, slots=True)
+class LiveSession:
+    """A token's account and when its session ends (ms since the epoch): what
+    a socket or a long poll needs to end with the session."""
+
+    account: Account
+    expires_at: int
+
+
+def session_expired() -> Unauthorized:
+    return Unauthorized("the session has expired: log in again", code="session_expired")
+
+
 class AccountService:
     def __init__(
         self,
@@ -256,7 +269,7 @@ class AccountService:
     async def log_in(self, email: str, password: str, *, client_ip: str) -> IssuedToken:
         account = await self.verify_password(email, password, client_ip=client_ip)
         secret = secrets.token_bytes(32)
-        expires_at = now_ms() + self.settings.session_ttl_seconds * 1000
+        expires_at = now_ms() + round(self.settings.session_ttl_seconds * 1000)
         await self.directory.create_session(
             Session(account.id, hashlib.sha256(secret).digest(), expires_at)
         )
@@ -277,6 +290,13 @@ class AccountService:
 
     async def authenticate(self, token: str) -> Account:
         """The account a bearer token belongs to, or Unauthorized."""
+        return (await self.session(token)).account
+
+    async def session(self, token: str) -> LiveSession:
+        """The token's account and its session's end, or Unauthorized: code
+        ``session_expired`` for a session that ran out (log in again),
+        ``invalid_token`` for anything else (never issued, logged out, a new
+        password, a disabled account)."""
         failure = Unauthorized("missing, expired or invalid token", code="invalid_token")
         parts = self._split_token(token)
         if parts is None:
@@ -284,16 +304,18 @@ class AccountService:
         account_id, token_hash = parts
         cached = self.tokens.get(account_id, token_hash)
         if cached is not None:
-            return cached
+            return LiveSession(*cached)
         epoch = self.tokens.epoch(account_id)
         session = await self.directory.get_session(account_id, token_hash)
-        if session is None or session.expires_at <= now_ms():
+        if session is None:
             raise failure
         account = await self.directory.get_account(account_id)
         if account is None or account.disabled:
             raise failure
+        if session.expires_at <= now_ms():
+            raise session_expired()
         self.tokens.put(account, token_hash, session.expires_at, epoch)
-        return account
+        return LiveSession(account, session.expires_at)
 
     async def log_out(self, token: str) -> None:
         parts = self._split_token(token)

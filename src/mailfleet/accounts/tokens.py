@@ -44,7 +44,8 @@ class VerifiedTokens:
         """Read before verifying a token; ``put`` keeps it only if unchanged."""
         return self._epochs.get(account_id, 0)
 
-    def get(self, account_id: int, token_hash: bytes) -> Account | None:
+    def get(self, account_id: int, token_hash: bytes) -> tuple[Account, int] | None:
+        """The account and its session's expiry (ms), if verified lately."""
         self.events.catch_up()
         entry = self._entries.get(token_hash)
         if entry is None or entry.account.id != account_id:
@@ -53,7 +54,7 @@ class VerifiedTokens:
             self._drop(token_hash, entry)
             return None
         self._entries.move_to_end(token_hash)
-        return entry.account
+        return entry.account, entry.expires_at
 
     def put(self, account: Account, token_hash: bytes, expires_at: int, epoch: int) -> None:
         if self.epoch(account.id) != epoch:

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from mailfleet.accounts.service import LiveSession
 from mailfleet.errors import Unauthorized
 from mailfleet.runtime import Runtime
 from mailfleet.storage.interfaces import Account
@@ -31,5 +32,11 @@ async def current_account(request: Request) -> Account:
     return await runtime.accounts.authenticate(bearer_token(request))
 
 
+async def current_session(request: Request) -> LiveSession:
+    runtime: Runtime = request.app.state.runtime
+    return await runtime.accounts.session(bearer_token(request))
+
+
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 AccountDep = Annotated[Account, Depends(current_account)]
+SessionDep = Annotated[LiveSession, Depends(current_session)]

@@ -4,7 +4,7 @@
 WebSocket close codes (RFC 6455 section 7.4.2 leaves 4000-4999 to
 applications; ours echo the HTTP status they stand for):
 4400 bad first frame or cursor, 4401 no valid token (at connect, or the session
-ended: logout, password change, account disabled), 4408 no token within
+ended: expired, logout, password change, account disabled), 4408 no token within
 ``realtime.auth_timeout_seconds``, 4429 too slow to read (after a ``reset``
 event), 1012 server restarting. Heartbeats are WebSocket pings from the server
 (``realtime.heartbeat_seconds``), answered by any client library and browser.
@@ -34,14 +34,16 @@ from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
 import orjson
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from mailfleet.api.deps import AccountDep, RuntimeDep
+from mailfleet.accounts.service import LiveSession, session_expired
+from mailfleet.api.deps import RuntimeDep, SessionDep, bearer_token
 from mailfleet.errors import MailfleetError, Unauthorized
+from mailfleet.ids import now_ms
 from mailfleet.realtime import Ending, PeerGone, parse_cursor, push_events
-from mailfleet.realtime.feed import long_poll
+from mailfleet.realtime.feed import SessionEnded, long_poll
 from mailfleet.runtime import Runtime
 from mailfleet.storage.errors import BackendUnavailable
 
@@ -58,6 +60,7 @@ CLOSE_RESTARTING = 1012
 
 _ENDINGS = {
     Ending.UNAUTHORIZED: (CLOSE_UNAUTHORIZED, "session ended: log in again"),
+    Ending.EXPIRED: (CLOSE_UNAUTHORIZED, "session expired: log in again"),
     Ending.TOO_SLOW: (CLOSE_TOO_SLOW, "too slow to read: refetch, then reconnect from the reset"),
     Ending.SHUTDOWN: (CLOSE_RESTARTING, "server restarting: reconnect with your last cursor"),
 }
@@ -65,15 +68,46 @@ _ENDINGS = {
 
 @router.get("/events")
 async def poll_events(
-    account: AccountDep,
+    session: SessionDep,
+    request: Request,
     runtime: RuntimeDep,
     cursor: Annotated[str | None, Query(max_length=32)] = None,
     timeout: Annotated[float | None, Query(ge=0, le=60)] = None,
 ) -> dict[str, Any]:
     start = parse_cursor(cursor)
     wait = runtime.settings.realtime.long_poll_seconds if timeout is None else timeout
-    events, last = await long_poll(runtime.feed, account.id, start, wait)
+    try:
+        events, last = await _long_poll(runtime, bearer_token(request), session, start, wait)
+    except SessionEnded as ended:
+        if ended.expired:
+            raise session_expired() from None
+        raise Unauthorized("the session has ended: log in again", code="invalid_token") from None
     return {"events": events, "cursor": str(last)}
+
+
+def session_ends(session: LiveSession) -> float:
+    """When ``session`` expires, on the event loop's clock."""
+    return asyncio.get_running_loop().time() + (session.expires_at - now_ms()) / 1000
+
+
+async def _long_poll(
+    runtime: Runtime, token: str, session: LiveSession, start: int | None, wait: float
+) -> tuple[list[dict[str, Any]], int]:
+    async def still_authorized() -> bool:
+        try:
+            await runtime.accounts.session(token)
+        except Unauthorized:
+            return False
+        return True
+
+    return await long_poll(
+        runtime.feed,
+        session.account.id,
+        start,
+        wait,
+        session_ends=session_ends(session),
+        still_authorized=still_authorized,
+    )
 
 
 # What ``poll_events`` accepts, narrowed to the plain spellings: anything else
@@ -136,9 +170,10 @@ class QuickPoll:
                 return None
         try:
             start = parse_cursor(cursor)
-            account = await self.runtime.accounts.authenticate(token)
-            events, last = await long_poll(self.runtime.feed, account.id, start, wait)
-        except (MailfleetError, BackendUnavailable):
+            session = await self.runtime.accounts.session(token)
+            events, last = await _long_poll(self.runtime, token, session, start, wait)
+        except (MailfleetError, BackendUnavailable, SessionEnded):
+            # The route answers: the error, or 401 for a session that ended.
             return None
         return orjson.dumps({"events": events, "cursor": str(last)})
 
@@ -169,7 +204,7 @@ async def events_socket(websocket: WebSocket, runtime: Runtime) -> None:
         token, cursor_text = await _credentials(websocket, runtime)
         try:
             cursor = parse_cursor(cursor_text)
-            account = await runtime.accounts.authenticate(token)
+            session = await runtime.accounts.session(token)
         except Unauthorized as exc:
             raise _Refused(CLOSE_UNAUTHORIZED, exc.message) from None
         except MailfleetError as exc:
@@ -195,9 +230,14 @@ async def events_socket(websocket: WebSocket, runtime: Runtime) -> None:
 
     gone = asyncio.ensure_future(_until_gone(websocket))
     try:
-        async with runtime.feed.subscribe(account.id, cursor) as subscription:
+        async with runtime.feed.subscribe(session.account.id, cursor) as subscription:
             ending = await push_events(
-                subscription, send, gone, still_authorized, runtime.settings.realtime
+                subscription,
+                send,
+                gone,
+                still_authorized,
+                runtime.settings.realtime,
+                session_ends(session),
             )
     finally:
         gone.cancel()

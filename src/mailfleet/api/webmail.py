@@ -111,37 +111,84 @@ async def asset(name: str, request: Request) -> Response:
     return _serve(request, name, {"Cache-Control": "no-cache"})
 
 
-def _origin_netloc(origin: str) -> str | None:
-    parts = urlsplit(origin)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+# What a trusted origin's page may send: the API's methods and the two
+# request headers it reads. No credentials: the API's are a bearer token in a
+# header, never a cookie, so Access-Control-Allow-Credentials is never sent.
+_CORS_METHODS = b"GET, POST, PATCH, DELETE"
+_CORS_HEADERS = b"Authorization, Content-Type"
+_CORS_EXPOSED = b"Retry-After, WWW-Authenticate, Content-Disposition"
+_CORS_MAX_AGE = b"600"
+
+
+def normalize_origin(origin: str) -> str | None:
+    """``scheme://host:port`` with the default port written out and the
+    host in lower case, or None for what is not an http(s) origin (``null``,
+    ``file://``, a path or credentials in it)."""
+    try:
+        parts = urlsplit(origin.strip())
+        port = parts.port
+    except ValueError:
         return None
-    return parts.netloc.lower()
+    if (
+        parts.scheme not in _DEFAULT_PORTS
+        or not parts.hostname
+        or parts.username is not None
+        or parts.password is not None
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+    ):
+        return None
+    host = parts.hostname.lower()
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}:{port or _DEFAULT_PORTS[parts.scheme]}"
 
 
 class BrowserSafety:
-    """ASGI middleware: security headers on every HTTP response, and the
-    Origin check on state-changing requests.
+    """ASGI middleware: security headers on every HTTP response, the Origin
+    check on state-changing requests, and CORS for trusted origins.
 
     The API's CSRF defence is the bearer token in a header, which a foreign
     page can neither read nor make a browser attach. The Origin check closes
     what that leaves: sign-up and login, which take no token. A request with
     no Origin (curl, apps, same-origin GET) is not a browser acting for a
-    foreign page and passes."""
+    foreign page and passes.
+
+    An origin is trusted when it is the API's own (the scheme the request came
+    in with and its Host) or one of ``http.trusted_origins``, compared whole:
+    scheme, host and port (``http://x`` is not ``https://x``). A trusted
+    origin's preflight (OPTIONS with Access-Control-Request-Method) is
+    answered 204 with the methods and headers the API takes, and its
+    responses carry ``Access-Control-Allow-Origin`` naming it; any other
+    origin's preflight answers 403 ``cross_origin`` and no response names it,
+    so its page can send a GET but not read the answer (decision 0012)."""
 
     def __init__(self, app: ASGIApp, trusted_origins: Iterable[str] = ()) -> None:
         self.app = app
-        self.trusted = {n for o in trusted_origins if (n := _origin_netloc(o))}
+        self.trusted = {n for o in trusted_origins if (n := normalize_origin(o))}
+
+    def _own(self, scope: Scope, host: str) -> str | None:
+        return normalize_origin(f"{scope.get('scheme', 'http')}://{host}") if host else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
-        origin = headers.get(b"origin")
-        if scope["method"] in _STATE_CHANGING and origin is not None:
-            netloc = _origin_netloc(origin.decode("latin-1"))
-            host = headers.get(b"host", b"").decode("latin-1").lower()
-            if netloc is None or (netloc != host and netloc not in self.trusted):
+        raw_origin = headers.get(b"origin")
+        allow_origin: bytes | None = None
+        if raw_origin is not None:
+            origin = normalize_origin(raw_origin.decode("latin-1"))
+            own = self._own(scope, headers.get(b"host", b"").decode("latin-1"))
+            foreign_trusted = origin is not None and origin != own and origin in self.trusted
+            if foreign_trusted:
+                allow_origin = raw_origin
+            if scope["method"] == "OPTIONS" and b"access-control-request-method" in headers:
+                await (_preflight(send, raw_origin) if foreign_trusted else _refuse(send))
+                return
+            if scope["method"] in _STATE_CHANGING and origin != own and not foreign_trusted:
                 await _refuse(send)
                 return
 
@@ -152,10 +199,34 @@ class BrowserSafety:
                 out.extend(h for h in _ALWAYS if h[0] not in present)
                 if b"content-security-policy" not in present:
                     out.append((b"content-security-policy", API_CSP.encode()))
+                if raw_origin is not None:
+                    out.append((b"vary", b"Origin"))
+                if allow_origin is not None:
+                    out.append((b"access-control-allow-origin", allow_origin))
+                    out.append((b"access-control-expose-headers", _CORS_EXPOSED))
                 message = {**message, "headers": out}
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+async def _preflight(send: Send, origin: bytes) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 204,
+            "headers": [
+                (b"access-control-allow-origin", origin),
+                (b"access-control-allow-methods", _CORS_METHODS),
+                (b"access-control-allow-headers", _CORS_HEADERS),
+                (b"access-control-max-age", _CORS_MAX_AGE),
+                (b"vary", b"Origin"),
+                *_ALWAYS,
+                (b"content-security-policy", API_CSP.encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": b""})
 
 
 async def _refuse(send: Send) -> None:

@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from mailfleet.realtime.events import Event, change_event, reset_event
 from mailfleet.storage.interfaces import EventBus, MailboxStore
@@ -226,16 +227,42 @@ class Subscription:
 
 
 async def long_poll(
-    feed: ChangeFeed, account_id: int, cursor: int | None, timeout: float
+    feed: ChangeFeed,
+    account_id: int,
+    cursor: int | None,
+    timeout: float,
+    *,
+    session_ends: float = math.inf,
+    still_authorized: Callable[[], Awaitable[bool]] | None = None,
 ) -> tuple[list[Event], int]:
     """``GET /v1/events``: the events after ``cursor`` at once, or the first
-    that commit within ``timeout`` seconds; and the cursor to ask from next."""
+    that commit within ``timeout`` seconds; and the cursor to ask from next.
+
+    The poll ends with its session: ``SessionEnded`` at ``session_ends`` (the
+    event loop's clock), or when a revocation of the account (logout, new
+    password, disabled) finds ``still_authorized`` false. A revocation that
+    leaves this token valid (another session's logout) is taken and the poll
+    waits on: a revocation flag left set would make every wait return at once
+    and the poll read the log in a loop until its timeout."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     async with feed.subscribe(account_id, cursor) as subscription:
         while True:
+            if loop.time() >= session_ends:
+                raise SessionEnded(expired=True)
+            revoked = subscription.take_revoked()
+            if revoked and still_authorized is not None and not await still_authorized():
+                raise SessionEnded(expired=False)
             events = await subscription.read()
             left = deadline - loop.time()
             if events or left <= 0 or feed.closed:
                 return events, subscription.cursor
-            await subscription.wait(left)
+            await subscription.wait(min(left, max(0.0, session_ends - loop.time())))
+
+
+class SessionEnded(Exception):
+    """A long poll's session ended while it waited: expired, or revoked."""
+
+    def __init__(self, *, expired: bool) -> None:
+        super().__init__("session expired" if expired else "session ended")
+        self.expired = expired

@@ -3,11 +3,11 @@
 What can end it, and what the client is told, is decided here; how a socket is
 written and closed belongs to the transport (``api/events.py``):
 - the client went away;
+- its session expired: at the moment it does (``session_ends``);
 - its token stopped being valid (logout, password change, account disabled):
   checked again as soon as the event bus carries a revocation of the account
   (in every process, before the revoking call returns), and every
-  ``auth_check_seconds`` whatever happens (a session that expires, a
-  revocation a process never read);
+  ``auth_check_seconds`` whatever happens (a revocation a process never read);
 - it is too slow: a frame waited ``send_timeout_seconds`` for the socket to
   take it. The client gets ``reset`` (what it missed is not kept for it) and
   is closed. While a frame waits, nothing more is read from the log for it: a
@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import json
+import math
 from collections.abc import Awaitable, Callable
 
 from mailfleet.config import RealtimeSettings
@@ -34,6 +35,7 @@ class PeerGone(Exception):
 class Ending(enum.Enum):
     GONE = "gone"
     UNAUTHORIZED = "unauthorized"
+    EXPIRED = "expired"
     TOO_SLOW = "too_slow"
     SHUTDOWN = "shutdown"
 
@@ -48,12 +50,14 @@ async def push_events(
     gone: asyncio.Future[None],
     still_authorized: Callable[[], Awaitable[bool]],
     settings: RealtimeSettings,
+    session_ends: float = math.inf,
 ) -> Ending:
     """Sends every change after the subscription's cursor, then each change
-    as it commits. ``gone`` completes when the client leaves."""
+    as it commits. ``gone`` completes when the client leaves; the session
+    ends at ``session_ends`` (the event loop's clock)."""
     loop = asyncio.get_running_loop()
     gone.add_done_callback(lambda _: subscription.wake())
-    check_at = loop.time() + settings.auth_check_seconds
+    check_at = min(loop.time() + settings.auth_check_seconds, session_ends)
     first = True  # the replay after the cursor
     try:
         while True:
@@ -61,10 +65,12 @@ async def push_events(
                 return Ending.GONE
             if subscription.closed:
                 return Ending.SHUTDOWN
+            if loop.time() >= session_ends:
+                return Ending.EXPIRED
             if subscription.take_revoked() or loop.time() >= check_at:
                 if not await still_authorized():
                     return Ending.UNAUTHORIZED
-                check_at = loop.time() + settings.auth_check_seconds
+                check_at = min(loop.time() + settings.auth_check_seconds, session_ends)
             # A wake-up for the token check alone reads nothing from the log.
             events = await subscription.read() if subscription.pending() or first else []
             first = False
