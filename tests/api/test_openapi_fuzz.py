@@ -145,3 +145,25 @@ async def test_api_fuzzed_from_its_openapi_schema(
     assert code == 0, output[-6000:]
     # The token was good all along: signed-in routes were really exercised.
     assert (await alice.client.get("/v1/me")).status_code == 200
+
+
+async def test_openapi_declares_the_error_shape_the_api_sends(service: Service) -> None:
+    """Found by the fuzzing above: /openapi.json declared FastAPI's 422
+    validation shape (``{"detail": [...]}``), which the API never sends
+    (invalid requests are 400 with the error object, API.md); now every
+    error, whatever its status, is declared as ``ErrorOut``."""
+    response = await service.client().get("/openapi.json")
+    assert response.status_code == 200
+    schema = response.json()
+    assert "HTTPValidationError" not in schema["components"]["schemas"]
+    error = {"$ref": "#/components/schemas/ErrorOut"}
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            responses = operation["responses"]
+            where = f"{method.upper()} {path}"
+            assert responses["default"]["content"]["application/json"]["schema"] == error, where
+            if "422" in responses:
+                assert responses["422"]["content"]["application/json"]["schema"] == error, where
+    bad = await service.client().post("/v1/sessions", json={"email": 5})
+    assert bad.status_code == 400
+    assert set(bad.json()["error"]) == {"code", "message"}
