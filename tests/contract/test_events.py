@@ -42,7 +42,10 @@ async def test_a_wake_up_reaches_another_process_at_once(open_bus: OpenBus) -> N
     t0 = time.perf_counter()
     await publisher.publish({8: 99, 7: 3})
     assert await task == 3
-    assert time.perf_counter() - t0 < 0.1
+    # Pushed, never polled for (no implementation has a poll to fall back
+    # on): a bound far above any push, so that a loaded machine does not
+    # fail it, and far below the 5 s the watcher would wait.
+    assert time.perf_counter() - t0 < 2
 
 
 async def test_the_publishing_process_hears_itself(open_bus: OpenBus) -> None:
@@ -61,10 +64,16 @@ async def test_unread_wake_ups_coalesce_into_the_newest(open_bus: OpenBus) -> No
     await asyncio.sleep(0)
     await publisher.publish({1: 1})
     assert await asyncio.wait_for(first, 5) == 1
+    other = listener.watch(2)
+    later = asyncio.ensure_future(anext(other))
+    await asyncio.sleep(0)
     for head in (2, 3, 4):
         await publisher.publish({1: head})
     await publisher.publish({2: 50})
-    await asyncio.sleep(0.05)
+    # Account 2's wake-up, published last, has arrived: so have account 1's
+    # (a sleep here only hoped so).
+    assert await asyncio.wait_for(later, 5) == 50
+    await other.aclose()  # type: ignore[attr-defined]
     assert await asyncio.wait_for(anext(watch), 5) == 4
     # The same from within the listener's own process.
     for head in (5, 6, 7):
@@ -119,8 +128,11 @@ async def test_a_revocation_is_in_every_process_when_publish_returns(open_bus: O
     listener.catch_up()
     assert sorted(heard["listener"]) == [7, 42]
     assert sorted(heard["publisher"]) == [7, 42]
-    await asyncio.sleep(0.05)
-    assert sorted(heard["bystander"]) == [7, 42]
+    # A process that does not catch up hears it by itself, soon.
+    deadline = asyncio.get_running_loop().time() + 5
+    while sorted(heard["bystander"]) != [7, 42]:
+        assert asyncio.get_running_loop().time() < deadline, heard["bystander"]
+        await asyncio.sleep(0.01)
 
 
 async def test_revocations_are_not_dropped_when_a_process_is_behind(open_bus: OpenBus) -> None:

@@ -75,21 +75,24 @@ async def test_queues_are_independent(queue: Queue) -> None:
     assert (await queue.stats("incoming")).depth == 1
 
 
+# A fetch's timeout far longer than any stall of a loaded machine: a fetch
+# that returns well before it was woken by something else.
+LONG_FETCH = 60
+
+
 async def test_fetch_blocks_until_a_put_arrives(queue: Queue) -> None:
-    waiter = asyncio.create_task(queue.fetch("incoming", limit=10, timeout=5))
-    await asyncio.sleep(0.1)
+    waiter = asyncio.create_task(queue.fetch("incoming", limit=10, timeout=LONG_FETCH))
+    await asyncio.sleep(0.1)  # let it start waiting: the put must wake it, not precede it
     assert not waiter.done()
-    started = _now()
     put = await queue.put("incoming", {"n": 9})
-    (item,) = await asyncio.wait_for(waiter, 2)
-    assert item.id == put
-    assert _elapsed(started) < 0.5  # woken by the put, not by the timeout
+    (item,) = await asyncio.wait_for(waiter, LONG_FETCH / 2)
+    assert item.id == put  # woken by the put: its timeout is still far off
 
 
 async def test_fetch_returns_nothing_after_its_timeout(queue: Queue) -> None:
     started = _now()
     assert await queue.fetch("incoming", limit=10, timeout=0.3) == []
-    assert 0.25 <= _elapsed(started) < 2
+    assert _elapsed(started) >= 0.25  # it waited (how much longer is the machine's load)
 
 
 async def test_lease_expiry_redelivers_with_attempts_plus_one(queue: Queue) -> None:
@@ -97,7 +100,7 @@ async def test_lease_expiry_redelivers_with_attempts_plus_one(queue: Queue) -> N
     (item,) = await queue.fetch("brief", limit=1, timeout=0)
     assert item.attempts == 1
     assert await queue.fetch("brief", limit=1, timeout=0) == []
-    (again,) = await queue.fetch("brief", limit=1, timeout=3)  # waits for the lease to end
+    (again,) = await queue.fetch("brief", limit=1, timeout=10)  # waits for the lease to end
     assert (again.id, again.attempts, again.payload) == (put, 2, {"n": 1})
     assert again.enqueued_at == item.enqueued_at
 
@@ -108,7 +111,7 @@ async def test_retry_with_delay(queue: Queue) -> None:
     started = _now()
     await queue.retry(item, delay_seconds=0.4)
     assert await queue.fetch("outgoing", limit=1, timeout=0) == []
-    (again,) = await queue.fetch("outgoing", limit=1, timeout=3)
+    (again,) = await queue.fetch("outgoing", limit=1, timeout=10)
     assert _elapsed(started) >= 0.35
     assert (again.id, again.attempts) == (item.id, 2)
     assert again.last_error == ""  # a retry keeps no reason
@@ -119,7 +122,7 @@ async def test_delayed_put_is_not_delivered_before_its_time(queue: Queue) -> Non
     put = await queue.put("outgoing", {"n": 1}, delay_seconds=0.4)
     assert await queue.fetch("outgoing", limit=1, timeout=0) == []
     assert (await queue.stats("outgoing")).depth == 1
-    (item,) = await queue.fetch("outgoing", limit=1, timeout=3)
+    (item,) = await queue.fetch("outgoing", limit=1, timeout=10)
     assert _elapsed(started) >= 0.35
     assert (item.id, item.attempts) == (put, 1)  # the wait was no delivery
 
@@ -128,9 +131,17 @@ async def test_max_deliveries_then_error_with_the_reason(queue: Queue) -> None:
     limit = POLICIES["brief"].max_deliveries
     put = await queue.put("brief", {"n": 1})
     for attempt in range(1, limit + 1):
-        (item,) = await queue.fetch("brief", limit=1, timeout=3)
+        (item,) = await queue.fetch("brief", limit=1, timeout=10)
         assert item.attempts == attempt  # then the lease runs out
-    assert await queue.fetch("brief", limit=1, timeout=POLICIES["brief"].lease_seconds * 3) == []
+    # Once the last lease has run out the item goes to error: no delivery
+    # more, however long that takes here (mostly one fetch: each is a
+    # request JetStream must answer).
+    deadline = _now() + 20
+    while not await queue.list("error"):
+        assert _now() < deadline, "never moved to error"
+        wait = POLICIES["brief"].lease_seconds * 3
+        assert await queue.fetch("brief", limit=1, timeout=wait) == []
+    assert await queue.fetch("brief", limit=1, timeout=0) == []
     assert (await queue.stats("brief")).depth == 0
     (failed,) = await queue.list("error")
     assert (failed.id, failed.origin, failed.payload) == (put, "brief", {"n": 1})
@@ -142,7 +153,7 @@ async def test_a_retry_past_max_deliveries_goes_to_error(queue: Queue) -> None:
     limit = POLICIES["outgoing"].max_deliveries
     await queue.put("outgoing", {"n": 1})
     for attempt in range(1, limit + 1):
-        (item,) = await queue.fetch("outgoing", limit=1, timeout=3)
+        (item,) = await queue.fetch("outgoing", limit=1, timeout=10)
         assert item.attempts == attempt
         await queue.retry(item, delay_seconds=0)
     assert await queue.fetch("outgoing", limit=1, timeout=0.2) == []

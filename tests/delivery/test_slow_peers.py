@@ -10,7 +10,7 @@ import contextlib
 import time
 
 from tests.conftest import StartService
-from tests.delivery.test_outbound import start_outbound, wait_delivery
+from tests.delivery.test_outbound import sent_delivery, start_outbound, wait_delivery
 from tests.support.smtp_peer import SmtpPeer
 
 COMMAND_TIMEOUT = 1.5
@@ -88,19 +88,27 @@ async def test_a_tarpit_mx_is_cut_off_and_does_not_hold_up_other_destinations(
     to_slow = await alice.send(to=["carol@slow.test"], body="to the tarpit")
     to_fast = await alice.send(to=["dave@fast.test"], body="to a healthy server")
 
-    await wait_delivery(alice, to_fast["id"], {"dave@fast.test": "delivered"}, timeout=10)
-    assert time.monotonic() - started < COMMAND_TIMEOUT, "the fast MX waited for the slow one"
+    await wait_delivery(alice, to_fast["id"], {"dave@fast.test": "delivered"}, timeout=30)
+    # Delivered while the attempt on the tarpit was still going on: by what
+    # happened first, not by the clock (a loaded machine slows both).
+    slow = (await sent_delivery(alice, to_slow["id"]))["carol@slow.test"]
+    assert slow["status"] == "queued", "the fast MX waited for the slow one"
     assert len(fast.accepted("dave@fast.test")) == 1
 
     deferred = await wait_delivery(
-        alice, to_slow["id"], {"carol@slow.test": "deferred"}, timeout=10
+        alice, to_slow["id"], {"carol@slow.test": "deferred"}, timeout=30
     )
     cut_after = time.monotonic() - started
     assert "did not answer in time" in deferred["carol@slow.test"]["detail"]
     # Cut at the command timeout, not after a hundred slow lines (a
-    # timeout per line let it run two minutes, until the reply was "endless").
-    assert COMMAND_TIMEOUT <= cut_after < 3 * COMMAND_TIMEOUT, cut_after
-    await asyncio.sleep(0.3)
-    assert tarpit.connections == 1 and tarpit.open == 0  # we hung up, and only tried once
+    # timeout per line let it run two minutes, until the reply was "endless"):
+    # any bound far below that says so, however loaded the machine.
+    assert COMMAND_TIMEOUT <= cut_after < 20, cut_after
+    # We hung up (the tarpit sees it at its next byte), and only tried once.
+    deadline = time.monotonic() + 10
+    while tarpit.open:
+        assert time.monotonic() < deadline, "the connection to the tarpit stays open"
+        await asyncio.sleep(0.05)
+    assert tarpit.connections == 1
     await tarpit.stop()
     await fast.stop()

@@ -98,7 +98,7 @@ async def test_mail_from_smtp_reaches_a_socket_of_another_process(
             start_tls=False,
         )
         new, counts = await receive(ws, 2, timeout=10)
-        assert time.monotonic() - began < 2
+        assert time.monotonic() - began < 8  # pushed across processes (load permitting)
         (message,) = await alice.messages("inbox")
         assert new == {
             "type": "message.new",

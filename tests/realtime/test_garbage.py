@@ -59,7 +59,9 @@ async def _sockets_and_polls(service: Service, user: User, message_id: str) -> N
     feed = service.runtime.feed
     for _ in range(3):
         async with socket(service, user) as ws:
-            await asyncio.sleep(0.05)
+            async with asyncio.timeout(10):  # followed from now on: the change reaches it
+                while feed.watched() != {int(user.id): 1}:  # noqa: ASYNC110
+                    await asyncio.sleep(0.01)
             await flag(user, message_id, True)
             await ws.recv()
             await ws.close()

@@ -17,7 +17,7 @@ async def test_answers_at_once_with_what_came_after_the_cursor(alice: User, bob:
     inbox = await alice.folder("inbox")
     began = time.monotonic()
     answer = await poll(alice, start, timeout=30)
-    assert time.monotonic() - began < 2
+    assert time.monotonic() - began < 15  # at once, not at its timeout (a loaded machine is slow)
     (message_id,) = [m["id"] for m in await alice.messages("inbox")]
     assert answer["events"] == [
         {
@@ -48,9 +48,9 @@ async def test_waits_for_the_next_change(alice: User, bob: User) -> None:
     await bob.send(to=[alice.email])
     (message,) = await alice.messages("inbox")
     start = await head(alice)
-    waiting = asyncio.ensure_future(poll(alice, start, timeout=10))
+    waiting = asyncio.ensure_future(poll(alice, start, timeout=30))
     # No cursor: from now on, nothing before the poll replayed.
-    from_now = asyncio.ensure_future(poll(alice, None, timeout=10))
+    from_now = asyncio.ensure_future(poll(alice, None, timeout=30))
     await asyncio.sleep(0.3)
     assert not waiting.done() and not from_now.done()
     began = time.monotonic()
@@ -59,7 +59,7 @@ async def test_waits_for_the_next_change(alice: User, bob: User) -> None:
         assert [e["type"] for e in answer["events"]] == ["message.updated"]
         assert answer["events"][0]["data"]["is_flagged"] is True
         assert answer["cursor"] == answer["events"][0]["cursor"] == str(int(start) + 1)
-    assert time.monotonic() - began < 1
+    assert time.monotonic() - began < 15  # woken by the change, long before the timeout
 
 
 BAD_INPUT = [
@@ -79,7 +79,7 @@ async def test_times_out_empty_and_refuses_bad_input(service: Service, alice: Us
     began = time.monotonic()
     answer = await poll(alice, start, timeout=0.6)
     assert answer == {"events": [], "cursor": start}
-    assert 0.6 <= time.monotonic() - began < 1.5
+    assert 0.6 <= time.monotonic() - began < 10  # its timeout, then at once (load permitting)
     # One server for every refusal: each would cost a start of its own.
     for params, code in BAD_INPUT:
         response = await alice.client.get("/v1/events", params=params)

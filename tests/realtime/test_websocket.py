@@ -32,12 +32,15 @@ async def test_replays_after_the_cursor_then_pushes_each_change(
             ]
             assert replayed[0]["data"]["id"] == message["id"]
         async with socket(service, alice) as from_now:
-            await asyncio.sleep(0.2)  # the server has read the head before the change
+            # The server follows all three (it has read the head before the change).
+            async with asyncio.timeout(10):
+                while service.runtime.feed.watched() != {int(alice.id): 3}:  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
             began = time.monotonic()
             await flag(alice, message["id"])
             for client in (ws, by_query, from_now):
                 (live,) = await receive(client, 1)
-                assert time.monotonic() - began < 0.5
+                assert time.monotonic() - began < 5  # pushed (a loaded machine is slow)
                 assert live == {
                     "type": "message.updated",
                     "cursor": str(int(start) + 3),
@@ -69,7 +72,7 @@ async def test_refusals_close_with_a_code_and_reason(alice: User, service: Servi
             assert ws.close_code == code, frame
             assert ws.close_reason and reason in ws.close_reason, ws.close_reason
             if frame is None:
-                assert 0.4 < time.monotonic() - began < 2
+                assert 0.4 < time.monotonic() - began < 10
     async with connect(ws_url(service, token="nope"), proxy=None) as ws:
         assert await receive_until_closed(ws) == []
         assert ws.close_code == 4401
@@ -99,8 +102,9 @@ async def test_subscriptions_end_with_their_socket_and_shutdown_closes_with_1012
     alice: User, service: Service
 ) -> None:
     async with socket(service, alice) as ws:
-        await asyncio.sleep(0.1)
-        assert service.runtime.feed.watched() == {int(alice.id): 1}
+        async with asyncio.timeout(10):
+            while service.runtime.feed.watched() != {int(alice.id): 1}:  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
         await ws.close()
     async with asyncio.timeout(2):
         while service.runtime.feed.watched():  # noqa: ASYNC110 (the server's state, polled)
@@ -113,7 +117,7 @@ async def test_subscriptions_end_with_their_socket_and_shutdown_closes_with_1012
         assert ws.close_code == 1012
         began = time.monotonic()
         await stopping
-        assert time.monotonic() - began < 2
+        assert time.monotonic() - began < 10
 
 
 async def test_heartbeat_pings_and_a_client_that_never_answers_is_closed(
@@ -130,7 +134,7 @@ async def test_heartbeat_pings_and_a_client_that_never_answers_is_closed(
     writer.write(b"".join(client.data_to_send()))
     frames: list[Frame] = []
     began = time.monotonic()
-    async with asyncio.timeout(3):
+    async with asyncio.timeout(10):
         while client.close_rcvd is None:
             data = await reader.read(65536)
             if not data:
@@ -143,4 +147,4 @@ async def test_heartbeat_pings_and_a_client_that_never_answers_is_closed(
     assert opcodes[-1] == Opcode.CLOSE
     assert client.close_rcvd is not None
     assert client.close_rcvd.code == 1011  # keepalive ping timeout
-    assert 0.4 < time.monotonic() - began < 2
+    assert 0.4 < time.monotonic() - began < 8  # after the timeout, not a ping later

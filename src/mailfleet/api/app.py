@@ -26,6 +26,7 @@ from mailfleet.api import (
     webmail,
 )
 from mailfleet.api.page_cache import EncodedPages
+from mailfleet.api.schemas import ErrorOut
 from mailfleet.errors import MailfleetError, RateLimited
 from mailfleet.runtime import Runtime
 from mailfleet.storage.errors import BackendUnavailable, StorageFull
@@ -72,7 +73,10 @@ def create_app(runtime: Runtime, *, api: bool = True, realtime: bool = True) -> 
         title="mailfleet",
         version=__version__,
         description="mailfleet HTTP API v1 (see shared/API.md).",
+        # Every error, whatever its status, is the one JSON shape (API.md).
+        responses={"default": {"model": ErrorOut, "description": "An error"}},
     )
+    _declare_errors(app)
     app.state.runtime = runtime
     app.state.pages = EncodedPages(runtime.settings.http.page_cache_entries)
 
@@ -128,6 +132,34 @@ def create_app(runtime: Runtime, *, api: bool = True, realtime: bool = True) -> 
         app.add_middleware(events.QuickPoll, runtime=runtime)
     app.add_middleware(webmail.BrowserSafety, trusted_origins=runtime.settings.http.trusted_origins)
     return app
+
+
+def _declare_errors(app: FastAPI) -> None:
+    """/openapi.json says what the API answers: FastAPI documents a 422 with
+    its own validation-error shape on every route with parameters, but a
+    request that fails validation is answered 400 (``_invalid_request``), and
+    every error, 422 included, is ``ErrorOut``."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = generate()
+        error = {"$ref": "#/components/schemas/ErrorOut"}
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                responses = operation.get("responses", {})
+                if "422" in responses:
+                    responses["422"] = {
+                        "description": "Well-formed but invalid",
+                        "content": {"application/json": {"schema": error}},
+                    }
+        for name in ("HTTPValidationError", "ValidationError"):
+            schema.get("components", {}).get("schemas", {}).pop(name, None)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def asgi_app(runtime: Runtime, *, api: bool = True, realtime: bool = True) -> ASGIApp:

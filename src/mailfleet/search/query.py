@@ -18,7 +18,8 @@ or parenthesis) raise ``QuerySyntaxError`` with a message for the user.
 
 ``parse`` returns a tree of ``Text``, ``Filter``, ``Not``, ``And`` and ``Or``;
 ``matches`` evaluates it on one message in Python: the definition the index
-must agree with (the property tests compare the two).
+must agree with (the property tests compare the two). ``render`` writes a
+tree back as a query that parses to the same tree (tests/search/test_query_fuzz.py).
 """
 
 from __future__ import annotations
@@ -239,6 +240,44 @@ class _Parser:
             return inner
         assert lexeme.node is not None
         return Not(lexeme.node) if lexeme.negated else lexeme.node
+
+
+# -- a tree back to a query ----------------------------------------------------------
+
+_OPERATOR_OF_FIELD = {field: operator for operator, field in FIELD_OPERATORS.items()}
+_NEEDS_QUOTES = re.compile(r'[\s()"]')
+
+
+def render(node: Node) -> str:
+    """A query that ``parse`` reads as ``node``, for any tree ``parse`` made
+    (words are tokens already; grouping is kept with parentheses)."""
+    if isinstance(node, Text):
+        words = " ".join(node.words)
+        value = words if len(node.words) == 1 else f'"{words}"'
+        if node.fields == TEXT_FIELDS:
+            return value
+        if len(node.fields) != 1 or node.fields[0] not in _OPERATOR_OF_FIELD:
+            raise ValueError(f"no query searches exactly the fields {node.fields}")
+        return f"{_OPERATOR_OF_FIELD[node.fields[0]]}:{value}"
+    if isinstance(node, Filter):
+        if node.kind in ("before", "after"):
+            day = datetime.fromtimestamp(int(node.value) / 1000, UTC).date()
+            return f"{node.kind}:{day.year:04d}-{day.month:02d}-{day.day:02d}"
+        value = str(node.value)
+        if _NEEDS_QUOTES.search(value):
+            if '"' in value:
+                raise ValueError(f"{node.kind}:{value!r} cannot be written in a query")
+            value = f'"{value}"'
+        return f"{node.kind}:{value}"
+    if isinstance(node, Not):
+        inner = node.node
+        if isinstance(inner, Text | Filter):
+            return "-" + render(inner)
+        return f"-({render(inner)})"
+    if isinstance(node, And):
+        return " ".join(f"({render(n)})" if isinstance(n, And) else render(n) for n in node.nodes)
+    grouped = (f"({render(n)})" if isinstance(n, And | Or) else render(n) for n in node.nodes)
+    return " OR ".join(grouped)
 
 
 # -- the definition: one message against a query ----------------------------------

@@ -57,6 +57,12 @@ _ENHANCED = {
         "500 5.5.2 Line too long (RFC 5321 section 4.5.3.1.6)"
     ),
     "421 Too many connections": "421 4.7.0 Too many connections",
+    # aiosmtpd hangs up after this one: a server that closes the channel says
+    # 421 (RFC 5321 section 3.8), else the client takes the 5xx as a verdict
+    # on its command and finds the connection gone (found by tests/smtp/test_smtp_fuzz.py).
+    "502 5.5.1 Too many unrecognized commands, goodbye.": (
+        "421 4.7.0 Too many unrecognized commands; closing connection"
+    ),
 }
 
 
