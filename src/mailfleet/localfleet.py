@@ -338,12 +338,16 @@ class Fleet:
         )
         proc = Proc("prometheus", "prometheus", state.ports["prometheus"],
                     log=self._log("prometheus"))  # fmt: skip
+        state.procs.append(proc)
+        self._spawn_prometheus(state, proc)
+
+    def _spawn_prometheus(self, state: FleetState, proc: Proc) -> None:
         _spawn(proc, [
-            _program("prometheus", "prometheus"), f"--config.file={config}",
+            _program("prometheus", "prometheus"),
+            f"--config.file={self.root / 'prometheus.yml'}",
             f"--storage.tsdb.path={self.root / 'prometheus'}",
             f"--web.listen-address=127.0.0.1:{proc.port}", "--log.level=warn",
         ])  # fmt: skip
-        state.procs.append(proc)
         self.save(state)
         _wait("prometheus", lambda: _http_ok(f"http://127.0.0.1:{proc.port}/-/ready"), 30, proc)
 
@@ -376,6 +380,9 @@ class Fleet:
             self.save(state)
             _wait("haproxy", lambda: _tcp_up(state.ports["smtp"]), 10, haproxy)
             self._wait_http(state)
+            for proc in state.procs:
+                if proc.kind == "prometheus":
+                    self._spawn_prometheus(state, proc)
         except BaseException:
             self.stop()
             raise
