@@ -19,13 +19,14 @@ from datetime import UTC, datetime
 from hypothesis import HealthCheck, example, given, settings
 
 from mailfleet.delivery.incoming import Envelope, IncomingService
+from mailfleet.delivery.local import StoredParts, received_copy
 from mailfleet.filters import MailToCheck
 from mailfleet.filters.attachments import AttachmentPolicy
 from mailfleet.filters.bayes import mail_tokens
 from mailfleet.filters.rules import RULES
 from mailfleet.filters.sender_auth import author_domains
 from mailfleet.proto.authres import remove_claims_of
-from mailfleet.proto.compose import SNIPPET_LENGTH, snippet
+from mailfleet.proto.compose import SNIPPET_LENGTH
 from mailfleet.proto.mime import ParsedMessage, parse_message
 from mailfleet.search.document import document_for
 from mailfleet.storage.interfaces import Attachment, NewMessage, SearchDocument
@@ -73,31 +74,24 @@ def ingest(stored: bytes) -> tuple[ParsedMessage, NewMessage, SearchDocument]:
     mail_tokens(
         parsed.subject, parsed.sender.email if parsed.sender else None, parsed.text, parsed.html
     )
-    message = NewMessage(
-        account_id=1,
-        id=2,
-        folder_id=3,
-        thread_id=2,
-        received_at=0,
-        ingest_key="in:q1",
-        sender=parsed.sender,
-        to=parsed.to,
-        cc=parsed.cc,
-        bcc=(),
-        subject=parsed.subject,
-        snippet=snippet(parsed.text),
-        body_text=parsed.text,
-        message_id_header=parsed.message_id or f"<q1@{HOSTNAME}>",
-        in_reply_to=parsed.in_reply_to,
-        references=parsed.references,
-        raw_hash="0" * 64,
-        raw_size=len(stored),
-        body_hash="1" * 64,
-        html_hash=None,
+    parts = StoredParts(
         attachments=tuple(
             Attachment(i, a.filename, a.content_type, len(a.data), "2" * 64, a.content_id, a.inline)
             for i, a in enumerate(parsed.attachments)
         ),
+        body_hash="1" * 64,
+        html_hash=None,
+    )
+    message = received_copy(
+        parsed,
+        parts,
+        account_id=1,
+        folder_id=3,
+        received_at=0,
+        ingest_key="in:q1",
+        raw_hash="0" * 64,
+        raw_size=len(stored),
+        message_id_header=f"<q1@{HOSTNAME}>",
     )
     assert len(message.snippet) <= SNIPPET_LENGTH + 1
     assert "\n" not in message.snippet

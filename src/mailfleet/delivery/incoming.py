@@ -21,6 +21,7 @@ from typing import Any, cast
 from mailfleet.delivery.local import (
     StoredParts,
     judge_per_account,
+    received_copy,
     spam_fields,
     spam_reasons,
     store_parts,
@@ -33,7 +34,6 @@ from mailfleet.ids import new_id, now_ms
 from mailfleet.metrics import FILTER_VERDICTS
 from mailfleet.proto.addresses import Address, AddressError, mailbox_key, normalize_email
 from mailfleet.proto.authres import remove_claims_of
-from mailfleet.proto.compose import snippet
 from mailfleet.proto.mime import ParsedMessage, parse_message
 from mailfleet.storage.errors import BackendUnavailable, BlobMissing
 from mailfleet.storage.interfaces import (
@@ -391,33 +391,17 @@ class IncomingService:
     ) -> NewMessage:
         """One recipient's copy; ``spam``: the filters' verdict, score,
         reasons and header block (``NewMessage``'s spam fields)."""
-        message_id = new_id()
-        # store_messages places the copy in its thread (threadkeys.py)
-        # in the transaction that stores it: no lookups here.
-        thread_id = message_id
         queue_id = str(payload["queue_id"])
-        return NewMessage(
+        return received_copy(
+            parsed,
+            parts,
             account_id=mailbox.account_id,
-            id=message_id,
             folder_id=folder_id,
-            thread_id=thread_id,
             received_at=int(str(payload["received_at"])),
             ingest_key=f"in:{queue_id}",
-            sender=parsed.sender,
-            to=parsed.to,
-            cc=parsed.cc,
-            bcc=(),
-            subject=parsed.subject,
-            snippet=snippet(parsed.text),
-            body_text=parsed.text,
-            message_id_header=parsed.message_id or f"<{queue_id}@{self.hostname}>",
-            in_reply_to=parsed.in_reply_to,
-            references=parsed.references,
             raw_hash=str(payload["raw_hash"]),
             raw_size=int(str(payload["raw_size"])),
-            body_hash=parts.body_hash,
-            html_hash=parts.html_hash,
-            attachments=parts.attachments,
+            message_id_header=f"<{queue_id}@{self.hostname}>",
             **spam,
         )
 

@@ -15,8 +15,9 @@ from mailfleet.filters import Reason
 from mailfleet.filters.bayes import BayesFilter, mail_tokens
 from mailfleet.filters.pipeline import FilterPipeline, Outcome
 from mailfleet.ids import new_id
+from mailfleet.proto.compose import snippet
 from mailfleet.proto.mime import ParsedMessage
-from mailfleet.storage.interfaces import Attachment, BlobStore, SpamReason
+from mailfleet.storage.interfaces import Attachment, BlobStore, NewMessage, SpamReason
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +49,51 @@ async def store_parts(blobs: BlobStore, parsed: ParsedMessage) -> StoredParts:
     body_hash = (await blobs.put(parsed.text.encode())).hash
     html_hash = (await blobs.put(parsed.html.encode())).hash if parsed.html else None
     return StoredParts(attachments, body_hash, html_hash)
+
+
+def received_copy(
+    parsed: ParsedMessage,
+    parts: StoredParts,
+    *,
+    account_id: int,
+    folder_id: int,
+    received_at: int,
+    ingest_key: str,
+    raw_hash: str,
+    raw_size: int,
+    message_id_header: str,
+    **fields: Any,
+) -> NewMessage:
+    """One account's copy of a mail that came in whole (delivered or
+    imported): what the parsed mail and its stored parts say, with a new id;
+    ``message_id_header`` stands when the mail has none; ``fields``: spam
+    fields, flags. store_messages places it in its thread (threadkeys.py) in
+    the transaction that stores it, so no lookups here."""
+    message_id = new_id()
+    return NewMessage(
+        account_id=account_id,
+        id=message_id,
+        folder_id=folder_id,
+        thread_id=message_id,
+        received_at=received_at,
+        ingest_key=ingest_key,
+        sender=parsed.sender,
+        to=parsed.to,
+        cc=parsed.cc,
+        bcc=(),
+        subject=parsed.subject,
+        snippet=snippet(parsed.text),
+        body_text=parsed.text,
+        message_id_header=parsed.message_id or message_id_header,
+        in_reply_to=parsed.in_reply_to,
+        references=parsed.references,
+        raw_hash=raw_hash,
+        raw_size=raw_size,
+        body_hash=parts.body_hash,
+        html_hash=parts.html_hash,
+        attachments=parts.attachments,
+        **fields,
+    )
 
 
 def spam_reasons(reasons: Sequence[Reason]) -> tuple[SpamReason, ...]:

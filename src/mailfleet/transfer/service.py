@@ -24,11 +24,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mailfleet.delivery.local import store_parts
+from mailfleet.delivery.local import received_copy, store_parts
 from mailfleet.errors import Conflict
-from mailfleet.ids import new_id, now_ms
+from mailfleet.ids import now_ms
 from mailfleet.mailbox.service import MAX_FOLDER_NAME, MailboxService
-from mailfleet.proto.compose import snippet
 from mailfleet.proto.mailfiles import (
     file_name_for,
     from_line,
@@ -187,31 +186,18 @@ class ImportService:
             raw_blob, parts = await asyncio.gather(
                 self.blobs.put(mail.raw), store_parts(self.blobs, parsed)
             )
-        message_id = new_id()
-        received = parsed_time(mail)
-        return NewMessage(
+        return received_copy(
+            parsed,
+            parts,
             account_id=account_id,
-            id=message_id,
             folder_id=folder_id,
-            thread_id=message_id,  # store_messages places it in its thread
-            received_at=received,
+            received_at=parsed_time(mail),
             ingest_key=key,
-            sender=parsed.sender,
-            to=parsed.to,
-            cc=parsed.cc,
-            bcc=(),
-            subject=parsed.subject,
-            snippet=snippet(parsed.text),
-            body_text=parsed.text,
-            message_id_header=parsed.message_id
-            or f"<{key.removeprefix(IMPORT_KEY_PREFIX)[:32]}@import.{self.hostname}>",
-            in_reply_to=parsed.in_reply_to,
-            references=parsed.references,
             raw_hash=raw_blob.hash,
             raw_size=raw_blob.size,
-            body_hash=parts.body_hash,
-            html_hash=parts.html_hash,
-            attachments=parts.attachments,
+            message_id_header=(
+                f"<{key.removeprefix(IMPORT_KEY_PREFIX)[:32]}@import.{self.hostname}>"
+            ),
             is_read=mail.state.seen,
             is_flagged=mail.state.flagged,
         )
