@@ -100,7 +100,6 @@ async def one_run(src: str | None, mails: int, connections: int, size: int) -> t
             login = await client.post("/v1/sessions", json={"email": email, "password": PASSWORD})
             auth = {"Authorization": f"Bearer {login.json()['token']}"}
             body = ("x" * 76 + "\r\n") * (size // 78)
-            n_conns = connections
             began_cpu = tree_cpu_seconds(server.pid)
             began = time.monotonic()
 
@@ -116,7 +115,8 @@ async def one_run(src: str | None, mails: int, connections: int, size: int) -> t
                     await client.sendmail("someone@outside.example", [email], message)
                 await client.quit()
 
-            await asyncio.gather(*(sender(range(i, mails, connections)) for i in range(n_conns)))
+            senders = [sender(range(i, mails, connections)) for i in range(connections)]
+            await asyncio.gather(*senders)
             accepted = time.monotonic() - began
             while True:
                 folders = (await client.get("/v1/folders", headers=auth)).json()
