@@ -6,19 +6,9 @@ import asyncio
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from mailfleet.config import DeliverySettings, Settings
-from mailfleet.storage.distributed.nats_queue import NatsQueue
-from mailfleet.storage.distributed.pg_bayes import PgBayesStore
-from mailfleet.storage.distributed.pg_directory import PgDirectoryStore
-from mailfleet.storage.distributed.pg_mailbox import PgMailboxStore
-from mailfleet.storage.distributed.pg_move import MoveReport, move_account
-from mailfleet.storage.distributed.pg_search import PgSearchIndex
-from mailfleet.storage.distributed.pg_shards import PgCluster, ShardConfig
-from mailfleet.storage.distributed.redis_cache import RedisCache
-from mailfleet.storage.distributed.redis_events import RedisEventBus
-from mailfleet.storage.distributed.s3_blobs import S3BlobStore
 from mailfleet.storage.embedded.files import FileBlobStore, file_url_path
 from mailfleet.storage.embedded.local_bus import LocalEventBus
 from mailfleet.storage.embedded.memory import MemoryCache
@@ -42,6 +32,15 @@ from mailfleet.storage.interfaces import (
 from mailfleet.storage.metered_queue import MeteredQueue
 from mailfleet.storage.migrations import SchemaState, database_state, upgrade_database
 from mailfleet.storage.outage_tolerant_cache import OutageTolerantCache
+
+if TYPE_CHECKING:
+    from mailfleet.storage.distributed.pg_move import MoveReport
+    from mailfleet.storage.distributed.pg_shards import PgCluster
+
+# The distributed implementations are imported where a URL names them, not
+# here: their client libraries (asyncpg, SQLAlchemy's PostgreSQL dialect,
+# aiobotocore, nats-py, redis-py) take ~0.6 s to import, which every CLI
+# command and every embedded server would otherwise pay.
 
 # What each queue guarantees (decision 0009). ``incoming``: worker-in holds a
 # batch of 64 for ``storage.incoming_lease_seconds`` (30 s) and gives up on a
@@ -109,6 +108,8 @@ class StorageRole(Protocol):
 
 def _event_bus(url: str) -> EventBus:
     if url.startswith("redis://"):
+        from mailfleet.storage.distributed.redis_events import RedisEventBus
+
         return RedisEventBus(url)
     if url.startswith("local://"):
         return LocalEventBus(Path(url[len("local://") :]))
@@ -118,18 +119,24 @@ def _event_bus(url: str) -> EventBus:
 def blob_store(url: str) -> BlobStore:
     """``file:///DIR`` or ``s3://BUCKET[/PREFIX]?...`` (``S3Location``)."""
     if url.startswith("s3://"):
+        from mailfleet.storage.distributed.s3_blobs import S3BlobStore
+
         return S3BlobStore.from_url(url)
     return FileBlobStore(file_url_path(url))
 
 
 def _queue(url: str, policies: dict[str, QueuePolicy]) -> Queue:
     if url.startswith("nats://"):
+        from mailfleet.storage.distributed.nats_queue import NatsQueue
+
         return NatsQueue(url, policies)
     return SqliteQueue(url, policies)
 
 
 def _cache(url: str) -> Cache:
     if url.startswith("redis://"):
+        from mailfleet.storage.distributed.redis_cache import RedisCache
+
         return RedisCache(url)
     return MemoryCache()
 
@@ -225,6 +232,8 @@ def is_postgresql(settings: Settings) -> bool:
 
 def postgresql_cluster(settings: Settings) -> PgCluster:
     """The directory database and the mailbox shards the settings name."""
+    from mailfleet.storage.distributed.pg_shards import PgCluster, ShardConfig
+
     return PgCluster(
         settings.storage_url("metadata_url"),
         [
@@ -242,6 +251,11 @@ def postgresql_metadata(
     directory on its own database, each mailbox and its search documents on
     the account's shard, written in the same transaction, and the Bayes
     statistics on the account's shard (each shard's global ones beside)."""
+    from mailfleet.storage.distributed.pg_bayes import PgBayesStore
+    from mailfleet.storage.distributed.pg_directory import PgDirectoryStore
+    from mailfleet.storage.distributed.pg_mailbox import PgMailboxStore
+    from mailfleet.storage.distributed.pg_search import PgSearchIndex
+
     cluster = postgresql_cluster(settings)
     mailbox = PgMailboxStore(
         cluster, on_commit=events.publish, keep_changes=settings.storage.change_log_keep
@@ -275,6 +289,9 @@ async def move_account_to(settings: Settings, email: str, shard: str) -> MoveRep
     when it cannot start (no such account or shard, the embedded profile)."""
     if not is_postgresql(settings):
         raise MoveRefused("accounts move between PostgreSQL shards; this metadata is SQLite")
+    from mailfleet.storage.distributed.pg_directory import PgDirectoryStore
+    from mailfleet.storage.distributed.pg_move import move_account
+
     cluster = postgresql_cluster(settings)
     directory = PgDirectoryStore(cluster)
     await directory.open()
