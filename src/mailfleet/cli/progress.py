@@ -62,20 +62,43 @@ def progress_bar(unit: str = "mails") -> Progress:
 def stop_on_sigterm() -> Iterator[None]:
     """SIGTERM cancels the running command as Ctrl-C does (asyncio.Runner
     already turns SIGINT into a cancellation), so its ``finally`` blocks
-    close the stores and it exits with ``INTERRUPTED``."""
+    close the stores and it exits with ``INTERRUPTED``.
+
+    A client library can swallow a cancellation that lands at the instant
+    its own wait ends (``asyncio.wait_for`` and ``async_timeout`` in 3.11 do);
+    the command would then run to its end as if never asked to stop. So the
+    cancellation is repeated until the block is left, and a block that still
+    ends normally after a SIGTERM ends as cancelled."""
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     installed = False
+    requested = False
+    inside = True
+
+    def cancel() -> None:
+        if inside and task is not None and not task.done():
+            task.cancel()
+            loop.call_later(0.2, cancel)
+
+    def on_sigterm() -> None:
+        nonlocal requested
+        if not requested:
+            requested = True
+            cancel()
+
     if task is not None:
         # Not on a thread other than the main one (uvloop: ValueError).
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(signal.SIGTERM, task.cancel)
+            loop.add_signal_handler(signal.SIGTERM, on_sigterm)
             installed = True
     try:
         yield
     finally:
+        inside = False
         if installed:
             loop.remove_signal_handler(signal.SIGTERM)
+    if requested:
+        raise asyncio.CancelledError
 
 
 def interrupted(what: str, resume: str) -> int:
