@@ -93,7 +93,7 @@ STORAGE_ERRORS = Counter(
 )
 STORAGE_SECONDS = Histogram(
     "mailfleet_storage_seconds",
-    "latency of queue store calls by operation",
+    "latency of storage calls by role and operation",
     ["role", "operation"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5),
 )

@@ -15,12 +15,15 @@ import time
 from collections.abc import Awaitable, Callable
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from mailfleet.config import deep_merge
 from mailfleet.server import Server
+from mailfleet.storage.errors import BackendUnavailable
 from tests.conftest import DOMAIN, Service, StartService, make_settings
 from tests.delivery.test_outbound import REMOTE, start_outbound, wait_delivery
 from tests.support.profile import Profile
@@ -110,6 +113,12 @@ async def test_mail_in_and_api_calls_move_the_counters(start_service: StartServi
     assert value(after, "mailfleet_queue_depth", queue="incoming") == 0
     for role in ("directory", "mailbox", "search", "blobs", "queue", "cache", "events"):
         assert value(after, "mailfleet_backend_up", role=role) == 1, role
+    # Every storage role's calls are timed (storage/metered.py): worker-in
+    # stored the one mail in one batch, smtp-in wrote its raw blob first.
+    stored = moved("mailfleet_storage_seconds_count", role="mailbox", operation="store_messages")
+    assert stored == 1
+    assert moved("mailfleet_storage_seconds_count", role="blobs", operation="put") >= 1
+    assert moved("mailfleet_storage_seconds_count", role="directory", operation="get_session") >= 1
     # The listing bob.wait_for polled, by its route template.
     listing = moved(
         "mailfleet_http_request_duration_seconds_count",
@@ -137,6 +146,31 @@ async def test_mail_in_and_api_calls_move_the_counters(start_service: StartServi
             status="404",
         )
         == 1
+    )
+
+
+async def test_a_failing_backend_is_counted_against_its_role(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bob = await service.user("bob")
+    before = await scrape(service.base_url)
+
+    async def unavailable(*args: Any, **kwargs: Any) -> Any:
+        raise BackendUnavailable("blob store down")
+
+    # The backend fails under the meter (storage/metered.py wraps it).
+    monkeypatch.setattr(service.runtime.stores.blobs.inner, "put", unavailable)
+    code, _ = await asyncio.to_thread(smtp_send, service.smtp_port, bob.email, "down")
+    assert code == 451
+
+    after = await scrape(service.base_url)
+    assert (
+        value(after, "mailfleet_storage_errors_total", role="blobs")
+        - value(before, "mailfleet_storage_errors_total", role="blobs")
+        == 1
+    )
+    assert value(after, "mailfleet_storage_errors_total", role="mailbox") == value(
+        before, "mailfleet_storage_errors_total", role="mailbox"
     )
 
 

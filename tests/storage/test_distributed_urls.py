@@ -33,11 +33,14 @@ def test_nats_and_redis_urls_select_the_distributed_implementations(tmp_path: Pa
     assert stores.queue.inner.options.replicas == 3
     assert stores.queue.inner.stream_name("outgoing") == "fleet_outgoing"
     assert stores.queue.policy("incoming").max_deliveries == 10  # the factory's policies
-    assert isinstance(stores.cache.inner, RedisCache)
-    assert stores.cache.inner.options == parse_redis_url("redis://127.0.0.1:6379/2?prefix=fleet")
-    assert stores.cache.inner.options.url == "redis://127.0.0.1:6379/2"
-    assert isinstance(stores.events, RedisEventBus)
-    assert stores.events.options.prefix == "fleet"
+    # Metered (storage/metered.py) around the outage-tolerant cache around Redis.
+    cache = stores.cache.inner.inner  # type: ignore[attr-defined]
+    assert isinstance(cache, RedisCache)
+    assert cache.options == parse_redis_url("redis://127.0.0.1:6379/2?prefix=fleet")
+    assert cache.options.url == "redis://127.0.0.1:6379/2"
+    events = stores.events.inner  # type: ignore[attr-defined]
+    assert isinstance(events, RedisEventBus)
+    assert events.options.prefix == "fleet"
 
 
 def test_nats_url_defaults_and_refusals() -> None:

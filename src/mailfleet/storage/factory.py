@@ -29,6 +29,7 @@ from mailfleet.storage.interfaces import (
     QueuePolicy,
     SearchIndex,
 )
+from mailfleet.storage.metered import metered
 from mailfleet.storage.metered_queue import MeteredQueue
 from mailfleet.storage.migrations import SchemaState, database_state, upgrade_database
 from mailfleet.storage.outage_tolerant_cache import OutageTolerantCache
@@ -192,14 +193,16 @@ def create_stores(settings: Settings) -> Stores:
         else _sqlite_metadata(settings, events)
     )
     return Stores(
-        directory=directory,
-        mailbox=mailbox,
-        search=search,
-        blobs=blob_store(settings.storage_url("blob_url")),
+        directory=metered(directory, "directory", DirectoryStore),
+        mailbox=metered(mailbox, "mailbox", MailboxStore),
+        search=metered(search, "search", SearchIndex),
+        blobs=metered(blob_store(settings.storage_url("blob_url")), "blobs", BlobStore),
         queue=MeteredQueue(_queue(settings.storage_url("queue_url"), queue_policies(settings))),
-        cache=OutageTolerantCache(_cache(settings.storage_url("cache_url"))),
-        events=events,
-        bayes=bayes,
+        cache=metered(
+            OutageTolerantCache(_cache(settings.storage_url("cache_url"))), "cache", Cache
+        ),
+        events=metered(events, "events", EventBus),
+        bayes=metered(bayes, "bayes", BayesStore),
     )
 
 
