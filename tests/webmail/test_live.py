@@ -157,3 +157,59 @@ async def test_offline_then_back_catches_up_once(webmail: Webmail) -> None:
     # Nothing doubled later either (a late replay would add rows).
     await page.wait_for_timeout(300)
     await expect(rows(page)).to_have_count(3)
+
+
+async def test_a_long_unread_conversation_opens_with_each_message_fetched_once(
+    webmail: Webmail,
+) -> None:
+    # Opening marks every message read; each flag comes back as a live
+    # update, and the reader used to fetch every body again for each of them.
+    ivy = await webmail.user("ivy", "Ivy")
+    page = await webmail.open(ivy)
+    await expect(page.locator("body")).to_have_attribute("data-live", "live")
+    count = 15
+
+    def mail(n: int, subject: str, root: str | None) -> EmailMessage:
+        message = EmailMessage()
+        message["From"] = "Jon Remote <jon@remote.test>"
+        message["To"] = ivy.email
+        message["Subject"] = subject
+        message["Message-ID"] = f"<{subject.split()[-1]}-{n}@remote.test>"
+        if root:
+            message["In-Reply-To"] = message["References"] = root
+        message.set_content(f"part {n}")
+        return message
+
+    for n in range(count):
+        root = "<conversation-0@remote.test>" if n else None
+        await aiosmtplib.send(
+            mail(n, f"{'Re: ' if n else ''}Long conversation", root),
+            hostname="127.0.0.1",
+            port=webmail.service.smtp_port,
+            start_tls=False,
+        )
+    await expect(inbox_count(page)).to_have_text(f"{count} unread", timeout=5000)
+
+    fetched: list[str] = []
+    page.on(
+        "request",
+        lambda r: (
+            fetched.append(r.url)
+            if r.method == "GET" and re.search(r"/v1/messages/\d+$", r.url)
+            else None
+        ),
+    )
+    await rows(page, "Long conversation").click()
+    await expect(page.locator("#reader-body .msg")).to_have_count(count)
+    await expect(inbox_count(page)).to_have_count(0)  # all read
+    # Live updates come in order: once a later mail is listed, the read
+    # flags' updates before it have been handled.
+    await aiosmtplib.send(
+        mail(0, "Afterwards", None),
+        hostname="127.0.0.1",
+        port=webmail.service.smtp_port,
+        start_tls=False,
+    )
+    await expect(rows(page, "Afterwards")).to_be_visible(timeout=5000)
+    assert len(fetched) == count, fetched
+    assert len(set(fetched)) == count

@@ -573,7 +573,7 @@ export class Composer {
       this.dialog.close();
       toast('Message sent.');
       refreshFolders().catch(() => {});
-      if (this.app.reader.threadId) this.app.reader.reload().catch(() => {});
+      if (this.app.reader.threadId) this.app.reader.reload(new Set()).catch(() => {});
     } catch (e) {
       error.textContent = e.message;
       button.disabled = false;

@@ -619,7 +619,7 @@ export async function flagRows(rows, flagged) {
     await Promise.all(ids.map((id) => patch(`/v1/messages/${id}`, { is_flagged: flagged })));
     rows.forEach((r) => (r.is_flagged = flagged));
     await afterAction(rows);
-    if (app.reader.threadId && rows.some((r) => r.thread_id === app.reader.threadId)) app.reader.reload();
+    if (app.reader.threadId && rows.some((r) => r.thread_id === app.reader.threadId)) app.reader.reload(new Set());
   } catch (e) {
     reportError(e);
   }
@@ -934,6 +934,7 @@ async function route() {
 async function onEvents(events) {
   let foldersChanged = false;
   const threads = new Map(); // thread id -> whether it concerns the visible list
+  const refetch = new Map(); // thread id -> its messages whose deliveries changed
   const arrived = [];
   for (const event of events) {
     const data = event.data || {};
@@ -969,6 +970,8 @@ async function onEvents(events) {
     const current = app.view.kind === 'folder' ? app.view.folderId : null;
     const concerns = (current && (folderId === current || fromId === current)) || app.rows.some((r) => r.thread_id === threadId);
     threads.set(threadId, (threads.get(threadId) || false) || concerns);
+    if (!refetch.has(threadId)) refetch.set(threadId, new Set());
+    if (data.delivery) refetch.get(threadId).add(id);
     if (event.type === 'message.new' && data.is_read === false) {
       const inbox = folderByRole('inbox');
       if (inbox && folderId === inbox.id) arrived.push(id);
@@ -990,7 +993,7 @@ async function onEvents(events) {
   const updates = [];
   for (const [threadId, concerns] of threads) {
     if (concerns && app.view.kind === 'folder') updates.push(refreshThreadRow(threadId));
-    if (app.view.threadId === threadId) updates.push(app.reader.reload());
+    if (app.view.threadId === threadId) updates.push(app.reader.reload(refetch.get(threadId)));
   }
   await Promise.all(updates.map((p) => p.catch(reportError)));
   if (threads.size) renderList();

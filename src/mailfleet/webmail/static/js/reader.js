@@ -299,8 +299,11 @@ export class Reader {
     } else await this.load(false);
   }
 
-  reload() {
-    return this.threadId ? this.load(false) : Promise.resolve();
+  // ``refetch``: the messages whose details (body, deliveries) changed and
+  // are fetched again; the others keep theirs with the thread's new flags.
+  // Without it every shown message is fetched again (after a reset).
+  reload(refetch) {
+    return this.threadId ? this.load(false, refetch) : Promise.resolve();
   }
 
   // Which of the conversation's messages to show: Trash and Junk ones only
@@ -312,7 +315,7 @@ export class Reader {
     return shown.length ? shown : messages;
   }
 
-  async load(first) {
+  async load(first, refetch) {
     const token = ++this.token;
     const threadId = this.threadId;
     let thread;
@@ -329,10 +332,19 @@ export class Reader {
     if (token !== this.token) return;
     const messages = this.visible(thread.messages.map((m) => ({ ...m, id: String(m.id), folder_id: String(m.folder_id) })));
     // Details (bodies, attachments, delivery) for the newest ones, fetched together.
-    const need = messages.slice(-DETAIL_AT_ONCE).filter((m) => !this.details.has(m.id) || !first);
+    // A flag change comes back as a live update for each message: fetching
+    // every body again each time made a long unread conversation take
+    // seconds to open.
+    const need = messages
+      .slice(-DETAIL_AT_ONCE)
+      .filter((m) => !this.details.has(m.id) || (!first && (!refetch || refetch.has(m.id))));
     const fetched = await Promise.all(need.map((m) => get(`/v1/messages/${m.id}`).catch(() => null)));
     if (token !== this.token) return;
     need.forEach((m, i) => fetched[i] && this.details.set(m.id, { ...fetched[i], id: String(fetched[i].id), folder_id: String(fetched[i].folder_id) }));
+    for (const m of messages) {
+      const known = this.details.get(m.id);
+      if (known && !need.includes(m)) this.details.set(m.id, { ...known, is_read: m.is_read, is_flagged: m.is_flagged, folder_id: m.folder_id });
+    }
     if (first) {
       messages.forEach((m, i) => {
         if (!m.is_read || i === messages.length - 1) this.expanded.add(m.id);
@@ -427,7 +439,7 @@ export class Reader {
   }
 
   async afterChange() {
-    await this.reload();
+    await this.reload(new Set());
     if (this.app.view.kind === 'folder') await loadList(true);
     refreshFolders().catch(() => {});
   }
