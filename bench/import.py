@@ -39,7 +39,7 @@ from pathlib import Path
 from mailfleet.config import load_settings
 from mailfleet.loop import run
 from mailfleet.runtime import Runtime
-from mailfleet.transfer.service import DEFAULT_BATCH, ImportService
+from mailfleet.transfer.service import DEFAULT_BATCH, ImportService, ParseProcess
 from mailfleet.transfer.sources import find_folders
 
 DOMAIN = "bench.example"
@@ -120,11 +120,13 @@ async def bench(data: Path, sources: tuple[Path, Path], count: int, batch: int) 
             )
             folders = find_folders(source)
             started = time.perf_counter()
-            report = await service.run(
-                account.id,
-                itertools.chain.from_iterable(f.mails() for f in folders),
-                batch=batch,
-            )
+            with ParseProcess() as parser:  # as `mailfleet import` does from 1,000 mails
+                report = await service.run(
+                    account.id,
+                    itertools.chain.from_iterable(f.mails() for f in folders),
+                    batch=batch,
+                    parser=parser,
+                )
             seconds = time.perf_counter() - started
             rows.append((label, report.read, report.added, seconds))
     finally:

@@ -11,6 +11,7 @@ import contextlib
 import email.utils
 import hashlib
 import io
+import itertools
 import mailbox
 import os
 import signal
@@ -23,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from mailfleet.cli.main import main
+from mailfleet.transfer.service import ImportService, ParseProcess
+from mailfleet.transfer.sources import find_folders
 from tests.conftest import Service, User
 from tests.support.profile import Profile
 from tests.support.tools import require_program
@@ -291,6 +294,29 @@ async def test_export_then_import_into_a_new_account_gives_the_same_mail(
     assert sorted(after) == sorted(before)
     for mid, shown in before.items():
         assert after[mid] == shown, mid
+
+
+async def test_parsing_in_a_second_process_stores_the_same_mail(
+    tmp_path: Path, service: Service, alice: User, bob: User
+) -> None:
+    # `mailfleet import` parses big imports in a process of its own
+    # (transfer.service.ParseProcess): what it stores must not change.
+    sources = write_sources(tmp_path / "sources")
+    runtime = service.runtime
+
+    async def imported(user: User, parser: ParseProcess | None) -> None:
+        service_ = ImportService(
+            runtime.mailbox, runtime.stores.mailbox, runtime.stores.blobs, "test"
+        )
+        folders = [f for source in sources for f in find_folders(Path(source))]
+        mails = itertools.chain.from_iterable(f.mails() for f in folders)
+        report = await service_.run(int(user.id), mails, batch=3, parser=parser)
+        assert report.added > 10
+
+    with ParseProcess() as parser:
+        await imported(alice, parser)
+    await imported(bob, None)
+    assert await snapshot(alice) == await snapshot(bob)
 
 
 def big_mbox(path: Path, count: int) -> None:

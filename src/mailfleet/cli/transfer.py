@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import time
 from collections.abc import Callable
@@ -20,8 +21,19 @@ from mailfleet.errors import Invalid, NotFound
 from mailfleet.proto.addresses import mailbox_key
 from mailfleet.runtime import Runtime
 from mailfleet.storage.interfaces import Account
-from mailfleet.transfer.service import DEFAULT_BATCH, ExportService, ImportReport, ImportService
+from mailfleet.transfer.service import (
+    DEFAULT_BATCH,
+    ExportService,
+    ImportReport,
+    ImportService,
+    ParseProcess,
+)
 from mailfleet.transfer.sources import find_folders
+
+# From this many mails an import parses in a process of its own
+# (transfer.service.ParseProcess): below it, starting that process costs more
+# than it saves.
+PARSE_PROCESS_FROM = 1000
 
 
 def register(commands: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -71,34 +83,42 @@ async def _import(args: argparse.Namespace, settings: Settings) -> int:
         raise NotFound(str(exc)) from None
     started = time.monotonic()
     report = ImportReport()
-    runtime = await Runtime.open(settings)
-    try:
-        with stop_on_sigterm():
-            account = await _account(runtime, args.account)
-            service = ImportService(
-                runtime.mailbox,
-                runtime.stores.mailbox,
-                runtime.stores.blobs,
-                settings.smtp.hostname,
-            )
-            total = sum(folder.count() for folder in folders)
-            with progress_bar("mails") as bar:
-                task = bar.add_task(f"import {args.account}", total=total)
-
-                def shown(done: ImportReport) -> None:
-                    bar.update(task, completed=done.added + done.present + done.deleted)
-
-                mails = itertools.chain.from_iterable(folder.mails() for folder in folders)
-                await service.run(
-                    account.id, mails, batch=args.batch, report=report, progress=shown
+    total = sum(folder.count() for folder in folders)
+    with contextlib.ExitStack() as stack:
+        # Started before the stores open, so that its process starts meanwhile.
+        parser = stack.enter_context(ParseProcess()) if total >= PARSE_PROCESS_FROM else None
+        runtime = await Runtime.open(settings)
+        try:
+            with stop_on_sigterm():
+                account = await _account(runtime, args.account)
+                service = ImportService(
+                    runtime.mailbox,
+                    runtime.stores.mailbox,
+                    runtime.stores.blobs,
+                    settings.smtp.hostname,
                 )
-    except asyncio.CancelledError:
-        return interrupted(
-            f"import after {report.added} new mails",
-            "run the same command again to import the rest (nothing is added twice)",
-        )
-    finally:
-        await runtime.close()
+                with progress_bar("mails") as bar:
+                    task = bar.add_task(f"import {args.account}", total=total)
+
+                    def shown(done: ImportReport) -> None:
+                        bar.update(task, completed=done.added + done.present + done.deleted)
+
+                    mails = itertools.chain.from_iterable(folder.mails() for folder in folders)
+                    await service.run(
+                        account.id,
+                        mails,
+                        batch=args.batch,
+                        report=report,
+                        progress=shown,
+                        parser=parser,
+                    )
+        except asyncio.CancelledError:
+            return interrupted(
+                f"import after {report.added} new mails",
+                "run the same command again to import the rest (nothing is added twice)",
+            )
+        finally:
+            await runtime.close()
     seconds = time.monotonic() - started
     rate = report.read / seconds if seconds > 0 else 0.0
     print(
