@@ -15,25 +15,31 @@ transaction, a ``POST /v1/messages``), carried in its queue items' payload
 (``TRACE_KEY``) so that worker-in and worker-out log under it in whatever
 process they run. ``mailfleet trace`` (``cli/trace.py``) reads them back.
 
-The hot path pays for what it writes only: a hop logger below the level is
-a no-op method (structlog's filtering logger), the line is built by two
-processors and ``orjson``, with no stack inspection and no stdlib
-``LogRecord``. Until ``configure`` runs (library use, tests in one process)
-hop lines are dropped and stdlib logging is left as it was.
+The hot path pays for what it writes only: a hop line below the level is
+one comparison, a line is built by two processors (structlog's contextvars
+merge, then ``_hop_json``: timestamp, level, logger, event and ``orjson``)
+and written with one ``os.write``, with no stack inspection, no stdlib
+``LogRecord`` and no structlog bound-logger dispatch (``HopLogger``).
+Until ``configure`` runs (other commands, tests in one process) hop lines
+at info are dropped and stdlib logging is left as it was.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import logging
 import os
 import sys
+import threading
 import time
+from collections import deque
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, ClassVar
 
 import orjson
 import structlog
-from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
+from structlog.typing import EventDict, Processor, WrappedLogger
 
 from mailfleet.config import LoggingSettings
 from mailfleet.ids import new_id
@@ -47,26 +53,114 @@ def new_trace_id() -> str:
     return f"{new_id():x}"
 
 
-def get_logger(name: str) -> FilteringBoundLogger:
-    """A hop logger for ``name`` (``mailfleet.smtp_in``...); lazy, so that a
-    module may make one at import, before ``configure``."""
-    return cast(FilteringBoundLogger, structlog.get_logger(logger_name=name))
+class _State:
+    """What ``configure`` decided, read by every hop line."""
+
+    level: ClassVar[int] = logging.WARNING  # until configured: hop lines at info are dropped
+    processors: ClassVar[list[Processor]] = []
+    sink: ClassVar[_Sink | None] = None
+
+
+class HopLogger:
+    """One line per hop of a mail, under ``name`` (the role's logger name).
+
+    The line goes through the same structlog processors as any structlog
+    logger's would (``configure``), called directly: structlog's bound
+    logger dispatch costs more than the line itself (3.5 us of 6.5 on the
+    machine of docs/benchmarks.md), and the DATA path writes two of these
+    per mail. Until ``configure`` runs, warnings go to stdlib logging."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def info(self, event: str, **fields: Any) -> None:
+        if _State.level <= logging.INFO:
+            self._emit("info", event, fields)
+
+    def warning(self, event: str, **fields: Any) -> None:
+        if _State.level <= logging.WARNING:
+            self._emit("warning", event, fields)
+
+    def _emit(self, level: str, event: str, fields: dict[str, Any]) -> None:
+        sink = _State.sink
+        if sink is None:
+            shown = " ".join(f"{k}={v}" for k, v in fields.items())
+            logging.getLogger(self.name).warning("%s %s", event, shown)
+            return
+        fields["logger_name"] = self.name
+        fields["event"] = event
+        line: Any = fields
+        for processor in _State.processors:
+            line = processor(None, level, line)
+        sink.write(line)
+
+
+def get_logger(name: str) -> HopLogger:
+    """The hop logger of ``name`` (``mailfleet.smtp_in``...); a module makes
+    one at import, before ``configure``."""
+    return HopLogger(name)
+
+
+FLUSH_SECONDS = 0.1
 
 
 class _Sink:
-    """A file descriptor that takes whole lines, one ``os.write`` each: with
-    ``O_APPEND`` (or a pipe, under PIPE_BUF) lines from several threads and
-    processes never interleave. Also the structlog "logger" of hop lines."""
+    """Whole lines to a file descriptor opened ``O_APPEND``, so that lines of
+    several processes never cut into each other.
+
+    Hop lines (``write``) are only appended to a list here; a thread of the
+    sink's writes what is pending every ``FLUSH_SECONDS`` in one ``os.write``.
+    A write on the event loop's thread releases the GIL, and the stores'
+    writer threads take it: one ``os.write`` per line cost the MX 5-10% more
+    CPU per mail (docs/benchmarks.md), twenty times the line itself. Records
+    of stdlib loggers (warnings, errors: rare, and wanted at once even if the
+    process dies next) are written at once, after what is pending; at exit
+    everything is. A process killed outright loses its last tenth of a second.
+    Also the structlog "logger" of structlog's own loggers."""
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
+        self._pending: deque[bytes] = deque()
+        self._lock = threading.Lock()
+        threading.Thread(target=self._flush_often, name="log flush", daemon=True).start()
+        atexit.register(self.flush)
 
     def write(self, line: str | bytes) -> None:
-        data = (line.encode("utf-8", "replace") if isinstance(line, str) else line) + b"\n"
+        self._pending.append(_as_line(line))
+
+    def write_now(self, line: str | bytes) -> None:
+        with self._lock:
+            self._write(self._take() + _as_line(line))
+
+    def flush(self) -> None:
+        with self._lock:
+            self._write(self._take())
+
+    def _take(self) -> bytes:
+        pending, lines = self._pending, []
+        with contextlib.suppress(IndexError):
+            while True:
+                lines.append(pending.popleft())  # atomic against append
+        return b"".join(lines)
+
+    def _write(self, data: bytes) -> None:
         while data:
             data = data[os.write(self.fd, data) :]
 
+    def _flush_often(self) -> None:
+        while True:
+            time.sleep(FLUSH_SECONDS)
+            if self._pending:
+                with contextlib.suppress(OSError):
+                    self.flush()
+
     msg = debug = info = warning = warn = error = critical = exception = fatal = write
+
+
+def _as_line(line: str | bytes) -> bytes:
+    return (line.encode("utf-8", "replace") if isinstance(line, str) else line) + b"\n"
 
 
 class _SinkHandler(logging.Handler):
@@ -76,9 +170,24 @@ class _SinkHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self.sink.write(self.format(record))
+            self.sink.write_now(self.format(record))
         except Exception:
             self.handleError(record)
+
+
+_second: list[Any] = [-1, ""]  # the last second formatted, and its text
+
+
+def timestamp(when: float) -> str:
+    """ISO 8601 in UTC to the microsecond, as ``datetime.isoformat`` writes
+    it; the date and time of day formatted once a second."""
+    second = int(when)
+    if second != _second[0]:
+        _second[:] = [second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))]
+    micro = round((when - second) * 1_000_000)
+    if micro > 999_999:  # rounded up to the next second
+        return datetime.fromtimestamp(when, UTC).isoformat(timespec="microseconds")
+    return f"{_second[1]}.{micro:06d}+00:00"
 
 
 def _stamp(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
@@ -93,7 +202,7 @@ def _stamp(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> Ev
         level = "error" if method_name == "exception" else method_name
         name = event_dict.pop("logger_name", "")
     out = {
-        "timestamp": datetime.fromtimestamp(when, UTC).isoformat(timespec="microseconds"),
+        "timestamp": timestamp(when),
         "level": level,
         "logger": name,
         "event": event_dict.pop("event", ""),
@@ -102,8 +211,18 @@ def _stamp(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> Ev
     return out
 
 
-def _json_bytes(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> bytes:
-    return orjson.dumps(event_dict, default=str)
+def _hop_json(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> bytes:
+    """A hop line in one step (the hot path's): ``_stamp`` and the JSON."""
+    return orjson.dumps(
+        {
+            "timestamp": timestamp(time.time()),
+            "level": method_name,
+            "logger": event_dict.pop("logger_name", ""),
+            "event": event_dict.pop("event", ""),
+            **event_dict,
+        },
+        default=str,
+    )
 
 
 def _json_text(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> str:
@@ -124,12 +243,15 @@ def configure(settings: LoggingSettings) -> None:
     sink = _Sink(fd)
 
     console: Processor = structlog.dev.ConsoleRenderer(colors=terminal)
+    processors: list[Processor] = (
+        [structlog.contextvars.merge_contextvars, _hop_json]
+        if as_json
+        else [structlog.contextvars.merge_contextvars, _stamp, console]
+    )
+    _State.level, _State.processors, _State.sink = level, processors, sink
+    # structlog's own loggers, should a module use one, write the same lines.
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            _stamp,
-            _json_bytes if as_json else console,
-        ],
+        processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=lambda *args: sink,
         cache_logger_on_first_use=True,
@@ -155,35 +277,7 @@ def configure(settings: LoggingSettings) -> None:
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
 
 
-def _unconfigured() -> None:
-    """Before ``configure``: hop lines (info) are no-ops, and anything at
-    warning or above is handed to stdlib logging as it stands."""
-
-    def to_stdlib(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> str:
-        name = str(event_dict.pop("logger_name", "mailfleet"))
-        event = event_dict.pop("event", "")
-        rest = " ".join(f"{k}={v!r}" for k, v in event_dict.items())
-        logging.getLogger(name).log(
-            logging.getLevelNamesMapping().get(method_name.upper(), logging.ERROR),
-            "%s %s",
-            event,
-            rest,
-        )
-        raise structlog.DropEvent
-
-    structlog.configure(
-        processors=[to_stdlib],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
-        logger_factory=structlog.ReturnLoggerFactory(),
-        cache_logger_on_first_use=False,
-    )
-
-
 def trace_of(payload: dict[str, Any], fallback: str = "") -> str:
     """The correlation id a queue item carries (items queued before there was
     one carry none: then ``fallback``)."""
     return str(payload.get(TRACE_KEY) or fallback)
-
-
-if not structlog.is_configured():
-    _unconfigured()
