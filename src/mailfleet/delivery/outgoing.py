@@ -350,9 +350,12 @@ class OutgoingWorker:
                 log.warning("sweep for unqueued sends failed: %s", exc)
 
     async def handle(self, item: QueueItem) -> None:
-        # Each item is its own task: what is logged while it is tried
-        # (warnings of stdlib loggers too) names its mail's trace.
-        structlog.contextvars.bind_contextvars(**{TRACE_KEY: trace_of(item.payload)})
+        # What is logged while the item is tried (warnings of stdlib loggers
+        # too) names its mail's trace.
+        with structlog.contextvars.bound_contextvars(**{TRACE_KEY: trace_of(item.payload)}):
+            await self._handle(item)
+
+    async def _handle(self, item: QueueItem) -> None:
         timeout = self.settings.attempt_timeout_seconds
         deadline_ms = now_ms() + int(timeout * 1000)
         try:
