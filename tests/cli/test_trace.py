@@ -277,6 +277,14 @@ async def test_trace_of_a_mail_sent_through_the_api_to_a_remote_mx(
     queued = next(r for r in lines if r["event"] == "queued" and r["queue"] == "outgoing")
     assert queued["trace_id"] == delivered["trace_id"] and queued["domain"] == REMOTE
 
+    # Beside other roles worker-in is a child process: it appends its lines
+    # to the same file.
+    with smtplib.SMTP("127.0.0.1", server.smtp, timeout=10) as client:
+        client.sendmail("carol@outside.example", [f"alice@{DOMAIN}"], b"Subject: in\r\n\r\nHi\r\n")
+    received = await logged([server.log], "received", mail_from="carol@outside.example")
+    child = {"trace_id": received["trace_id"], "logger": "mailfleet.worker_in"}
+    await logged([server.log], "stored", **child)
+
     data_dir = tmp_path / "data"
     shown = await asyncio.to_thread(trace, data_dir, message_id, str(server.log))
     assert shown.returncode == 0, shown.stdout + shown.stderr
