@@ -11,6 +11,12 @@ child process) from /proc. Runs alternate between the checkouts so that a
 busy minute weighs on both.
 
     .venv/bin/python bench/ingest_cpu.py --src /work/wt-before/src --runs 3
+
+The server's log goes where ``[logging]`` says (standard error, which is
+/dev/null here, as JSON: rendered and written all the same); ``--log-file``
+appends it to a file in the data directory instead
+(``MAILFLEET_LOGGING__FILE``, which a checkout without structured logs
+ignores), as a deployment would.
 """
 
 from __future__ import annotations
@@ -64,7 +70,9 @@ def tree_cpu_seconds(root: int) -> float:
     return total
 
 
-async def one_run(src: str | None, mails: int, connections: int, size: int) -> tuple[float, float]:
+async def one_run(
+    src: str | None, mails: int, connections: int, size: int, log_file: bool = False
+) -> tuple[float, float]:
     data = Path(tempfile.mkdtemp(prefix="mailfleet-ingest-cpu-", dir="/var/tmp"))
     http, smtp = free_port(), free_port()
     config = data / "bench.toml"
@@ -77,6 +85,8 @@ async def one_run(src: str | None, mails: int, connections: int, size: int) -> t
         "[filters]\nsender_auth = false\n"
     )
     env = {**os.environ, "PYTHONPATH": src} if src else dict(os.environ)
+    if log_file:
+        env["MAILFLEET_LOGGING__FILE"] = str(data / "mailfleet.log")
     cli = [sys.executable, "-m", "mailfleet", "--config", str(config)]
     await asyncio.to_thread(
         subprocess.run,
@@ -138,12 +148,17 @@ async def main() -> None:
     parser.add_argument("--mails", type=int, default=3000)
     parser.add_argument("--connections", type=int, default=20)
     parser.add_argument("--size", type=int, default=4096)
+    parser.add_argument(
+        "--log-file", action="store_true", help="the server logs to a file, not /dev/null"
+    )
     args = parser.parse_args()
     subjects = [("this checkout", None)] + ([(args.src, args.src)] if args.src else [])
     figures: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in subjects}
     for _ in range(args.runs):
         for name, src in subjects:
-            figures[name].append(await one_run(src, args.mails, args.connections, args.size))
+            figures[name].append(
+                await one_run(src, args.mails, args.connections, args.size, args.log_file)
+            )
     print(f"{args.mails} mails of {args.size} B over {args.connections} connections, "
           f"{args.runs} runs each (median):")  # fmt: skip
     medians = {}

@@ -48,8 +48,10 @@ def test_every_section_can_be_set_from_the_environment(monkeypatch: pytest.Monke
         if numbers:
             key, default = numbers[0]
             changed = (not default) if isinstance(default, bool) else default + 1
-        else:  # a section of addresses only ([metrics])
+        elif "listen" in dumped:  # a section of addresses only ([metrics])
             key, changed = "listen", "127.0.0.1:9999"
+        else:  # words from a set ([logging])
+            key, changed = "format", "json"
         monkeypatch.setenv(f"MAILFLEET_{name.upper()}__{key.upper()}", str(changed).lower())
         assert getattr(getattr(load_settings(None), name), key) == changed, (name, key, field)
 

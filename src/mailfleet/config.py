@@ -452,6 +452,31 @@ class MetricsSettings(_Section):
     _networks = field_validator("allow_from")(_check_networks)
 
 
+class LoggingSettings(_Section):
+    """Structured logs (decision 0029): every line one JSON object, or a
+    readable line on a terminal; read back by ``mailfleet trace``."""
+
+    format: str = Field(
+        "auto",
+        pattern="^(auto|json|console)$",
+        description="json (one object a line), console (readable, coloured on a terminal),"
+        " or auto: console when the log goes to a terminal, else json",
+    )
+    level: str = Field(
+        "info",
+        pattern="^(debug|info|warning|error)$",
+        description="the lowest level written by mailfleet's own loggers (others: warning)",
+    )
+    file: Path | None = Field(
+        None, description="append the log to this file (default: standard error)"
+    )
+    trace_logs: list[str] = Field(
+        default_factory=list,
+        description="log files (paths or globs) `mailfleet trace` reads when given none"
+        " (default: `file`); a fleet names every process's log",
+    )
+
+
 class RealtimeSettings(_Section):
     """The ``realtime`` role: WebSocket push and long poll over the change log."""
 
@@ -592,6 +617,7 @@ class Settings(_Section):
     realtime: RealtimeSettings = RealtimeSettings()
     metrics: MetricsSettings = MetricsSettings()
     filters: FilterSettings = FilterSettings()
+    logging: LoggingSettings = LoggingSettings()
     domains: list[DomainSeed] = Field(
         default_factory=list, description="hosted domains ensured at start"
     )
@@ -691,4 +717,5 @@ class _Environment(BaseSettings):
     realtime: dict[str, Any] | None = None
     filters: dict[str, Any] | None = None
     metrics: dict[str, Any] | None = None
+    logging: dict[str, Any] | None = None
     domains: list[dict[str, Any]] | None = None

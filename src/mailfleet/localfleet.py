@@ -684,6 +684,12 @@ tls_key = "{key}"
 proxy_protocol = true
 proxy_trusted = ["127.0.0.1/32"]
 
+[logging]
+# Every process's standard error goes to logs/<name>.log: one JSON object a
+# line there, and `mailfleet --config fleet.toml trace ID` reads them all.
+format = "json"
+trace_logs = ["{self.root / "logs" / "*.log"}"]
+
 [[domains]]
 name = "{DOMAIN}"
 open_signup = true

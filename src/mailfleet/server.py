@@ -153,6 +153,9 @@ class Server:
         config = uvicorn.Config(
             app,
             log_level="warning",
+            # Its loggers propagate to the root's handler: the same lines as
+            # every other logger's (logs.py), not a format of uvicorn's own.
+            log_config=None,
             lifespan="off",
             access_log=False,
             server_header=False,

@@ -17,6 +17,7 @@ import sys
 
 from mailfleet.config import Settings
 from mailfleet.delivery.incoming import IncomingWorker
+from mailfleet.logs import configure as configure_logs
 from mailfleet.loop import run
 from mailfleet.runtime import Runtime
 
@@ -26,6 +27,7 @@ async def _child_main() -> int:
     stdin = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
     settings = Settings.model_validate_json(await stdin.readline())
+    configure_logs(settings.logging)  # the parent's [logging]: same file, same format
     runtime = await Runtime.open(settings)
     worker = IncomingWorker(runtime.incoming, runtime.stores.queue)
     stop = asyncio.Event()
@@ -53,5 +55,6 @@ async def _child_main() -> int:
 
 
 if __name__ == "__main__":
+    # Until the settings are read: then logs.configure replaces this.
     logging.basicConfig(level=logging.WARNING, format="worker-in: %(levelname)s %(message)s")
     sys.exit(run(_child_main()))

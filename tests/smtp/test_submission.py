@@ -197,6 +197,8 @@ async def test_thunderbird_session_delivers_locally_and_queues_remote(
     # One outgoing item per remote domain, shaped as the API's send flow makes them.
     payloads = await outgoing(service)
     raw_hash = payloads[0]["raw_hash"]
+    # One correlation id for the send, on each of its items (decision 0029).
+    trace_id = payloads[0]["trace_id"]
     assert payloads == [
         {
             "account_id": int(alice.id),
@@ -205,6 +207,7 @@ async def test_thunderbird_session_delivers_locally_and_queues_remote(
             "mail_from": alice.email,
             "domain": domain,
             "recipients": [address],
+            "trace_id": trace_id,
         }
         for domain, address in (
             ("other.example", "hidden@other.example"),

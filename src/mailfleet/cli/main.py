@@ -1,6 +1,6 @@
 """``mailfleet`` entry point: global options, then one sub-command group per
 module (serve, domain, user, account, queue, quarantine, index, db, blobs,
-import/export)."""
+status, trace, import/export)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from mailfleet.cli import (
     queue,
     serve,
     status,
+    trace,
     transfer,
     user,
 )
@@ -59,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         db,
         blobs,
         status,
+        trace,
         transfer,
     ):
         module.register(commands, _common)

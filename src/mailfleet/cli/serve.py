@@ -68,7 +68,10 @@ async def _create_demo(server: Server) -> list[tuple[str, str]]:
 
 async def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from mailfleet.delivery.incoming_process import WorkerInProcess
+    from mailfleet.logs import configure as configure_logs
     from mailfleet.server import ROLES, Server  # the HTTP stack loads only for serve
+
+    configure_logs(settings.logging)
 
     roles = [r.strip() for r in args.roles.split(",") if r.strip()] or list(ROLES)
     # Beside other roles, worker-in runs in a child process: a core of its own

@@ -31,10 +31,12 @@ from mailfleet.filters.bayes import BayesFilter
 from mailfleet.filters.pipeline import FilterPipeline, Outcome
 from mailfleet.filters.sender_auth import author_domains
 from mailfleet.ids import new_id, now_ms
+from mailfleet.logs import TRACE_KEY, get_logger, trace_of
 from mailfleet.metrics import FILTER_VERDICTS
 from mailfleet.proto.addresses import Address, AddressError, mailbox_key, normalize_email
 from mailfleet.proto.authres import remove_claims_of
 from mailfleet.proto.mime import ParsedMessage, parse_message
+from mailfleet.proto.smtp_data import message_id_field
 from mailfleet.storage.errors import BackendUnavailable, BlobMissing
 from mailfleet.storage.interfaces import (
     BlobStore,
@@ -50,6 +52,9 @@ from mailfleet.storage.interfaces import (
 INCOMING = "incoming"
 RECIPIENT_CACHE_SECONDS = 30
 log = logging.getLogger("mailfleet.worker_in")
+hops = get_logger("mailfleet.worker_in")
+accepted = get_logger("mailfleet.smtp_in")
+bounces = get_logger("mailfleet.worker_out")  # accept(ours=True): worker-out's DSNs
 
 
 class RecipientVerdict:
@@ -219,6 +224,7 @@ class IncomingService:
         queue_id: str | None = None,
         checked: dict[str, FilterResult] | None = None,
         ours: bool = False,
+        trace: str | None = None,
     ) -> str:
         """Stores the mail durably and queues it; returns the queue id.
         Raises BackendUnavailable when either write fails (the MX says 451).
@@ -227,7 +233,10 @@ class IncomingService:
         ``checked``: what ``check_at_smtp`` found, kept for worker-in.
         ``ours``: a mail we made (a bounce from worker-out, sent in the name
         of the sender's postmaster on a hosted domain): the sender checks
-        have nothing to prove on it, and would call it forged."""
+        have nothing to prove on it, and would call it forged.
+        ``trace``: the mail's correlation id (decision 0029), carried on the
+        item for worker-in; by default its queue id (a received mail's
+        transaction has no other id), a bounce passes its send's."""
         now = datetime.now(UTC)
         # Only a caller's own id can come again: a fresh one needs no dedupe
         # key (and the MX's hot path writes none).
@@ -235,6 +244,18 @@ class IncomingService:
         queue_id = queue_id or f"{new_id():x}"
         raw = remove_claims_of(raw, self.hostname)
         blob = await self.blobs.put(self.trace_headers(envelope, queue_id, now) + raw)
+        trace = trace or queue_id
+        # A mail's first hop (decision 0029), then the queue's "queued".
+        (bounces if ours else accepted).info(
+            "dsn" if ours else "received",
+            trace_id=trace,
+            queue_id=queue_id,
+            client_ip=envelope.client_ip,
+            mail_from=envelope.mail_from,
+            rcpt=len(envelope.recipients),
+            message_id_header=message_id_field(raw),
+            size=len(raw),
+        )
         payload: dict[str, object] = {
             "queue_id": queue_id,
             "raw_hash": blob.hash,
@@ -244,6 +265,7 @@ class IncomingService:
             "received_at": int(now.timestamp() * 1000),
             "client_ip": envelope.client_ip,
             "helo": envelope.helo,
+            TRACE_KEY: trace,
         }
         if ours:
             checked = {f.name: FilterResult() for f in self.filters.smtp_filters}
@@ -347,7 +369,14 @@ class IncomingService:
             )
         )
         why = "; ".join(f"{r.name} {r.detail}".strip() for r in entry.reasons if r.detail)
-        log.warning("mail %s quarantined as %d: %s", queue_id, entry.id, why)
+        hops.warning(
+            "quarantined",
+            trace_id=trace_of(payload, queue_id),
+            queue_id=queue_id,
+            quarantine_id=entry.id,
+            verdict=entry.verdict,
+            reasons=why,
+        )
 
     async def release(self, entry: QuarantinedMail) -> list[str]:
         """Delivers a quarantined mail to its recipients' Inboxes, as worker-in
@@ -467,19 +496,24 @@ class IncomingWorker:
                 ready.append((item, outcome))
         copies = [copy for _, item_copies in ready for copy in item_copies]
         try:
-            await self.service.mailboxes.store_messages(copies)
+            ids = await self.service.mailboxes.store_messages(copies)
         except Exception:
             log.warning("batch store of %d copies failed; one item at a time", len(copies))
             await asyncio.gather(*failed, *(self.handle(item) for item, _ in ready))
             return
+        stored = iter(ids)
+        for item, item_copies in ready:
+            _log_stored(item, item_copies, [next(stored) for _ in item_copies])
         await asyncio.gather(*failed, self.queue.ack_many([item for item, _ in ready]))
 
     async def handle(self, item: QueueItem) -> None:
         try:
-            await self.service.process(item)
+            copies = await self.service.prepare(item)
+            ids = await self.service.mailboxes.store_messages(copies)
         except Exception as exc:
             await self._failed(item, exc)
             return
+        _log_stored(item, copies, ids)
         await self.queue.ack(item)
 
     async def _failed(self, item: QueueItem, exc: Exception) -> None:
@@ -497,6 +531,25 @@ class IncomingWorker:
         else:  # a bug or an unforeseen input: keep the mail, say why
             log.error("cannot process incoming %s", item.id, exc_info=exc)
             await self.queue.dead_letter(item, error=f"{type(exc).__name__}: {exc}")
+
+
+def _log_stored(item: QueueItem, copies: list[NewMessage], ids: list[int]) -> None:
+    """worker-in's hop (decision 0029): one line per stored copy; ``again``
+    when the copy was there already (a redelivered item)."""
+    payload = item.payload
+    queue_id = str(payload.get("queue_id", ""))
+    trace = trace_of(payload, queue_id)
+    for copy, stored in zip(copies, ids, strict=True):
+        hops.info(
+            "stored",
+            trace_id=trace,
+            queue_id=queue_id,
+            account_id=copy.account_id,
+            message_id=stored,
+            folder="inbox" if copy.spam_verdict in (None, Verdict.HAM.value) else "junk",
+            folder_id=copy.folder_id,
+            **({"again": True} if stored != copy.id else {}),
+        )
 
 
 def _shown(address: Address | None) -> str:

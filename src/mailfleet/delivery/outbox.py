@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from mailfleet.logs import TRACE_KEY
 from mailfleet.storage.interfaces import Queue
 
 OUTGOING = "outgoing"
@@ -20,6 +21,7 @@ async def queue_outgoing(
     mail_from: str,
     recipients: Iterable[str],
     round_key: str = "",
+    trace: str = "",
 ) -> None:
     """Queues ``recipients`` by domain. The dedupe key is the message, the
     domain and ``round_key``: the send flow (no round) repeating itself
@@ -28,7 +30,9 @@ async def queue_outgoing(
     whose item may be gone while the key is still remembered; sweeps of one
     round in several worker-out processes dedupe each other. A send queued
     twice this way is harmless: worker-out claims each recipient before it
-    sends (``MailboxStore.claim_deliveries``)."""
+    sends (``MailboxStore.claim_deliveries``). ``trace``: the send's
+    correlation id, carried to worker-out's log lines (decision 0029); the
+    sweep has none to give."""
     by_domain: dict[str, list[str]] = {}
     for email in recipients:
         by_domain.setdefault(email.rpartition("@")[2], []).append(email)
@@ -42,6 +46,7 @@ async def queue_outgoing(
                 "mail_from": mail_from,
                 "domain": domain,
                 "recipients": emails,
+                **({TRACE_KEY: trace} if trace else {}),
             },
             dedupe_key=f"{message_id}:{domain}{round_key}",
         )

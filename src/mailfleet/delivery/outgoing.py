@@ -31,12 +31,15 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import structlog
+
 from mailfleet.config import DeliverySettings
 from mailfleet.delivery.incoming import Envelope, IncomingService
 from mailfleet.delivery.outbox import OUTGOING, queue_outgoing
 from mailfleet.delivery.smtp_client import normalize_crlf
 from mailfleet.delivery.transport import RecipientOutcome, SmtpTransport
 from mailfleet.ids import now_ms
+from mailfleet.logs import TRACE_KEY, get_logger, trace_of
 from mailfleet.metrics import BOUNCES, count_delivery
 from mailfleet.proto.compose import new_message_id
 from mailfleet.proto.dkim import DkimError, sign
@@ -55,6 +58,7 @@ from mailfleet.storage.interfaces import (
 KEY_CACHE_SECONDS = 60
 IDLE_POLL_SECONDS = 1.0
 log = logging.getLogger("mailfleet.worker_out")
+hops = get_logger("mailfleet.worker_out")
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,14 +188,23 @@ class OutgoingService:
             # the same recipients) keeps it from arriving twice.
             await self._bounce(item, raw, mail_from, failed)
         await self.mailboxes.set_deliveries(account_id, message_id, updates)
+        trace = trace_of(payload)
         for update in updates:
             count_delivery(update.status, domain)
-        log.info(
-            "%s to %s: %s",
-            payload["message_id"],
-            domain,
-            ", ".join(f"{u.email} {u.status}" for u in updates),
-        )
+            # worker-out's hop (decision 0029): one line per recipient.
+            outcome = outcomes[update.email]
+            hops.info(
+                update.status,
+                trace_id=trace,
+                message_id=message_id,
+                item=item.id,
+                recipient=update.email,
+                remote=outcome.remote_mta or "",
+                code=outcome.code,
+                reply=update.detail,
+                attempt=item.attempts,
+                **({"next_attempt_ms": update.next_attempt_at} if update.next_attempt_at else {}),
+            )
         deferred = [u for u in updates if u.status == "deferred"]
         if deferred:
             return Retry(delay, "; ".join(dict.fromkeys(u.detail for u in deferred)))
@@ -279,7 +292,9 @@ class OutgoingService:
             helo=self.hostname,
             tls=True,
         )
-        await self.incoming.accept(envelope, dsn, queue_id=f"dsn-{digest}", ours=True)
+        await self.incoming.accept(
+            envelope, dsn, queue_id=f"dsn-{digest}", ours=True, trace=trace_of(item.payload) or None
+        )
         BOUNCES.inc()
 
 
@@ -335,6 +350,12 @@ class OutgoingWorker:
                 log.warning("sweep for unqueued sends failed: %s", exc)
 
     async def handle(self, item: QueueItem) -> None:
+        # What is logged while the item is tried (warnings of stdlib loggers
+        # too) names its mail's trace.
+        with structlog.contextvars.bound_contextvars(**{TRACE_KEY: trace_of(item.payload)}):
+            await self._handle(item)
+
+    async def _handle(self, item: QueueItem) -> None:
         timeout = self.settings.attempt_timeout_seconds
         deadline_ms = now_ms() + int(timeout * 1000)
         try:

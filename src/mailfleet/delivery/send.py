@@ -26,6 +26,7 @@ from mailfleet.filters import FilterUnavailable, MailToCheck, Verdict
 from mailfleet.filters.bayes import BayesFilter
 from mailfleet.filters.pipeline import FilterPipeline, Outcome
 from mailfleet.ids import new_id, now_ms, parse_id
+from mailfleet.logs import get_logger, new_trace_id
 from mailfleet.proto.addresses import Address, AddressError, mailbox_key, normalize_email
 from mailfleet.proto.compose import (
     OutgoingAttachment,
@@ -60,6 +61,8 @@ MAX_SUBJECT = 998  # one header line (RFC 5322 section 2.1.1)
 # (a NUL would reach the header as it is) and lone surrogates (no UTF-8).
 _CONTENT_TYPE = re.compile(r"[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+")
 _NOT_IN_SUBJECTS = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+hops = get_logger("mailfleet.send")
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,7 +215,7 @@ class SendService:
             # A fresh Message-ID per call: nothing to repeat.
             ingest_key=message_id_header,
         )
-        return await self._store_and_queue(account, message, local, remote, outcome)
+        return await self._store_and_queue(account, message, local, remote, outcome, via="api")
 
     async def send_raw(
         self, account: Account, mail_from: str, recipients: Sequence[str], raw: bytes
@@ -282,7 +285,9 @@ class SendService:
             received_at=int(now.timestamp() * 1000),
             ingest_key=f"{message_id_header}:{same_submission}",
         )
-        return await self._store_and_queue(account, message, local, remote, outcome)
+        return await self._store_and_queue(
+            account, message, local, remote, outcome, via="submission"
+        )
 
     async def _check_content(
         self,
@@ -404,6 +409,8 @@ class SendService:
         local: dict[Address, int],
         remote: list[Address],
         outcome: Outcome,
+        *,
+        via: str,
     ) -> Sent:
         """The last steps of every send: the Sent copy and the hosted
         recipients' Inbox copies in one store call, then one ``outgoing`` item
@@ -413,7 +420,12 @@ class SendService:
         References (threadkeys.py). When the send filters (``outcome``) or the
         recipient's own Bayes statistics judge it spam, a hosted recipient's
         copy goes to Junk with the verdict, score, reasons and X-Spam-* lines;
-        otherwise every copy is the same mail, byte for byte."""
+        otherwise every copy is the same mail, byte for byte.
+
+        The send's correlation id (decision 0029) is minted here, once per
+        call (a ``POST /v1/messages``, a submission transaction): its hops
+        are this call's "sent" and local "stored" lines, then the queue's
+        and worker-out's lines of its ``outgoing`` items."""
 
         def copy(
             account_id: int,
@@ -478,6 +490,28 @@ class SendService:
         # A repeated ingest key returns the Sent copy stored the first time:
         # its id keeps the queue's dedupe keys the same.
         sent_id = stored_ids[0]
+        trace = new_trace_id()
+        hops.info(
+            "sent",
+            trace_id=trace,
+            via=via,
+            account_id=account.id,
+            mail_from=account.email,
+            message_id=sent_id,
+            message_id_header=message.message_id_header,
+            local=len(local),
+            remote=len(remote),
+            size=message.raw.size,
+        )
+        for stored, inbox_copy in zip(stored_ids[1:], inbox_copies, strict=True):
+            hops.info(
+                "stored",
+                trace_id=trace,
+                account_id=inbox_copy.account_id,
+                message_id=stored,
+                folder="inbox" if inbox_copy.spam_verdict is None else "junk",
+                folder_id=inbox_copy.folder_id,
+            )
 
         await queue_outgoing(
             self.queue,
@@ -486,6 +520,7 @@ class SendService:
             raw_hash=message.raw.hash,
             mail_from=account.email,
             recipients=[a.email for a in remote],
+            trace=trace,
         )
         return Sent(sent_id, "queued")
 

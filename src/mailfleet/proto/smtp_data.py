@@ -50,3 +50,17 @@ def header_section_size(content: bytes | bytearray, limit: int, line_limit: int)
     bytes read are bounded, whatever the message's size."""
     match = _HEADER_SECTION.match(content, 0, limit + line_limit + 2)
     return match.end() if match else 0
+
+
+# The Message-ID field (RFC 5322 section 3.6.4) at the start of a line of the
+# header section, its value possibly folded onto the next line.
+_MESSAGE_ID = re.compile(rb"^message-id:[ \t]*(?:\r\n[ \t]+)?([^\r\n]{0,998})", re.I | re.M)
+
+
+def message_id_field(content: bytes, limit: int = 65536) -> str:
+    """The Message-ID field's value as written (stripped, or "" when there is
+    none in the first ``limit`` bytes of the header section): for the log
+    line of a received mail, read without parsing the mail."""
+    end = content.find(b"\r\n\r\n", 0, limit)
+    found = _MESSAGE_ID.search(content, 0, end + 2 if end >= 0 else limit)
+    return found.group(1).strip().decode("ascii", "replace") if found else ""

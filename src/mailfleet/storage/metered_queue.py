@@ -8,8 +8,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from mailfleet.logs import TRACE_KEY, get_logger
 from mailfleet.metrics import QUEUE_OPERATIONS, timed
 from mailfleet.storage.interfaces import Queue, QueueItem, QueuePolicy, QueueStats
+
+hops = get_logger("mailfleet.queue")
 
 
 class MeteredQueue:
@@ -44,6 +47,17 @@ class MeteredQueue:
             ),
         )
         QUEUE_OPERATIONS.labels(queue, "put").inc()
+        trace = payload.get(TRACE_KEY)
+        if trace:
+            # The "queued" hop of a mail (decision 0029): every backend's put.
+            hops.info(
+                "queued",
+                trace_id=trace,
+                queue=queue,
+                item=item_id,
+                **({"domain": payload["domain"]} if "domain" in payload else {}),
+                **({"delay": delay_seconds} if delay_seconds else {}),
+            )
         return item_id
 
     async def fetch(self, queue: str, *, limit: int, timeout: float) -> list[QueueItem]:
@@ -69,6 +83,11 @@ class MeteredQueue:
     async def dead_letter(self, item: QueueItem, *, error: str) -> None:
         await timed("queue", "dead_letter", lambda: self.inner.dead_letter(item, error=error))
         QUEUE_OPERATIONS.labels(item.queue, "dead_letter").inc()
+        trace = item.payload.get(TRACE_KEY)
+        if trace:
+            hops.warning(
+                "dead-lettered", trace_id=trace, queue=item.queue, item=item.id, error=error
+            )
 
     async def list(self, queue: str, *, limit: int = 100) -> list[QueueItem]:
         return await self.inner.list(queue, limit=limit)
