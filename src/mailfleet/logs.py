@@ -5,8 +5,8 @@ child process): from then on every line is one JSON object (or a readable
 line on a terminal) with ``timestamp``, ``level``, ``logger``, ``event`` and
 the bound context, whether it comes from a structlog logger of ours or from
 a stdlib ``logging`` logger (ours or a library's, through structlog's
-``ProcessorFormatter``). Both write whole lines with one ``write`` each on
-the same file descriptor, so several processes may append to one file.
+``ProcessorFormatter``). Both go to one file descriptor opened ``O_APPEND``
+in whole lines (``_Sink``), so several processes may append to one file.
 
 A mail's hops (received, sent, queued, stored, delivered, deferred, bounced)
 are logged by ``hop`` loggers (``get_logger``), one line per hop, each naming
@@ -18,8 +18,9 @@ process they run. ``mailfleet trace`` (``cli/trace.py``) reads them back.
 The hot path pays for what it writes only: a hop line below the level is
 one comparison, a line is built by two processors (structlog's contextvars
 merge, then ``_hop_json``: timestamp, level, logger, event and ``orjson``)
-and written with one ``os.write``, with no stack inspection, no stdlib
-``LogRecord`` and no structlog bound-logger dispatch (``HopLogger``).
+and handed to the sink's thread, which writes what is pending every tenth
+of a second; no stack inspection, no stdlib ``LogRecord`` and no structlog
+bound-logger dispatch (``HopLogger``).
 Until ``configure`` runs (other commands, tests in one process) hop lines
 at info are dropped and stdlib logging is left as it was.
 """
