@@ -47,6 +47,7 @@ from nats.aio.client import Client as NatsClient
 
 from mailfleet.storage.distributed.s3_blobs import S3BlobStore
 from mailfleet.storage.embedded.files import FileBlobStore
+from mailfleet.storage.metered import MeteredStore
 from tests.support import postgres
 from tests.support.nats import require_nats
 from tests.support.redis import delete_keys, require_redis, with_prefix
@@ -320,10 +321,19 @@ class Profile:
             _provisioner.release(storage)
 
 
+def backend(store: object) -> object:
+    """The implementation under a runtime's store, without the metrics
+    wrapper ``create_stores`` puts around each (storage/metered.py)."""
+    while isinstance(store, MeteredStore):
+        store = store.inner
+    return store
+
+
 async def stored_blobs(blobs: object) -> dict[str, int]:
     """Every object a blob store holds, by name, with its size: blobs and
     leftovers alike (temporary files, staged streams, unfinished multipart
     uploads), so that a test sees what a request added on either profile."""
+    blobs = backend(blobs)
     if isinstance(blobs, S3BlobStore):
         return await _s3_objects(blobs)
     if isinstance(blobs, FileBlobStore):
@@ -361,6 +371,7 @@ async def damage_stored_blob(blobs: object, blob_hash: str, replacement: bytes |
     """Behind the blob store's back, as a failing disk or a careless hand
     would: the blob's stored bytes removed (``replacement`` None) or
     replaced, in the S3 bucket, the directory or the small-blob pack."""
+    blobs = backend(blobs)
     if isinstance(blobs, S3BlobStore):
         key = blobs.key(blob_hash)
         if replacement is None:
