@@ -38,14 +38,20 @@ VICTIMS = (
 RECOVERY_SECONDS = 10
 
 
-def queue_depth(fleet: Fleet, queue: str) -> int:
+def queue_listing(fleet: Fleet, queue: str) -> tuple[int, str]:
+    """``mailfleet queue list QUEUE`` on the fleet: its depth, and the listing
+    (which says why each item in ``error`` is there)."""
     listed = subprocess.run(
         [sys.executable, "-m", "mailfleet", "--config", str(fleet.config_path), "queue", "list",
          queue],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert listed.returncode == 0, listed.stderr
-    return int(listed.stdout.split(":", 1)[1].split()[0])
+    return int(listed.stdout.split(":", 1)[1].split()[0]), listed.stdout
+
+
+def queue_depth(fleet: Fleet, queue: str) -> int:
+    return queue_listing(fleet, queue)[0]
 
 
 async def settle_and_verify(
@@ -63,7 +69,8 @@ async def settle_and_verify(
         assert time.monotonic() < deadline, "incoming did not drain"
         await asyncio.sleep(0.5)
     await harness.verify(client, run, accounts, outcomes)
-    assert await asyncio.to_thread(queue_depth, fleet, "error") == 0
+    depth, listing = await asyncio.to_thread(queue_listing, fleet, "error")
+    assert depth == 0, listing
 
 
 async def sign_up_all(client: httpx.AsyncClient, run: str, count: int) -> list[harness.Account]:

@@ -17,6 +17,7 @@ import time
 from email import policy
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 import aiosmtplib
 import httpx
@@ -326,6 +327,39 @@ async def test_unprocessable_mail_goes_to_error_queue_and_replays(
     (again,) = await queue.fetch("incoming", limit=1, timeout=0)
     await service.server.worker_in.handle(again)
     assert [m["subject"] for m in await bob.messages("inbox")] == ["lost blob"]
+
+
+async def test_an_unforeseen_failure_is_tried_again_before_error(
+    service: Service, bob: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A driver's odd error in a backend's bad moment passes when tried
+    # again; what fails every time is kept in error, with the reason.
+    queue = service.runtime.stores.queue
+    worker = service.server.worker_in
+    await worker.stop()
+
+    def _session() -> None:
+        with smtp(service) as client:
+            client.sendmail("a@outside.example", [bob.email], b"Subject: odd\r\n\r\nx\r\n")
+
+    await asyncio.to_thread(_session)
+    failures = 0
+
+    async def odd(*args: Any, **kwargs: Any) -> Any:
+        nonlocal failures
+        failures += 1
+        raise RuntimeError("odd driver state")
+
+    monkeypatch.setattr(worker.service, "prepare", odd)
+    for delivery in (1, 2, 3):
+        (leased,) = await queue.fetch("incoming", limit=1, timeout=10)
+        assert leased.attempts == delivery
+        await worker.handle(leased)
+        errors = await queue.list("error")
+        assert len(errors) == (1 if delivery == 3 else 0)
+    assert failures == 3
+    assert errors[0].last_error == "RuntimeError: odd driver state"
+    assert await queue.list("incoming") == []
 
 
 async def test_charsets_and_smtputf8(service: Service, bob: User) -> None:

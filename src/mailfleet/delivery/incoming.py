@@ -51,6 +51,10 @@ from mailfleet.storage.interfaces import (
 
 INCOMING = "incoming"
 RECIPIENT_CACHE_SECONDS = 30
+# Deliveries of a mail that fails in a way not foreseen before it is kept in
+# ``error`` for an operator (``BackendUnavailable`` waits as long as the queue
+# allows; a missing raw mail goes at once).
+UNFORESEEN_TRIES = 3
 log = logging.getLogger("mailfleet.worker_in")
 hops = get_logger("mailfleet.worker_in")
 accepted = get_logger("mailfleet.smtp_in")
@@ -528,6 +532,15 @@ class IncomingWorker:
             else:
                 log.warning("incoming %s: %s; trying again", item.id, exc)
                 await self.queue.retry(item, delay_seconds=min(300, 2**item.attempts))
+        elif item.attempts < UNFORESEEN_TRIES:
+            # Not foreseen: a driver's odd error in a backend's bad moment (a
+            # primary killed mid-transaction) passes when tried again; a bug
+            # or an input we cannot read repeats, and goes to ``error`` below.
+            log.error(
+                "incoming %s failed (delivery %d of %d before error); trying again",
+                item.id, item.attempts, UNFORESEEN_TRIES, exc_info=exc,
+            )  # fmt: skip
+            await self.queue.retry(item, delay_seconds=2**item.attempts)
         else:  # a bug or an unforeseen input: keep the mail, say why
             log.error("cannot process incoming %s", item.id, exc_info=exc)
             await self.queue.dead_letter(item, error=f"{type(exc).__name__}: {exc}")
