@@ -84,9 +84,9 @@ async def _import(args: argparse.Namespace, settings: Settings) -> int:
     started = time.monotonic()
     report = ImportReport()
     total = sum(folder.count() for folder in folders)
-    with contextlib.ExitStack() as stack:
-        # Started before the stores open, so that its process starts meanwhile.
-        parser = stack.enter_context(ParseProcess()) if total >= PARSE_PROCESS_FROM else None
+    # Started before the stores open, so that its process starts meanwhile.
+    big = total >= PARSE_PROCESS_FROM
+    with ParseProcess() if big else contextlib.nullcontext() as parser:
         runtime = await Runtime.open(settings)
         try:
             with stop_on_sigterm():

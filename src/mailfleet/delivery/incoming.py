@@ -284,6 +284,7 @@ class IncomingService:
         """Delivers one queued mail; returns the number of new copies stored."""
         copies = await self.prepare(item)
         ids = await self.mailboxes.store_messages(copies)
+        _log_stored(item, copies, ids)
         return sum(1 for copy, stored in zip(copies, ids, strict=True) if copy.id == stored)
 
     async def prepare(self, item: QueueItem) -> list[NewMessage]:
@@ -512,12 +513,10 @@ class IncomingWorker:
 
     async def handle(self, item: QueueItem) -> None:
         try:
-            copies = await self.service.prepare(item)
-            ids = await self.service.mailboxes.store_messages(copies)
+            await self.service.process(item)
         except Exception as exc:
             await self._failed(item, exc)
             return
-        _log_stored(item, copies, ids)
         await self.queue.ack(item)
 
     async def _failed(self, item: QueueItem, exc: Exception) -> None:

@@ -25,10 +25,9 @@ import multiprocessing
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from mailfleet.delivery.local import received_copy, store_parts
 from mailfleet.errors import Conflict
@@ -144,6 +143,27 @@ class ParseProcess:
         self.close()
 
 
+def _parsed_ahead(
+    batches: Iterator[list[SourceMail]], parser: ParseProcess | None
+) -> Generator[tuple[list[SourceMail], asyncio.Future[list[ParsedMessage]] | None], None, None]:
+    """Each batch with its parse (None without a parser): the next batch is
+    read and its parse started in the parser's process before this one is
+    handed over, so that it runs while this one is prepared and stored."""
+    ahead: tuple[list[SourceMail], asyncio.Future[list[ParsedMessage]] | None] | None = None
+    try:
+        for chunk in batches:
+            parsing = parser.parse([m.raw for m in chunk]) if parser is not None else None
+            previous, ahead = ahead, (chunk, parsing)
+            if previous is not None:
+                yield previous
+        if ahead is not None:
+            last, ahead = ahead, None
+            yield last
+    finally:
+        if ahead is not None and ahead[1] is not None:
+            ahead[1].cancel()
+
+
 class ImportService:
     """Stores mail from a source in one account, idempotently."""
 
@@ -179,35 +199,22 @@ class ImportService:
         report = report if report is not None else ImportReport()
         await self._load_folders(account_id)
         storing: asyncio.Task[None] | None = None
-        # The batch read last and its parse (in the parser's process, running
-        # while the batch before it is prepared and stored).
-        ahead: tuple[list[SourceMail], asyncio.Future[list[ParsedMessage]] | None] | None = None
+        batches = _parsed_ahead(self._batches(mails, batch, report), parser)
         try:
-            for chunk in self._batches(mails, batch, report):
-                parsing = parser.parse([m.raw for m in chunk]) if parser is not None else None
-                if ahead is not None:
-                    storing = await self._prepare_and_store(
-                        account_id, ahead, storing, report, progress
-                    )
-                ahead = (chunk, parsing)
-            if ahead is not None:
-                storing = await self._prepare_and_store(
-                    account_id, ahead, storing, report, progress
-                )
-                ahead = None
+            for chunk, parsing in batches:
+                parsed = await parsing if parsing is not None else None
+                copies = await self._prepare(account_id, chunk, report, parsed)
+                if storing is not None:
+                    await storing
+                storing = asyncio.create_task(self._store(copies, report, progress))
             if storing is not None:
                 await storing
                 storing = None
         finally:
-            pending: list[asyncio.Future[Any]] = []
+            batches.close()  # cancels a parse still running
             if storing is not None:
-                pending.append(storing)
-            parsing_ahead = ahead[1] if ahead is not None else None
-            if parsing_ahead is not None:
-                pending.append(parsing_ahead)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+                storing.cancel()
+                await asyncio.gather(storing, return_exceptions=True)
         return report
 
     @staticmethod
@@ -226,23 +233,6 @@ class ImportService:
                 chunk = []
         if chunk:
             yield chunk
-
-    async def _prepare_and_store(
-        self,
-        account_id: int,
-        batch: tuple[list[SourceMail], asyncio.Future[list[ParsedMessage]] | None],
-        storing: asyncio.Task[None] | None,
-        report: ImportReport,
-        progress: Callable[[ImportReport], None] | None,
-    ) -> asyncio.Task[None]:
-        """Prepares a batch while the one before it is stored; answers the
-        task storing this one."""
-        mails, parsing = batch
-        parsed = await parsing if parsing is not None else None
-        copies = await self._prepare(account_id, mails, report, parsed)
-        if storing is not None:
-            await storing
-        return asyncio.create_task(self._store(copies, report, progress))
 
     async def _store(
         self,
