@@ -179,7 +179,10 @@ async def receive_over_smtp(
     assert code == 250, reply
     queue_id = reply.decode().rsplit(" ", 1)[1]
     logs = tmp_path / "logs"
-    await logged(sorted(logs.glob("*.log")), "stored", queue_id=queue_id)
+    # Each process writes its lines a tenth of a second at a time: worker-in's
+    # "stored" can be on disk before smtp-in's "received" is.
+    for event in ("received", "queued", "stored"):
+        await logged(sorted(logs.glob("*.log")), event, trace_id=queue_id)
     return queue_id, logs
 
 
